@@ -1,0 +1,33 @@
+export { createPrismaClient } from './lib/client.js';
+export type { CreatePrismaClientOptions } from './lib/client.js';
+export {
+  DEFAULT_TRANSACTION_MAX_WAIT_MS,
+  DEFAULT_TRANSACTION_TIMEOUT_MS,
+} from './lib/client.js';
+export {
+  migrate,
+  migrationChecksum,
+  readMigrations,
+  MigrationChecksumMismatchError,
+  MigrationFailedError,
+} from './lib/migrate.js';
+export type { MigrateOptions, MigrateResult } from './lib/migrate.js';
+export { defaultMigrationsDir } from './lib/migrations-dir.js';
+export { LockIds } from './lib/lock-ids.js';
+export type { LockId } from './lib/lock-ids.js';
+export {
+  DatabaseError,
+  DeadlockError,
+  SerializationError,
+  LockTimeoutError,
+  StatementTimeoutError,
+  ConnectionLostError,
+  TransactionTimeoutError,
+  NumericOverflowError,
+  toDatabaseError,
+  sqlStateOf,
+} from './lib/errors.js';
+export type { DatabaseErrorCode } from './lib/errors.js';
+export { noopLogger, redactDatabaseUrl } from './lib/logger.js';
+export type { Logger } from './lib/logger.js';
+export { Prisma, PrismaClient } from './generated/prisma/client.js';

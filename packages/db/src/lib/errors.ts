@@ -1,0 +1,211 @@
+/**
+ * Typed database errors. Prisma reports every raw-SQL failure as P2010 with the SQLSTATE
+ * buried in `meta.driverAdapterError.cause.originalCode`, transaction-manager failures as
+ * P2028, and a failure at COMMIT as a bare DriverAdapterError. Callers should not parse any of
+ * that: `toDatabaseError()` turns each shape into one class with a stable `code`, the SQLSTATE
+ * and the original error as `cause`.
+ */
+
+export type DatabaseErrorCode =
+  | 'DEADLOCK'
+  | 'SERIALIZATION_FAILURE'
+  | 'LOCK_TIMEOUT'
+  | 'STATEMENT_TIMEOUT'
+  | 'CONNECTION_LOST'
+  | 'TRANSACTION_TIMEOUT'
+  | 'NUMERIC_OVERFLOW'
+  | 'DATABASE_ERROR';
+
+export class DatabaseError extends Error {
+  override readonly name: string = 'DatabaseError';
+  readonly code: DatabaseErrorCode = 'DATABASE_ERROR';
+  /** The SQLSTATE PostgreSQL reported, when there was one. */
+  readonly sqlState: string | undefined;
+  /**
+   * Whether running the same transaction again may succeed. True for deadlocks,
+   * serialization failures, lock timeouts and lost connections.
+   */
+  readonly retryable: boolean = false;
+
+  constructor(message: string, options: { sqlState?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.sqlState = options.sqlState;
+  }
+}
+
+export class DeadlockError extends DatabaseError {
+  override readonly name = 'DeadlockError';
+  override readonly code = 'DEADLOCK';
+  override readonly retryable = true;
+}
+
+export class SerializationError extends DatabaseError {
+  override readonly name = 'SerializationError';
+  override readonly code = 'SERIALIZATION_FAILURE';
+  override readonly retryable = true;
+}
+
+/** Our own `lock_timeout` fired while waiting for a lock (SQLSTATE 55P03). */
+export class LockTimeoutError extends DatabaseError {
+  override readonly name = 'LockTimeoutError';
+  override readonly code = 'LOCK_TIMEOUT';
+  override readonly retryable = true;
+}
+
+/** `statement_timeout` fired or the statement was cancelled (SQLSTATE 57014). */
+export class StatementTimeoutError extends DatabaseError {
+  override readonly name = 'StatementTimeoutError';
+  override readonly code = 'STATEMENT_TIMEOUT';
+  override readonly retryable = true;
+}
+
+/**
+ * The connection broke (terminated backend, server restart, network). Whether a COMMIT that
+ * was in flight took effect is unknown.
+ */
+export class ConnectionLostError extends DatabaseError {
+  override readonly name = 'ConnectionLostError';
+  override readonly code = 'CONNECTION_LOST';
+  override readonly retryable = true;
+}
+
+/** Prisma's interactive-transaction timer expired (P2028), or no pool slot came in time. */
+export class TransactionTimeoutError extends DatabaseError {
+  override readonly name = 'TransactionTimeoutError';
+  override readonly code = 'TRANSACTION_TIMEOUT';
+  override readonly retryable = true;
+}
+
+/** A value did not fit its column, e.g. a bigint counter past 2^63 − 1 (SQLSTATE 22003). */
+export class NumericOverflowError extends DatabaseError {
+  override readonly name = 'NumericOverflowError';
+  override readonly code = 'NUMERIC_OVERFLOW';
+}
+
+const CONNECTION_SQLSTATES = new Set([
+  '08000', '08001', '08003', '08004', '08006', '08007', '57P01', '57P02', '57P03',
+]);
+const CONNECTION_ERRNOS = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+]);
+const CONNECTION_ADAPTER_KINDS = new Set([
+  'ConnectionClosed', 'DatabaseNotReachable', 'SocketTimeout', 'TooManyConnections',
+]);
+const CONNECTION_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017']);
+const CONNECTION_MESSAGES =
+  /Connection terminated|terminating connection|Client has encountered a connection error|connection is closed|Connection closed|ECONNRESET|ECONNREFUSED|server closed the connection/i;
+
+interface ErrorShape {
+  code?: unknown;
+  message?: unknown;
+  errno?: unknown;
+  kind?: unknown;
+  originalCode?: unknown;
+  cause?: unknown;
+  meta?: { driverAdapterError?: { cause?: { originalCode?: unknown; kind?: unknown } } };
+}
+
+function asShape(value: unknown): ErrorShape | undefined {
+  return typeof value === 'object' && value !== null ? (value as ErrorShape) : undefined;
+}
+
+function stringOrUndefined(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Walks an error and its causes, yielding each level (bounded, cycles cannot hang it). */
+function* causeChain(error: unknown): Generator<ErrorShape> {
+  let current: unknown = error;
+  for (let depth = 0; depth < 8; depth++) {
+    const shape = asShape(current);
+    if (!shape) return;
+    yield shape;
+    current = shape.cause;
+  }
+}
+
+/** The SQLSTATE of an error from Prisma, the driver adapter or `pg`, wherever it sits. */
+export function sqlStateOf(error: unknown): string | undefined {
+  for (const level of causeChain(error)) {
+    const fromAdapter = stringOrUndefined(level.meta?.driverAdapterError?.cause?.originalCode);
+    if (fromAdapter) return fromAdapter;
+    const original = stringOrUndefined(level.originalCode);
+    if (original) return original;
+    const code = stringOrUndefined(level.code);
+    if (code && /^[0-9A-Z]{5}$/.test(code)) return code;
+    if (code === 'P2034') return '40001';
+  }
+  return undefined;
+}
+
+function looksLikeLostConnection(error: unknown): boolean {
+  for (const level of causeChain(error)) {
+    const code = stringOrUndefined(level.code);
+    if (code && (CONNECTION_ERRNOS.has(code) || CONNECTION_PRISMA_CODES.has(code))) return true;
+    const kind =
+      stringOrUndefined(level.kind) ??
+      stringOrUndefined(level.meta?.driverAdapterError?.cause?.kind);
+    if (kind && CONNECTION_ADAPTER_KINDS.has(kind)) return true;
+    const message = stringOrUndefined(level.message);
+    if (message && CONNECTION_MESSAGES.test(message)) return true;
+  }
+  return false;
+}
+
+function isTransactionTimeout(error: unknown): boolean {
+  const shape = asShape(error);
+  if (!shape || shape.code !== 'P2028') return false;
+  const message = stringOrUndefined(shape.message) ?? '';
+  // P2028 also covers "Transaction already closed" after the connection died; that case is
+  // told apart by the connection checks, which run first.
+  return /timeout|expired|Unable to start a transaction in the given time|already closed/i.test(
+    message,
+  );
+}
+
+function describe(error: unknown): string {
+  const message = stringOrUndefined(asShape(error)?.message);
+  return message ? message.split('\n').filter(Boolean).slice(-1)[0] ?? message : String(error);
+}
+
+/**
+ * Turns anything thrown by Prisma, the driver adapter or `pg` into a {@link DatabaseError}.
+ * Errors that already are DatabaseErrors pass through unchanged.
+ */
+export function toDatabaseError(error: unknown): DatabaseError {
+  if (error instanceof DatabaseError) return error;
+  const sqlState = sqlStateOf(error);
+  const detail = describe(error);
+  const options = { sqlState, cause: error };
+  switch (sqlState) {
+    case '40P01':
+      return new DeadlockError(`Deadlock detected; retry the transaction. (${detail})`, options);
+    case '40001':
+      return new SerializationError(
+        `Serialization failure; retry the transaction. (${detail})`,
+        options,
+      );
+    case '55P03':
+      return new LockTimeoutError(
+        `Timed out waiting for a lock (lock_timeout); another transaction held it too long. (${detail})`,
+        options,
+      );
+    case '57014':
+      return new StatementTimeoutError(`Statement cancelled or timed out. (${detail})`, options);
+    case '22003':
+      return new NumericOverflowError(`A value is out of range for its type. (${detail})`, options);
+  }
+  if ((sqlState && CONNECTION_SQLSTATES.has(sqlState)) || looksLikeLostConnection(error)) {
+    return new ConnectionLostError(
+      `Lost the database connection; the transaction's outcome may be unknown. (${detail})`,
+      options,
+    );
+  }
+  if (isTransactionTimeout(error)) {
+    return new TransactionTimeoutError(
+      `The transaction ran past its time limit or could not start in time; raise the transaction timeout or the pool size. (${detail})`,
+      options,
+    );
+  }
+  return new DatabaseError(`Database error${sqlState ? ` ${sqlState}` : ''}: ${detail}`, options);
+}

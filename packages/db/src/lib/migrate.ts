@@ -1,0 +1,180 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { LockIds } from './lock-ids.js';
+import { noopLogger, type Logger } from './logger.js';
+import { defaultMigrationsDir } from './migrations-dir.js';
+
+export interface MigrateOptions {
+  databaseUrl: string;
+  /** Defaults to the workspace's `prisma/migrations`. */
+  migrationsDir?: string;
+  logger?: Logger;
+}
+
+export interface MigrateResult {
+  /** Names of the migrations this call applied, in order; empty when all were applied. */
+  applied: string[];
+}
+
+/** A migration that was applied earlier no longer matches its file. */
+export class MigrationChecksumMismatchError extends Error {
+  override readonly name = 'MigrationChecksumMismatchError';
+  readonly code = 'MIGRATION_CHECKSUM_MISMATCH';
+  constructor(readonly migrationName: string) {
+    super(
+      `Migration ${migrationName} was changed after it was applied (its checksum differs from _prisma_migrations). ` +
+        'Restore the original migration.sql and put the change in a new migration.',
+    );
+  }
+}
+
+/** A migration failed, now or in an earlier run (Prisma's P3009 / P3018). */
+export class MigrationFailedError extends Error {
+  override readonly name = 'MigrationFailedError';
+  readonly code = 'MIGRATION_FAILED';
+  constructor(
+    readonly migrationName: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+interface MigrationFile {
+  name: string;
+  sql: string;
+  checksum: string;
+}
+
+interface AppliedRow {
+  migration_name: string;
+  checksum: string;
+  finished_at: Date | null;
+  rolled_back_at: Date | null;
+  logs: string | null;
+}
+
+// The table exactly as Prisma Migrate creates it (prisma-engines, sql-migration-connector).
+const CREATE_MIGRATIONS_TABLE = `
+CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+    "id"                    VARCHAR(36) PRIMARY KEY NOT NULL,
+    "checksum"              VARCHAR(64) NOT NULL,
+    "finished_at"           TIMESTAMPTZ,
+    "migration_name"        VARCHAR(255) NOT NULL,
+    "logs"                  TEXT,
+    "rolled_back_at"        TIMESTAMPTZ,
+    "started_at"            TIMESTAMPTZ NOT NULL DEFAULT now(),
+    "applied_steps_count"   INTEGER NOT NULL DEFAULT 0
+)`;
+
+/** Prisma's checksum: the sha256 of migration.sql's bytes, lower-case hex. */
+export function migrationChecksum(sql: string | Buffer): string {
+  return createHash('sha256').update(sql).digest('hex');
+}
+
+export function readMigrations(migrationsDir: string): MigrationFile[] {
+  return readdirSync(migrationsDir)
+    .filter((name) => statSync(join(migrationsDir, name)).isDirectory())
+    .sort()
+    .map((name) => {
+      const bytes = readFileSync(join(migrationsDir, name, 'migration.sql'));
+      return { name, sql: bytes.toString('utf8'), checksum: migrationChecksum(bytes) };
+    });
+}
+
+/**
+ * Applies `prisma/migrations` the way `prisma migrate deploy` does, without Prisma's native
+ * schema engine: in name order, each in its own transaction, recorded in `_prisma_migrations`
+ * with the same columns and checksums, so `prisma migrate status` agrees with us and either
+ * tool can take over. Holds Prisma Migrate's own session advisory lock on a dedicated
+ * connection, so concurrent migrate() calls, and `prisma migrate deploy`, run one at a time.
+ */
+export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  const logger = options.logger ?? noopLogger;
+  const migrations = readMigrations(options.migrationsDir ?? defaultMigrationsDir());
+  const client = new Client({ connectionString: options.databaseUrl });
+  // A dropped connection must reach us as a rejected query, not as a process crash.
+  client.on('error', (error) => logger.warn('migrate: connection error', { error: error.message }));
+  await client.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1::bigint)', [LockIds.migrate.toString()]);
+    try {
+      return { applied: await applyPending(client, migrations, logger) };
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1::bigint)', [LockIds.migrate.toString()]);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+async function applyPending(
+  client: Client,
+  migrations: MigrationFile[],
+  logger: Logger,
+): Promise<string[]> {
+  await client.query(CREATE_MIGRATIONS_TABLE);
+  const { rows } = await client.query<AppliedRow>(
+    `SELECT migration_name, checksum, finished_at, rolled_back_at, logs
+       FROM "_prisma_migrations" ORDER BY started_at`,
+  );
+  const live = rows.filter((row) => row.rolled_back_at === null);
+  const failed = live.find((row) => row.finished_at === null);
+  if (failed) {
+    throw new MigrationFailedError(
+      failed.migration_name,
+      `Migration ${failed.migration_name} failed earlier and is recorded as failed in _prisma_migrations` +
+        `${failed.logs ? ` (${failed.logs.split('\n')[0]})` : ''}. Fix the database, then mark it with ` +
+        '`prisma migrate resolve --rolled-back` (or set rolled_back_at) and run migrate again.',
+    );
+  }
+  const appliedByName = new Map(live.map((row) => [row.migration_name, row]));
+  const applied: string[] = [];
+  for (const migration of migrations) {
+    const previous = appliedByName.get(migration.name);
+    if (previous) {
+      if (previous.checksum !== migration.checksum) {
+        throw new MigrationChecksumMismatchError(migration.name);
+      }
+      continue;
+    }
+    await applyOne(client, migration);
+    logger.info('migrate: applied', { migration: migration.name });
+    applied.push(migration.name);
+  }
+  return applied;
+}
+
+async function applyOne(client: Client, migration: MigrationFile): Promise<void> {
+  const id = randomUUID();
+  // Recorded before it runs, as Prisma does, so a crash leaves a visible unfinished row.
+  await client.query(
+    `INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, applied_steps_count)
+     VALUES ($1, $2, $3, now(), 0)`,
+    [id, migration.checksum, migration.name],
+  );
+  try {
+    await client.query('BEGIN');
+    await client.query(migration.sql);
+    await client.query(
+      `UPDATE "_prisma_migrations" SET finished_at = clock_timestamp(), applied_steps_count = 1
+        WHERE id = $1`,
+      [id],
+    );
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    const message = error instanceof Error ? error.message : String(error);
+    await client
+      .query(`UPDATE "_prisma_migrations" SET logs = $2 WHERE id = $1`, [id, message])
+      .catch(() => undefined);
+    throw new MigrationFailedError(
+      migration.name,
+      `Migration ${migration.name} failed and was rolled back: ${message}`,
+      { cause: error },
+    );
+  }
+}
