@@ -1,0 +1,207 @@
+/**
+ * Every SQL statement of @usagekit/boundary-usage. Each one says which lock it takes or relies
+ * on, in which mode, and why. Values are always bound parameters (tagged `Prisma.sql`); the
+ * only composed pieces are fixed fragments chosen in this file.
+ *
+ * The protocol (coder PR #21907, made cheaper): writers take the boundary-usage advisory lock
+ * SHARED, the cutover takes it EXCLUSIVE, both transaction-scoped. Writers touch only their
+ * own row, so they never need to exclude each other; the cutover excludes every writer, so a
+ * flush lands wholly before or wholly after it; two cutovers serialize, so their whole-table
+ * DELETEs cannot deadlock (the 40P01 hugodutka's stress test hit).
+ */
+import { LockIds, Prisma } from '@usagekit/db';
+
+export type LockMode = 'shared' | 'exclusive';
+
+const lockKey = LockIds.boundaryUsageStats;
+
+/**
+ * Transaction-local lock_timeout, so a writer stuck behind a long cutover fails with 55P03
+ * instead of holding its pool slot until Prisma's transaction timer fires (which does not
+ * cancel the wait). `SET` takes no parameters; set_config(…, true) is SET LOCAL that does.
+ */
+export function setLockTimeout(lockTimeoutMs: number): Prisma.Sql {
+  return Prisma.sql`SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true)`;
+}
+
+/**
+ * The writers' lock. SHARED: many flushes at once, none during a cutover. EXCLUSIVE only
+ * when the store reproduces coder's protocol for comparison. Both return void, which
+ * adapter-pg cannot decode, so they run through $executeRaw.
+ */
+export function takeWriterLock(mode: LockMode): Prisma.Sql {
+  return mode === 'shared'
+    ? Prisma.sql`SELECT pg_advisory_xact_lock_shared(${lockKey}::bigint)`
+    : Prisma.sql`SELECT pg_advisory_xact_lock(${lockKey}::bigint)`;
+}
+
+/** The cutover's lock: EXCLUSIVE, so no flush is half-visible to it and cutovers serialize. */
+export function takeCutoverLock(): Prisma.Sql {
+  return Prisma.sql`SELECT pg_advisory_xact_lock(${lockKey}::bigint)`;
+}
+
+export interface FlushStatementParams {
+  replicaId: string;
+  /** When set, the flush applies only if it is above the replica's last applied sequence. */
+  sequence: bigint | undefined;
+  uniqueWorkspacesDelta: bigint;
+  uniqueUsersDelta: bigint;
+  uniqueWorkspacesCount: bigint;
+  uniqueUsersCount: bigint;
+  allowedRequests: bigint;
+  deniedRequests: bigint;
+  workspaceIds: readonly string[];
+  userIds: readonly string[];
+}
+
+export interface FlushStatementRow {
+  applied: boolean;
+  new_period: boolean | null;
+}
+
+/**
+ * The flush: one statement that (1) records the flush sequence, (2) inserts the ids it carries
+ * into boundary_usage_ids, (3) upserts the replica's stats row. Each step reads the previous
+ * CTE's output, so when the sequence says "already applied" nothing else is written.
+ *
+ * `gate` is the CTE the sequence step selects FROM. In the interactive transaction it is a
+ * constant row (the lock was taken by an earlier statement). In the single-statement form it
+ * is the MATERIALIZED lock CTE: the sequence INSERT cannot produce its row, and so nothing
+ * downstream can write, until pg_advisory_xact_lock_shared has returned. Relies on the shared
+ * (or, in exclusive mode, exclusive) boundary-usage lock being held.
+ *
+ * Upsert semantics (coder #21805): INSERT (first flush of a period) writes the unique *deltas*;
+ * UPDATE replaces the unique counts with the replica's cumulative counts for the period and
+ * *adds* the request deltas. window_start is set only on INSERT. `xmax = 0` is true only for a
+ * freshly inserted tuple: the ON CONFLICT UPDATE path stamps xmax with our transaction id.
+ */
+function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
+  const replicaId = params.replicaId;
+  const sequenceStep =
+    params.sequence === undefined
+      ? Prisma.sql`sequence AS (SELECT true AS applied FROM ${gate})`
+      : Prisma.sql`sequence AS (
+          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
+          SELECT ${replicaId}::uuid, ${params.sequence}::bigint, now() FROM ${gate}
+          ON CONFLICT (replica_id) DO UPDATE
+            SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+            WHERE s.last_sequence < EXCLUDED.last_sequence
+          RETURNING true AS applied
+        )`;
+  return Prisma.sql`${sequenceStep},
+    ids AS (
+      INSERT INTO boundary_usage_ids (kind, id)
+      SELECT 'workspace', w FROM unnest(${params.workspaceIds as string[]}::uuid[]) AS w
+       WHERE EXISTS (SELECT 1 FROM sequence)
+      UNION ALL
+      SELECT 'user', u FROM unnest(${params.userIds as string[]}::uuid[]) AS u
+       WHERE EXISTS (SELECT 1 FROM sequence)
+      ON CONFLICT DO NOTHING
+    ),
+    stats AS (
+      INSERT INTO boundary_usage_stats AS b (
+        replica_id, unique_workspaces_count, unique_users_count,
+        allowed_requests, denied_requests, window_start, updated_at)
+      SELECT ${replicaId}::uuid, ${params.uniqueWorkspacesDelta}::bigint,
+             ${params.uniqueUsersDelta}::bigint, ${params.allowedRequests}::bigint,
+             ${params.deniedRequests}::bigint, now(), now()
+        FROM sequence
+      ON CONFLICT (replica_id) DO UPDATE SET
+        unique_workspaces_count = ${params.uniqueWorkspacesCount}::bigint,
+        unique_users_count = ${params.uniqueUsersCount}::bigint,
+        allowed_requests = b.allowed_requests + EXCLUDED.allowed_requests,
+        denied_requests = b.denied_requests + EXCLUDED.denied_requests,
+        updated_at = EXCLUDED.updated_at
+      RETURNING (xmax = 0) AS new_period
+    )
+    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period`;
+}
+
+/** The flush for an interactive transaction that already holds the writer lock. */
+export function flushAfterLock(params: FlushStatementParams): Prisma.Sql {
+  return Prisma.sql`WITH gate AS (SELECT 1), ${flushBody(params, Prisma.sql`gate`)}`;
+}
+
+/**
+ * The flush as ONE statement that sets lock_timeout, takes the writer lock and writes, for
+ * the batched transaction (BEGIN, this, COMMIT: one round trip fewer than the interactive
+ * form, and no interactive-transaction bookkeeping in Prisma).
+ *
+ * Ordering, which the store's tests prove against a real server: `config` and `lock` are
+ * MATERIALIZED, so each runs once, in dependency order, when first read; `lock` reads
+ * `config`, so lock_timeout is in force before the lock wait starts; every write reads from
+ * `lock` (directly or through `sequence`), so none can happen before the lock is granted.
+ * The statement's snapshot predates the lock wait, which is harmless here: INSERT … ON
+ * CONFLICT DO UPDATE checks and locks the latest committed row version, not the snapshot's,
+ * so a row a cutover deleted while we waited is seen as gone and we INSERT (a new period).
+ */
+export function flushWithLock(
+  params: FlushStatementParams,
+  mode: LockMode,
+  lockTimeoutMs: number,
+): Prisma.Sql {
+  const lockCall =
+    mode === 'shared'
+      ? Prisma.sql`pg_advisory_xact_lock_shared(${lockKey}::bigint)`
+      : Prisma.sql`pg_advisory_xact_lock(${lockKey}::bigint)`;
+  return Prisma.sql`WITH
+    config AS MATERIALIZED (SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true) AS v),
+    lock AS MATERIALIZED (SELECT ${lockCall} IS NULL AS granted FROM config),
+    ${flushBody(params, Prisma.sql`lock`)}`;
+}
+
+export interface CutoverRow {
+  unique_workspaces: bigint;
+  unique_users: bigint;
+  unique_workspaces_replica_sum: string;
+  unique_users_replica_sum: string;
+  allowed_requests: string;
+  denied_requests: string;
+  replicas: bigint;
+  window_start: Date | null;
+  window_end: Date | null;
+  stale_replicas: bigint;
+  stale_unique_workspaces_replica_sum: string;
+  stale_unique_users_replica_sum: string;
+  stale_allowed_requests: string;
+  stale_denied_requests: string;
+}
+
+/**
+ * The cutover: deletes every stats row and every id row and sums exactly what it deleted
+ * (coder #21770: a separate read and reset lose the flushes landing between them). Must run
+ * under the EXCLUSIVE boundary-usage lock, taken by an earlier statement of the same
+ * transaction, so the DELETE's snapshot already includes every flush that committed before
+ * the lock was granted and none can commit until we do.
+ *
+ * Rows whose window started before now() − maxStaleness (a replica whose data sat through
+ * failed collections) are deleted but not counted; their totals are reported separately.
+ * Sums are aggregated as numeric and returned as text: int8 rows can add up past 2^63 − 1,
+ * and a `::bigint` cast would then fail every cutover forever (a poison row). Always returns
+ * exactly one row; an empty table gives zeros.
+ */
+export function getAndResetSummary(maxStalenessMs: number): Prisma.Sql {
+  return Prisma.sql`WITH
+    deleted AS (DELETE FROM boundary_usage_stats RETURNING *),
+    deleted_ids AS (DELETE FROM boundary_usage_ids RETURNING kind),
+    marked AS (
+      SELECT d.*, d.window_start >= now() - ${maxStalenessMs}::bigint * interval '1 millisecond' AS fresh
+        FROM deleted d
+    )
+    SELECT
+      (SELECT count(*) FROM deleted_ids WHERE kind = 'workspace') AS unique_workspaces,
+      (SELECT count(*) FROM deleted_ids WHERE kind = 'user') AS unique_users,
+      COALESCE(sum(unique_workspaces_count) FILTER (WHERE fresh), 0)::text AS unique_workspaces_replica_sum,
+      COALESCE(sum(unique_users_count) FILTER (WHERE fresh), 0)::text AS unique_users_replica_sum,
+      COALESCE(sum(allowed_requests) FILTER (WHERE fresh), 0)::text AS allowed_requests,
+      COALESCE(sum(denied_requests) FILTER (WHERE fresh), 0)::text AS denied_requests,
+      count(*) FILTER (WHERE fresh) AS replicas,
+      min(window_start) FILTER (WHERE fresh) AS window_start,
+      max(updated_at) FILTER (WHERE fresh) AS window_end,
+      count(*) FILTER (WHERE NOT fresh) AS stale_replicas,
+      COALESCE(sum(unique_workspaces_count) FILTER (WHERE NOT fresh), 0)::text AS stale_unique_workspaces_replica_sum,
+      COALESCE(sum(unique_users_count) FILTER (WHERE NOT fresh), 0)::text AS stale_unique_users_replica_sum,
+      COALESCE(sum(allowed_requests) FILTER (WHERE NOT fresh), 0)::text AS stale_allowed_requests,
+      COALESCE(sum(denied_requests) FILTER (WHERE NOT fresh), 0)::text AS stale_denied_requests
+    FROM marked`;
+}

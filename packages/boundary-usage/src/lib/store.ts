@@ -1,0 +1,205 @@
+import {
+  DEFAULT_TRANSACTION_MAX_WAIT_MS,
+  Prisma,
+  toDatabaseError,
+  type PrismaClient,
+} from '@usagekit/db';
+import * as sql from './sql.js';
+import { summaryFromRow, type BoundaryUsageSummary } from './summary.js';
+import { assertCount, assertPositiveMs, assertUuid, InvalidInputError, INT8_MAX } from './validation.js';
+
+export type { LockMode } from './sql.js';
+
+export interface StoreOptions {
+  /**
+   * 'shared' (default): writers share the lock and only the cutover is exclusive.
+   * 'exclusive': every writer takes the lock exclusively, as coder does; for comparison.
+   */
+  lockMode?: sql.LockMode;
+  /** How long a statement may wait for the advisory lock before failing with 55P03. */
+  lockTimeoutMs?: number;
+  /** Prisma's limit for a whole transaction; must exceed lockTimeoutMs. */
+  transactionTimeoutMs?: number;
+  /** How long to wait for a pooled connection to start a transaction. */
+  maxWaitMs?: number;
+  /**
+   * How a flush talks to PostgreSQL:
+   * - 'single-statement' (default): a batched `$transaction([…])` whose one statement sets
+   *   lock_timeout, takes the lock and writes (BEGIN, statement, COMMIT);
+   * - 'interactive': `$transaction(async tx => …)` with the lock and the write as separate
+   *   statements (the textbook form; slower, kept for comparison and as a fallback).
+   */
+  flushMode?: 'single-statement' | 'interactive';
+}
+
+export const DEFAULT_STORE_OPTIONS = {
+  lockMode: 'shared',
+  lockTimeoutMs: 2_000,
+  transactionTimeoutMs: 5_000,
+  maxWaitMs: DEFAULT_TRANSACTION_MAX_WAIT_MS,
+  flushMode: 'single-statement',
+} as const satisfies Required<StoreOptions>;
+
+export interface UpsertStatsParams {
+  replicaId: string;
+  /** Used when the upsert INSERTs (the first flush of a period). */
+  uniqueWorkspacesDelta: number | bigint;
+  uniqueUsersDelta: number | bigint;
+  /** Used when it UPDATEs: the replica's cumulative distinct counts for the period. */
+  uniqueWorkspacesCount: number | bigint;
+  uniqueUsersCount: number | bigint;
+  /** Always deltas, added in the database. */
+  allowedRequests: number | bigint;
+  deniedRequests: number | bigint;
+  /** Ids seen since the last successful flush, for the exact cross-replica distinct counts. */
+  workspaceIds?: readonly string[];
+  userIds?: readonly string[];
+  /**
+   * The flush's sequence number for this replica. When given, a flush whose sequence is not
+   * above the last applied one is skipped (`applied: false`): a retry after an ambiguous
+   * commit can never count twice.
+   */
+  sequence?: bigint;
+}
+
+export interface UpsertStatsResult {
+  /** True when this flush inserted the replica's row: the first flush of a new period. */
+  newPeriod: boolean;
+  /** False when `sequence` showed the flush had already been applied (nothing written). */
+  applied: boolean;
+}
+
+/**
+ * The boundary_usage_stats table, its ids and the advisory-lock protocol around them. All SQL
+ * lives in ./sql.ts; this class validates input, chooses the transaction shape and turns
+ * database errors into typed ones.
+ */
+export class BoundaryUsageStore {
+  readonly options: Readonly<Required<StoreOptions>>;
+
+  constructor(
+    private readonly prisma: PrismaClient,
+    options: StoreOptions = {},
+  ) {
+    const merged = { ...DEFAULT_STORE_OPTIONS, ...definedOnly(options) };
+    if (merged.lockMode !== 'shared' && merged.lockMode !== 'exclusive') {
+      throw new InvalidInputError('lockMode', merged.lockMode, "'shared' or 'exclusive'");
+    }
+    if (merged.flushMode !== 'single-statement' && merged.flushMode !== 'interactive') {
+      throw new InvalidInputError('flushMode', merged.flushMode, "'single-statement' or 'interactive'");
+    }
+    assertPositiveMs('lockTimeoutMs', merged.lockTimeoutMs);
+    assertPositiveMs('transactionTimeoutMs', merged.transactionTimeoutMs);
+    assertPositiveMs('maxWaitMs', merged.maxWaitMs);
+    if (merged.lockTimeoutMs >= merged.transactionTimeoutMs) {
+      throw new InvalidInputError(
+        'lockTimeoutMs',
+        merged.lockTimeoutMs,
+        `less than transactionTimeoutMs (${merged.transactionTimeoutMs}), so a lock wait ends before the transaction timer`,
+      );
+    }
+    this.options = Object.freeze(merged);
+  }
+
+  /** Adds one flush to the replica's row, under the writer lock. */
+  async upsertStats(params: UpsertStatsParams): Promise<UpsertStatsResult> {
+    const statementParams = validateUpsert(params);
+    const { lockMode, lockTimeoutMs, flushMode } = this.options;
+    let rows: sql.FlushStatementRow[];
+    try {
+      if (flushMode === 'single-statement') {
+        [rows] = await this.prisma.$transaction(
+          [this.prisma.$queryRaw<sql.FlushStatementRow[]>(sql.flushWithLock(statementParams, lockMode, lockTimeoutMs))],
+        );
+      } else {
+        rows = await this.prisma.$transaction(
+          async (tx) => {
+            await tx.$executeRaw(sql.setLockTimeout(lockTimeoutMs));
+            await tx.$executeRaw(sql.takeWriterLock(lockMode));
+            return tx.$queryRaw<sql.FlushStatementRow[]>(sql.flushAfterLock(statementParams));
+          },
+          this.transactionOptions(),
+        );
+      }
+    } catch (error) {
+      throw toDatabaseError(error);
+    }
+    const row = rows[0];
+    if (!row) throw new Error('upsertStats: the flush statement returned no row');
+    return { applied: row.applied, newPeriod: row.applied && row.new_period === true };
+  }
+
+  /**
+   * Atomically reads and deletes every replica's row (and the period's ids) under the
+   * exclusive lock, and returns what it deleted. Rows whose window started more than
+   * `maxStalenessMs` ago are deleted but reported apart, not counted.
+   */
+  async getAndResetSummary(params: { maxStalenessMs: number }): Promise<BoundaryUsageSummary> {
+    const maxStalenessMs = assertPositiveMs('maxStalenessMs', params?.maxStalenessMs);
+    try {
+      return await this.prisma.$transaction(
+        (tx) => this.getAndResetSummaryInTransaction(tx, { maxStalenessMs }),
+        this.transactionOptions(),
+      );
+    } catch (error) {
+      throw toDatabaseError(error);
+    }
+  }
+
+  /**
+   * The cutover inside a transaction the caller owns, so it can commit together with other
+   * writes (the telemetry reporter claims the period and writes its outbox row in the same
+   * transaction). Takes the exclusive lock first.
+   */
+  async getAndResetSummaryInTransaction(
+    tx: Prisma.TransactionClient,
+    params: { maxStalenessMs: number },
+  ): Promise<BoundaryUsageSummary> {
+    const maxStalenessMs = assertPositiveMs('maxStalenessMs', params?.maxStalenessMs);
+    await tx.$executeRaw(sql.setLockTimeout(this.options.lockTimeoutMs));
+    await tx.$executeRaw(sql.takeCutoverLock());
+    const rows = await tx.$queryRaw<sql.CutoverRow[]>(sql.getAndResetSummary(maxStalenessMs));
+    return summaryFromRow(rows[0]);
+  }
+
+  private transactionOptions(): { maxWait: number; timeout: number } {
+    return { maxWait: this.options.maxWaitMs, timeout: this.options.transactionTimeoutMs };
+  }
+}
+
+function definedOnly<T extends object>(options: T): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(options ?? {}).filter(([, value]) => value !== undefined),
+  ) as Partial<T>;
+}
+
+function validateUpsert(params: UpsertStatsParams): sql.FlushStatementParams {
+  if (typeof params !== 'object' || params === null) {
+    throw new InvalidInputError('params', params, 'an object');
+  }
+  const workspaceIds = params.workspaceIds ?? [];
+  const userIds = params.userIds ?? [];
+  if (!Array.isArray(workspaceIds)) throw new InvalidInputError('workspaceIds', workspaceIds, 'an array of uuids');
+  if (!Array.isArray(userIds)) throw new InvalidInputError('userIds', userIds, 'an array of uuids');
+  workspaceIds.forEach((id, index) => assertUuid(`workspaceIds[${index}]`, id));
+  userIds.forEach((id, index) => assertUuid(`userIds[${index}]`, id));
+  let sequence: bigint | undefined;
+  if (params.sequence !== undefined) {
+    if (typeof params.sequence !== 'bigint' || params.sequence <= 0n || params.sequence > INT8_MAX) {
+      throw new InvalidInputError('sequence', params.sequence, 'a positive bigint that fits int8');
+    }
+    sequence = params.sequence;
+  }
+  return {
+    replicaId: assertUuid('replicaId', params.replicaId),
+    sequence,
+    uniqueWorkspacesDelta: assertCount('uniqueWorkspacesDelta', params.uniqueWorkspacesDelta),
+    uniqueUsersDelta: assertCount('uniqueUsersDelta', params.uniqueUsersDelta),
+    uniqueWorkspacesCount: assertCount('uniqueWorkspacesCount', params.uniqueWorkspacesCount),
+    uniqueUsersCount: assertCount('uniqueUsersCount', params.uniqueUsersCount),
+    allowedRequests: assertCount('allowedRequests', params.allowedRequests),
+    deniedRequests: assertCount('deniedRequests', params.deniedRequests),
+    workspaceIds,
+    userIds,
+  };
+}
