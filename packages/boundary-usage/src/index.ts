@@ -1,5 +1,11 @@
 export { BoundaryUsageStore, DEFAULT_STORE_OPTIONS } from './lib/store.js';
 export type { StoreOptions, UpsertStatsParams, UpsertStatsResult, LockMode } from './lib/store.js';
+export { BoundaryUsageTracker } from './lib/tracker.js';
+export type { FlushResult } from './lib/tracker.js';
+export { startFlushLoop, DEFAULT_FLUSH_LOOP_OPTIONS } from './lib/flush-loop.js';
+export type { FlushLoop, FlushLoopOptions, FlushLoopObserver } from './lib/flush-loop.js';
+export type { BackoffOptions } from './lib/backoff.js';
+export { backoffDelayMs } from './lib/backoff.js';
 export type { BoundaryUsageSummary, StaleTotals } from './lib/summary.js';
 export { emptySummary } from './lib/summary.js';
 export { InvalidInputError, isUuid } from './lib/validation.js';

@@ -63,6 +63,12 @@ export function assertCount(field: string, value: unknown): bigint {
   throw new InvalidInputError(field, value, 'a non-negative integer (number or bigint)');
 }
 
+/** A positive safe integer (a count of attempts, rows, …). */
+export function assertPositiveInteger(field: string, value: unknown): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;
+  throw new InvalidInputError(field, value, 'a positive integer');
+}
+
 /** A positive safe-integer number of milliseconds. */
 export function assertPositiveMs(field: string, value: unknown): number {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;

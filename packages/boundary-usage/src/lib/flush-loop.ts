@@ -1,0 +1,140 @@
+import { noopLogger, type DatabaseError, type Logger } from '@usagekit/db';
+import { backoffDelayMs, pause, type BackoffOptions } from './backoff.js';
+import type { BoundaryUsageStore } from './store.js';
+import type { BoundaryUsageTracker, FlushResult } from './tracker.js';
+import { assertPositiveInteger, assertPositiveMs, assertUuid, InvalidInputError } from './validation.js';
+
+/** Optional observer of the loop, e.g. to feed metrics. Every method is optional. */
+export interface FlushLoopObserver {
+  onFlush?(result: FlushResult, durationMs: number): void;
+  onError?(error: unknown, attempt: number, willRetry: boolean): void;
+}
+
+export interface FlushLoopOptions {
+  tracker: BoundaryUsageTracker;
+  store: BoundaryUsageStore;
+  replicaId: string;
+  /** Time between flushes; coder uses one minute. */
+  intervalMs?: number;
+  /** Aborting it stops the loop as stop() does (including the final flush). */
+  signal?: AbortSignal;
+  logger?: Logger;
+  /** Attempts per tick for retryable errors (deadlock, lock timeout, lost connection…). */
+  maxAttempts?: number;
+  retryBackoff?: BackoffOptions;
+  /** Upper bound on stop()'s final flush, retries included. */
+  finalFlushTimeoutMs?: number;
+  observer?: FlushLoopObserver;
+}
+
+export interface FlushLoop {
+  /**
+   * Stops the timer, waits for a flush in flight, then flushes once more (bounded by
+   * finalFlushTimeoutMs). Idempotent: every call returns the same promise.
+   */
+  stop(): Promise<void>;
+  /** Flushes now, with retries, outside the schedule (never overlapping a running flush). */
+  flushNow(): Promise<FlushResult>;
+}
+
+export const DEFAULT_FLUSH_LOOP_OPTIONS = {
+  intervalMs: 60_000,
+  maxAttempts: 5,
+  retryBackoff: { baseDelayMs: 50, maxDelayMs: 2_000 },
+  finalFlushTimeoutMs: 10_000,
+} as const;
+
+/**
+ * Flushes the tracker every `intervalMs`. Flushes never overlap (the tracker serializes
+ * them). Errors that may succeed on a second try (error.retryable: deadlock, serialization,
+ * lock timeout, lost connection, transaction timeout) are retried with capped, jittered
+ * backoff; anything else is logged and waits for the next tick. Nothing tracked is lost
+ * either way: a failed batch stays in the tracker.
+ */
+export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
+  const { tracker, store } = options;
+  if (!tracker) throw new InvalidInputError('tracker', tracker, 'a BoundaryUsageTracker');
+  if (!store) throw new InvalidInputError('store', store, 'a BoundaryUsageStore');
+  const replicaId = assertUuid('replicaId', options.replicaId);
+  const intervalMs = assertPositiveMs('intervalMs', options.intervalMs ?? DEFAULT_FLUSH_LOOP_OPTIONS.intervalMs);
+  const maxAttempts = assertPositiveInteger('maxAttempts', options.maxAttempts ?? DEFAULT_FLUSH_LOOP_OPTIONS.maxAttempts);
+  const finalFlushTimeoutMs = assertPositiveMs(
+    'finalFlushTimeoutMs',
+    options.finalFlushTimeoutMs ?? DEFAULT_FLUSH_LOOP_OPTIONS.finalFlushTimeoutMs,
+  );
+  const backoff = options.retryBackoff ?? DEFAULT_FLUSH_LOOP_OPTIONS.retryBackoff;
+  const logger = options.logger ?? noopLogger;
+  const observer = options.observer ?? {};
+  const ticking = new AbortController();
+
+  async function flushWithRetries(signal: AbortSignal | undefined, deadline = Infinity): Promise<FlushResult> {
+    for (let attempt = 1; ; attempt++) {
+      const startedAt = performance.now();
+      try {
+        const result = await tracker.flush(store, replicaId);
+        observer.onFlush?.(result, performance.now() - startedAt);
+        return result;
+      } catch (error) {
+        const retryable = (error as Partial<DatabaseError>)?.retryable === true;
+        const delay = backoffDelayMs(attempt - 1, backoff);
+        const willRetry =
+          retryable && attempt < maxAttempts && !signal?.aborted && Date.now() + delay < deadline;
+        observer.onError?.(error, attempt, willRetry);
+        logger.warn('boundary usage flush failed', {
+          replicaId,
+          attempt,
+          willRetry,
+          code: (error as { code?: unknown })?.code,
+          error: error instanceof Error ? error.message : String(error),
+        });
+        if (!willRetry) throw error;
+        await pause(delay, signal);
+      }
+    }
+  }
+
+  const loop = (async () => {
+    while (!ticking.signal.aborted) {
+      await pause(intervalMs, ticking.signal);
+      if (ticking.signal.aborted) break;
+      await flushWithRetries(ticking.signal).catch(() => undefined);
+    }
+  })();
+
+  let stopping: Promise<void> | undefined;
+  function stop(): Promise<void> {
+    stopping ??= (async () => {
+      ticking.abort();
+      await loop;
+      const deadline = Date.now() + finalFlushTimeoutMs;
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), finalFlushTimeoutMs);
+      });
+      const outcome = await Promise.race([
+        flushWithRetries(undefined, deadline).then(() => 'flushed' as const, (error: unknown) => error),
+        timedOut,
+      ]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') {
+        logger.error('boundary usage final flush timed out; unflushed usage stays in memory', {
+          replicaId,
+          finalFlushTimeoutMs,
+        });
+      } else if (outcome !== 'flushed') {
+        logger.error('boundary usage final flush failed; unflushed usage stays in memory', {
+          replicaId,
+          error: outcome instanceof Error ? outcome.message : String(outcome),
+        });
+      }
+    })();
+    return stopping;
+  }
+
+  if (options.signal) {
+    if (options.signal.aborted) void stop();
+    else options.signal.addEventListener('abort', () => void stop(), { once: true });
+  }
+
+  return { stop, flushNow: () => flushWithRetries(undefined) };
+}
