@@ -112,21 +112,37 @@ export class BoundaryUsageStore {
           [this.prisma.$queryRaw<sql.FlushStatementRow[]>(sql.flushWithLock(statementParams, lockMode, lockTimeoutMs))],
         );
       } else {
-        rows = await this.prisma.$transaction(
-          async (tx) => {
-            await tx.$executeRaw(sql.setLockTimeout(lockTimeoutMs));
-            await tx.$executeRaw(sql.takeWriterLock(lockMode));
-            return tx.$queryRaw<sql.FlushStatementRow[]>(sql.flushAfterLock(statementParams));
-          },
+        return await this.prisma.$transaction(
+          (tx) => this.flushInTransaction(tx, statementParams),
           this.transactionOptions(),
         );
       }
     } catch (error) {
       throw toDatabaseError(error);
     }
-    const row = rows[0];
-    if (!row) throw new Error('upsertStats: the flush statement returned no row');
-    return { applied: row.applied, newPeriod: row.applied && row.new_period === true };
+    return resultFromRow(rows[0]);
+  }
+
+  /**
+   * The flush inside a transaction the caller owns (interactive form): sets lock_timeout,
+   * takes the writer lock, writes. The caller's other statements in the same transaction then
+   * run under the writer lock too, e.g. to record which period a flush landed in.
+   */
+  async upsertStatsInTransaction(
+    tx: Prisma.TransactionClient,
+    params: UpsertStatsParams,
+  ): Promise<UpsertStatsResult> {
+    return this.flushInTransaction(tx, validateUpsert(params));
+  }
+
+  private async flushInTransaction(
+    tx: Prisma.TransactionClient,
+    params: sql.FlushStatementParams,
+  ): Promise<UpsertStatsResult> {
+    await tx.$executeRaw(sql.setLockTimeout(this.options.lockTimeoutMs));
+    await tx.$executeRaw(sql.takeWriterLock(this.options.lockMode));
+    const rows = await tx.$queryRaw<sql.FlushStatementRow[]>(sql.flushAfterLock(params));
+    return resultFromRow(rows[0]);
   }
 
   /**
@@ -165,6 +181,11 @@ export class BoundaryUsageStore {
   private transactionOptions(): { maxWait: number; timeout: number } {
     return { maxWait: this.options.maxWaitMs, timeout: this.options.transactionTimeoutMs };
   }
+}
+
+function resultFromRow(row: sql.FlushStatementRow | undefined): UpsertStatsResult {
+  if (!row) throw new Error('upsertStats: the flush statement returned no row');
+  return { applied: row.applied, newPeriod: row.applied && row.new_period === true };
 }
 
 function definedOnly<T extends object>(options: T): Partial<T> {
