@@ -1,0 +1,147 @@
+/**
+ * The seed's stress shape (hugodutka's test on coder PR #21907, which deadlocked): writers
+ * and concurrent get-and-reset loops, many rounds, in both lock modes. Proves invariants 1-2
+ * of DESIGN.md: no deadlock, and exact conservation. USAGEKIT_STRESS_ROUNDS multiplies the
+ * rounds (default 1 keeps `npm test` short).
+ */
+import type { PrismaClient } from '@usagekit/db';
+import { BoundaryUsageStore, type LockMode } from '../src/index.js';
+import { clearTables, useDatabase, uuid } from './helpers.js';
+
+const db = useDatabase();
+const ROUNDS = Math.max(1, Number(process.env.USAGEKIT_STRESS_ROUNDS ?? 1));
+const HOUR_MS = 3_600_000;
+const WRITERS = 5;
+const CUTOVERS = 5;
+const FLUSHES_PER_WRITER = 40 * ROUNDS;
+const patient = { lockTimeoutMs: 20_000, transactionTimeoutMs: 30_000, maxWaitMs: 30_000 };
+
+let admin: PrismaClient;
+beforeAll(() => {
+  admin = db.client(1);
+});
+beforeEach(() => clearTables(admin));
+
+function errorCode(error: unknown): string {
+  return String((error as { code?: unknown })?.code ?? 'UNKNOWN');
+}
+
+describe.each<[LockMode]>([['shared'], ['exclusive']])('%s lock mode', (lockMode) => {
+  test(`${WRITERS} writers and ${CUTOVERS} concurrent cutovers: no deadlock, exact conservation`, async () => {
+    const errors: string[] = [];
+    let committedAllowed = 0n;
+    let committedDenied = 0n;
+    let reportedAllowed = 0n;
+    let reportedDenied = 0n;
+    let cutovers = 0;
+    let writing = true;
+
+    const writers = Array.from({ length: WRITERS }, async (_, w) => {
+      const store = new BoundaryUsageStore(db.client(2), { ...patient, lockMode });
+      const replicaId = uuid();
+      for (let i = 0; i < FLUSHES_PER_WRITER; i++) {
+        const allowed = BigInt(1 + ((i * 7 + w) % 13));
+        const denied = BigInt((i + w) % 5);
+        try {
+          await store.upsertStats({
+            replicaId,
+            uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, uniqueWorkspacesCount: 1, uniqueUsersCount: 1,
+            allowedRequests: allowed, deniedRequests: denied,
+          });
+          committedAllowed += allowed;
+          committedDenied += denied;
+        } catch (error) {
+          errors.push(errorCode(error));
+        }
+      }
+    });
+    const readers = Array.from({ length: CUTOVERS }, async () => {
+      const store = new BoundaryUsageStore(db.client(2), { ...patient, lockMode });
+      while (writing) {
+        try {
+          const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+          reportedAllowed += summary.allowedRequests;
+          reportedDenied += summary.deniedRequests;
+          cutovers++;
+        } catch (error) {
+          errors.push(errorCode(error));
+        }
+      }
+    });
+    await Promise.all(writers);
+    writing = false;
+    await Promise.all(readers);
+    const final = await new BoundaryUsageStore(admin).getAndResetSummary({ maxStalenessMs: HOUR_MS });
+    reportedAllowed += final.allowedRequests;
+    reportedDenied += final.deniedRequests;
+
+    console.log(
+      `[stress ${lockMode}] rounds=${ROUNDS} flushes=${WRITERS * FLUSHES_PER_WRITER} cutovers=${cutovers} ` +
+        `errors=${errors.length} deadlocks=${errors.filter((c) => c === 'DEADLOCK').length} ` +
+        `committed=${committedAllowed}/${committedDenied} reported=${reportedAllowed}/${reportedDenied}`,
+    );
+    expect(errors).toEqual([]);
+    expect(cutovers).toBeGreaterThan(0);
+    expect(reportedAllowed).toBe(committedAllowed);
+    expect(reportedDenied).toBe(committedDenied);
+  });
+});
+
+test('exact uniques under concurrency: each period counts exactly the distinct ids its flushes carried', async () => {
+  // Which period a flush lands in is recorded inside its own transaction, under the writer
+  // lock: the generation can only move when a cutover holds the exclusive lock.
+  await admin.$executeRaw`CREATE TABLE IF NOT EXISTS test_generation (gen int NOT NULL)`;
+  await admin.$executeRaw`TRUNCATE test_generation`;
+  await admin.$executeRaw`INSERT INTO test_generation VALUES (0)`;
+  const pool = Array.from({ length: 60 }, () => uuid());
+  const carried = new Map<number, { workspaces: Set<string>; users: Set<string> }>();
+  const reported = new Map<number, { workspaces: bigint; users: bigint }>();
+  let writing = true;
+
+  const writers = Array.from({ length: 4 }, async (_, w) => {
+    const client = db.client(2);
+    const store = new BoundaryUsageStore(client, patient);
+    const replicaId = uuid();
+    for (let i = 0; i < 25 * ROUNDS; i++) {
+      // Overlapping pools: writer w draws from a window of the shared pool.
+      const workspaceIds = [pool[(w * 7 + i) % 60]!, pool[(w * 11 + i * 3) % 60]!];
+      const userIds = [pool[(w * 5 + i * 2) % 30]!];
+      const gen = await client.$transaction(async (tx) => {
+        await store.upsertStatsInTransaction(tx, {
+          replicaId, uniqueWorkspacesDelta: 0, uniqueUsersDelta: 0, uniqueWorkspacesCount: 0,
+          uniqueUsersCount: 0, allowedRequests: 1, deniedRequests: 0, workspaceIds, userIds,
+        });
+        const rows = await tx.$queryRaw<{ gen: number }[]>`SELECT gen FROM test_generation`;
+        return rows[0]!.gen;
+      }, { timeout: 30_000 });
+      const period = carried.get(gen) ?? { workspaces: new Set(), users: new Set() };
+      workspaceIds.forEach((id) => period.workspaces.add(id));
+      userIds.forEach((id) => period.users.add(id));
+      carried.set(gen, period);
+    }
+  });
+  const cutover = async () => {
+    const client = db.client(1);
+    const store = new BoundaryUsageStore(client, patient);
+    await client.$transaction(async (tx) => {
+      const summary = await store.getAndResetSummaryInTransaction(tx, { maxStalenessMs: HOUR_MS });
+      const rows = await tx.$queryRaw<{ gen: number }[]>`UPDATE test_generation SET gen = gen + 1 RETURNING gen - 1 AS gen`;
+      reported.set(rows[0]!.gen, { workspaces: summary.uniqueWorkspaces, users: summary.uniqueUsers });
+    }, { timeout: 30_000 });
+  };
+  const readers = Array.from({ length: 2 }, async () => {
+    while (writing) await cutover();
+  });
+  await Promise.all(writers);
+  writing = false;
+  await Promise.all(readers);
+  await cutover();
+
+  expect(carried.size).toBeGreaterThan(1);
+  for (const [gen, ids] of carried) {
+    expect({ gen, ...reported.get(gen) }).toEqual({ gen, workspaces: BigInt(ids.workspaces.size), users: BigInt(ids.users.size) });
+  }
+  for (const [gen, counts] of reported) {
+    if (!carried.has(gen)) expect({ gen, ...counts }).toEqual({ gen, workspaces: 0n, users: 0n });
+  }
+});
