@@ -28,5 +28,6 @@ module.exports = {
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   globalSetup: require.resolve('./tools/scripts/jest/global-setup.js'),
   globalTeardown: require.resolve('./tools/scripts/jest/global-teardown.js'),
+  reporters: ['default', require.resolve('./tools/scripts/jest/summary-reporter.js')],
   testTimeout: 60_000,
 };
