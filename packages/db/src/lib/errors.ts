@@ -132,8 +132,13 @@ export function sqlStateOf(error: unknown): string | undefined {
     const original = stringOrUndefined(level.originalCode);
     if (original) return original;
     const code = stringOrUndefined(level.code);
-    if (code && /^[0-9A-Z]{5}$/.test(code)) return code;
     if (code === 'P2034') return '40001';
+    // Prisma's own codes (P1xxx–P6xxx) have the same shape as a SQLSTATE; they are not one.
+    // PostgreSQL's only P class is P0 (PL/pgSQL: P0001 raise_exception, …).
+    if (code && /^P[1-9][0-9]{3}$/.test(code)) continue;
+    // So has a socket errno like EPIPE.
+    if (code && CONNECTION_ERRNOS.has(code)) continue;
+    if (code && /^[0-9A-Z]{5}$/.test(code)) return code;
   }
   return undefined;
 }
