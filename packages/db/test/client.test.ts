@@ -1,0 +1,131 @@
+import { createTestDatabase, type TestDatabase } from '@usagekit/testing';
+import {
+  createPrismaClient,
+  redactDatabaseUrl,
+  TransactionTimeoutError,
+  toDatabaseError,
+  type Logger,
+  type PrismaClient,
+} from '../src/index.js';
+import { deferred, waitUntil } from './support/deferred.js';
+import { query } from './support/sql.js';
+
+let database: TestDatabase;
+const clients: PrismaClient[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+
+afterAll(async () => {
+  await Promise.all(clients.map((client) => client.$disconnect().catch(() => undefined)));
+  await database?.drop();
+});
+
+function track(client: PrismaClient): PrismaClient {
+  clients.push(client);
+  return client;
+}
+
+/** A logger that remembers its warn calls. */
+function recordingLogger(): Logger & { warnings: [string, Record<string, unknown> | undefined][] } {
+  const warnings: [string, Record<string, unknown> | undefined][] = [];
+  const ignore = () => undefined;
+  return { warnings, debug: ignore, info: ignore, error: ignore, warn: (message, meta) => warnings.push([message, meta]) };
+}
+
+describe('createPrismaClient options', () => {
+  test.each([[''], [undefined as unknown as string]])('rejects the databaseUrl %p', (databaseUrl) => {
+    expect(() => createPrismaClient({ databaseUrl })).toThrow(TypeError);
+    expect(() => createPrismaClient({ databaseUrl })).toThrow(/databaseUrl must be a non-empty postgres:\/\/ URL/);
+  });
+
+  test.each([[0], [-1], [1.5], [Number.NaN]])('rejects maxConnections %p', (maxConnections) => {
+    expect(() => createPrismaClient({ databaseUrl: 'postgresql://localhost/x', maxConnections })).toThrow(RangeError);
+    expect(() => createPrismaClient({ databaseUrl: 'postgresql://localhost/x', maxConnections })).toThrow(
+      `maxConnections must be a positive integer, got ${String(maxConnections)}`,
+    );
+  });
+
+  test('maxConnections bounds the pool: a third transaction cannot start while two are open', async () => {
+    const url = new URL(database.databaseUrl);
+    url.searchParams.set('application_name', 'pool_of_two');
+    const prisma = track(createPrismaClient({ databaseUrl: url.toString(), maxConnections: 2 }));
+    const bothOpen = [deferred(), deferred()];
+    const release = deferred();
+    const holders = bothOpen.map((open) =>
+      prisma.$transaction(async () => {
+        open.resolve();
+        await release.promise;
+      }),
+    );
+    try {
+      await Promise.all(bothOpen.map((open) => open.promise));
+      const [{ backends }] = await query<{ backends: number }>(
+        database.databaseUrl,
+        `SELECT count(*)::int AS backends FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = 'pool_of_two'`,
+      );
+      expect(backends).toBe(2);
+      const third = await prisma.$transaction(async () => undefined, { maxWait: 200 }).catch(toDatabaseError);
+      expect(third).toBeInstanceOf(TransactionTimeoutError);
+    } finally {
+      release.resolve();
+      await Promise.all(holders);
+    }
+  });
+
+  test('transactionOptions.timeoutMs becomes the default interactive-transaction timeout', async () => {
+    const prisma = track(
+      createPrismaClient({ databaseUrl: database.databaseUrl, transactionOptions: { timeoutMs: 200 } }),
+    );
+    const error = await prisma
+      .$transaction(async (tx) => {
+        await tx.$executeRaw`SELECT pg_sleep(1)`;
+      })
+      .catch(toDatabaseError);
+    expect(error).toBeInstanceOf(TransactionTimeoutError);
+    expect((error as TransactionTimeoutError).message).toContain('200 ms');
+  });
+});
+
+test('an idle pooled connection killed by the server is logged and replaced, not fatal', async () => {
+  const logger = recordingLogger();
+  // One connection, so the next query cannot dodge the dead one by taking another.
+  const prisma = track(createPrismaClient({ databaseUrl: database.databaseUrl, maxConnections: 1, logger }));
+  const [{ pid }] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+
+  // The connection is idle in the pool now. Without an 'error' listener on the pool, the
+  // FATAL the server sends would be an unhandled 'error' event and kill the process.
+  await query(database.databaseUrl, 'SELECT pg_terminate_backend($1, 10000)', [pid]);
+  await waitUntil(() => logger.warnings.length > 0, "the pool's error event");
+
+  const [next] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+  expect(next!.pid).not.toBe(pid);
+  expect(logger.warnings).toHaveLength(1);
+  const [message, meta] = logger.warnings[0]!;
+  expect(message).toMatch(/idle database connection failed/);
+  expect(meta?.['error']).toMatch(/terminating connection due to administrator command/);
+  // The logged URL names the database but never carries a password.
+  const logged = new URL(String(meta?.['database']));
+  expect(logged.pathname).toBe(`/${database.name}`);
+  expect(['', '***']).toContain(logged.password);
+});
+
+describe('redactDatabaseUrl', () => {
+  test('hides the password and keeps everything else', () => {
+    const redacted = redactDatabaseUrl('postgresql://usagekit:s3cr%40t@db.internal:6432/usage?sslmode=require');
+    expect(redacted).toBe('postgresql://usagekit:***@db.internal:6432/usage?sslmode=require');
+    expect(redacted).not.toContain('s3cr');
+  });
+
+  test('leaves a URL without a password alone', () => {
+    expect(redactDatabaseUrl('postgresql://usagekit@localhost/usage')).toBe('postgresql://usagekit@localhost/usage');
+  });
+
+  test('still hides the password of a string URL cannot parse', () => {
+    const redacted = redactDatabaseUrl('postgres://admin:hunter2@[not-a-host/db');
+    expect(redacted).not.toContain('hunter2');
+    expect(redacted).toContain('admin:***@');
+  });
+});
