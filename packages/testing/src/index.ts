@@ -7,3 +7,5 @@ export type { TestDatabase } from './lib/test-database.js';
 export { dropDatabase, withAdminClient, quoteIdentifier, serverMajorVersion } from './lib/admin.js';
 export { withDatabase, uniqueDatabaseName } from './lib/database-url.js';
 export { findFreePort } from './lib/free-port.js';
+export { startCommitCuttingProxy } from './lib/commit-cutting-proxy.js';
+export type { CommitCuttingProxy } from './lib/commit-cutting-proxy.js';

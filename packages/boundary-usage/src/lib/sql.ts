@@ -123,9 +123,12 @@ export function flushAfterLock(params: FlushStatementParams): Prisma.Sql {
 }
 
 /**
- * The flush as ONE statement that sets lock_timeout, takes the writer lock and writes, for
- * the batched transaction (BEGIN, this, COMMIT: one round trip fewer than the interactive
- * form, and no interactive-transaction bookkeeping in Prisma).
+ * The flush as ONE statement that sets lock_timeout, takes the writer lock and writes. Sent
+ * as a one-query batch `$transaction([…])`, which Prisma runs as a single autocommit statement
+ * (no BEGIN/COMMIT on the wire; the ambiguous-commit test watches the protocol): the
+ * statement is its own transaction, so the transaction-scoped lock and the transaction-local
+ * lock_timeout last exactly as long as the write. One round trip instead of the interactive
+ * form's five, and none of Prisma's interactive-transaction bookkeeping.
  *
  * Ordering, which the store's tests prove against a real server: `config` and `lock` are
  * MATERIALIZED, so each runs once, in dependency order, when first read; `lock` reads

@@ -25,7 +25,8 @@ export interface StoreOptions {
   /**
    * How a flush talks to PostgreSQL:
    * - 'single-statement' (default): a batched `$transaction([…])` whose one statement sets
-   *   lock_timeout, takes the lock and writes (BEGIN, statement, COMMIT);
+   *   lock_timeout, takes the lock and writes (Prisma sends a one-query batch as a single
+   *   autocommit statement: one round trip);
    * - 'interactive': `$transaction(async tx => …)` with the lock and the write as separate
    *   statements (the textbook form; slower, kept for comparison and as a fallback).
    */
