@@ -1,4 +1,4 @@
-import { LockIds, type PrismaClient } from '@usagekit/db';
+import { LockIds, noopLogger, type PrismaClient } from '@usagekit/db';
 import { BoundaryUsageStore, BoundaryUsageTracker, InvalidInputError, startFlushLoop } from '../src/index.js';
 import { clearTables, gate, useDatabase, uuid, waitUntil } from './helpers.js';
 
@@ -94,7 +94,7 @@ test('a final flush that cannot finish is bounded and keeps the usage in memory'
   const loop = startFlushLoop({
     tracker, store: new BoundaryUsageStore(db.client(1), { lockTimeoutMs: 100 }), replicaId: uuid(),
     intervalMs: 60_000, finalFlushTimeoutMs: 300,
-    logger: { debug() {}, info() {}, warn() {}, error: (message) => errors.push(message) },
+    logger: { ...noopLogger, error: (message) => errors.push(message) },
   });
   tracker.track(uuid(), uuid(), 2, 0);
   await loop.stop();

@@ -23,7 +23,7 @@ export function quoteIdentifier(name: string): string {
 export async function serverMajorVersion(serverUrl: string): Promise<number> {
   return withAdminClient(serverUrl, async (client) => {
     const { rows } = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
-    return Math.floor(Number(rows[0]!.v) / 10_000);
+    return Math.floor(Number(rows[0]?.v) / 10_000);
   });
 }
 

@@ -99,7 +99,7 @@ export async function startCommitCuttingProxy(databaseUrl: string): Promise<Comm
 
 /** The SQL of a simple Query ('Q') or an extended-protocol Parse ('P'), else undefined. */
 function queryText(message: Buffer): string | undefined {
-  const type = String.fromCharCode(message[0]!);
+  const type = String.fromCharCode(message[0] ?? 0);
   const body = message.subarray(5);
   if (type === 'Q') return body.toString('utf8');
   if (type !== 'P') return undefined;

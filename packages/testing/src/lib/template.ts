@@ -46,7 +46,7 @@ export async function cloneTemplate(
     const { rows } = await client.query<{ v: string }>(
       `SELECT current_setting('server_version_num') AS v`,
     );
-    const strategy = Number(rows[0]!.v) >= 150000 ? ' STRATEGY = FILE_COPY' : '';
+    const strategy = Number(rows[0]?.v) >= 150000 ? ' STRATEGY = FILE_COPY' : '';
     await client.query(
       `CREATE DATABASE ${quoteIdentifier(name)} TEMPLATE ${quoteIdentifier(template)}${strategy}`,
     );
