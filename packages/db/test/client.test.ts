@@ -31,20 +31,33 @@ function track(client: PrismaClient): PrismaClient {
 function recordingLogger(): Logger & { warnings: [string, Record<string, unknown> | undefined][] } {
   const warnings: [string, Record<string, unknown> | undefined][] = [];
   const ignore = () => undefined;
-  return { warnings, debug: ignore, info: ignore, error: ignore, warn: (message, meta) => warnings.push([message, meta]) };
+  return {
+    warnings,
+    debug: ignore,
+    info: ignore,
+    error: ignore,
+    warn: (message, meta) => warnings.push([message, meta]),
+  };
 }
 
 describe('createPrismaClient options', () => {
-  test.each([[''], [undefined as unknown as string]])('rejects the databaseUrl %p', (databaseUrl) => {
-    expect(() => createPrismaClient({ databaseUrl })).toThrow(TypeError);
-    expect(() => createPrismaClient({ databaseUrl })).toThrow(/databaseUrl must be a non-empty postgres:\/\/ URL/);
-  });
+  test.each([[''], [undefined as unknown as string]])(
+    'rejects the databaseUrl %p',
+    (databaseUrl) => {
+      expect(() => createPrismaClient({ databaseUrl })).toThrow(TypeError);
+      expect(() => createPrismaClient({ databaseUrl })).toThrow(
+        /databaseUrl must be a non-empty postgres:\/\/ URL/,
+      );
+    },
+  );
 
   test.each([[0], [-1], [1.5], [Number.NaN]])('rejects maxConnections %p', (maxConnections) => {
-    expect(() => createPrismaClient({ databaseUrl: 'postgresql://localhost/x', maxConnections })).toThrow(RangeError);
-    expect(() => createPrismaClient({ databaseUrl: 'postgresql://localhost/x', maxConnections })).toThrow(
-      `maxConnections must be a positive integer, got ${String(maxConnections)}`,
-    );
+    expect(() =>
+      createPrismaClient({ databaseUrl: 'postgresql://localhost/x', maxConnections }),
+    ).toThrow(RangeError);
+    expect(() =>
+      createPrismaClient({ databaseUrl: 'postgresql://localhost/x', maxConnections }),
+    ).toThrow(`maxConnections must be a positive integer, got ${String(maxConnections)}`);
   });
 
   test('maxConnections bounds the pool: a third transaction cannot start while two are open', async () => {
@@ -67,7 +80,9 @@ describe('createPrismaClient options', () => {
           WHERE datname = current_database() AND application_name = 'pool_of_two'`,
       );
       expect(backends).toBe(2);
-      const third = await prisma.$transaction(async () => undefined, { maxWait: 200 }).catch(toDatabaseError);
+      const third = await prisma
+        .$transaction(async () => undefined, { maxWait: 200 })
+        .catch(toDatabaseError);
       expect(third).toBeInstanceOf(TransactionTimeoutError);
     } finally {
       release.resolve();
@@ -77,7 +92,10 @@ describe('createPrismaClient options', () => {
 
   test('transactionOptions.timeoutMs becomes the default interactive-transaction timeout', async () => {
     const prisma = track(
-      createPrismaClient({ databaseUrl: database.databaseUrl, transactionOptions: { timeoutMs: 200 } }),
+      createPrismaClient({
+        databaseUrl: database.databaseUrl,
+        transactionOptions: { timeoutMs: 200 },
+      }),
     );
     const error = await prisma
       .$transaction(async (tx) => {
@@ -92,7 +110,9 @@ describe('createPrismaClient options', () => {
 test('an idle pooled connection killed by the server is logged and replaced, not fatal', async () => {
   const logger = recordingLogger();
   // One connection, so the next query cannot dodge the dead one by taking another.
-  const prisma = track(createPrismaClient({ databaseUrl: database.databaseUrl, maxConnections: 1, logger }));
+  const prisma = track(
+    createPrismaClient({ databaseUrl: database.databaseUrl, maxConnections: 1, logger }),
+  );
   const [{ pid }] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
 
   // The connection is idle in the pool now. Without an 'error' listener on the pool, the
@@ -114,13 +134,17 @@ test('an idle pooled connection killed by the server is logged and replaced, not
 
 describe('redactDatabaseUrl', () => {
   test('hides the password and keeps everything else', () => {
-    const redacted = redactDatabaseUrl('postgresql://usagekit:s3cr%40t@db.internal:6432/usage?sslmode=require');
+    const redacted = redactDatabaseUrl(
+      'postgresql://usagekit:s3cr%40t@db.internal:6432/usage?sslmode=require',
+    );
     expect(redacted).toBe('postgresql://usagekit:***@db.internal:6432/usage?sslmode=require');
     expect(redacted).not.toContain('s3cr');
   });
 
   test('leaves a URL without a password alone', () => {
-    expect(redactDatabaseUrl('postgresql://usagekit@localhost/usage')).toBe('postgresql://usagekit@localhost/usage');
+    expect(redactDatabaseUrl('postgresql://usagekit@localhost/usage')).toBe(
+      'postgresql://usagekit@localhost/usage',
+    );
   });
 
   test('still hides the password of a string URL cannot parse', () => {

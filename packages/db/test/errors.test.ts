@@ -67,7 +67,10 @@ describe('a real deadlock (40P01)', () => {
   const viaRawSql: Update = (tx, replicaId) =>
     tx.$executeRaw`UPDATE boundary_usage_stats SET allowed_requests = allowed_requests + 1 WHERE replica_id = ${replicaId}::uuid`;
   const viaModel: Update = (tx, replicaId) =>
-    tx.boundaryUsageStats.update({ where: { replicaId }, data: { allowedRequests: { increment: 1 } } });
+    tx.boundaryUsageStats.update({
+      where: { replicaId },
+      data: { allowedRequests: { increment: 1 } },
+    });
 
   /**
    * Two transactions on two clients each lock one row, wait until the other holds its row,
@@ -107,7 +110,12 @@ describe('a real deadlock (40P01)', () => {
     const error = toDatabaseError(raw);
     expect(error).toBeInstanceOf(DeadlockError);
     expect(error).toBeInstanceOf(DatabaseError);
-    expect(error).toMatchObject({ name: 'DeadlockError', code: 'DEADLOCK', sqlState: '40P01', retryable: true });
+    expect(error).toMatchObject({
+      name: 'DeadlockError',
+      code: 'DEADLOCK',
+      sqlState: '40P01',
+      retryable: true,
+    });
     expect(error.cause).toBe(raw);
   });
 
@@ -115,7 +123,11 @@ describe('a real deadlock (40P01)', () => {
     const raw = await crossUpdates(viaModel);
     expect(raw).toMatchObject({ code: 'P2034' });
 
-    expect(toDatabaseError(raw)).toMatchObject({ code: 'DEADLOCK', sqlState: '40P01', retryable: true });
+    expect(toDatabaseError(raw)).toMatchObject({
+      code: 'DEADLOCK',
+      sqlState: '40P01',
+      retryable: true,
+    });
   });
 });
 
@@ -175,7 +187,10 @@ describe('a bigint counter past 2^63 - 1 (22003)', () => {
     const replicaId = await insertStatsRow(prisma, 2n ** 63n - 1n);
 
     const raw = await rejectionOf(
-      prisma.boundaryUsageStats.update({ where: { replicaId }, data: { allowedRequests: { increment: 1 } } }),
+      prisma.boundaryUsageStats.update({
+        where: { replicaId },
+        data: { allowedRequests: { increment: 1 } },
+      }),
     );
 
     expect(raw).toMatchObject({ code: 'P2020' });
@@ -218,7 +233,9 @@ describe('a connection terminated (pg_terminate_backend) while a transaction is 
     const outcome = rejectionOf(
       victim.$transaction(async (tx) => {
         await tx.$executeRaw`UPDATE boundary_usage_stats SET allowed_requests = 5 WHERE replica_id = ${replicaId}::uuid`;
-        [{ pid: victimPid }] = await tx.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+        [{ pid: victimPid }] = await tx.$queryRaw<
+          { pid: number }[]
+        >`SELECT pg_backend_pid() AS pid`;
         pidKnown.resolve();
         await tx.$executeRaw`SELECT pg_sleep(30)`;
       }),
@@ -260,7 +277,11 @@ describe("Prisma's interactive-transaction limits (P2028)", () => {
     const error = toDatabaseError(raw);
     expect(error).toBeInstanceOf(TransactionTimeoutError);
     // P2028 is Prisma's code, not a SQLSTATE.
-    expect(error).toMatchObject({ code: 'TRANSACTION_TIMEOUT', sqlState: undefined, retryable: true });
+    expect(error).toMatchObject({
+      code: 'TRANSACTION_TIMEOUT',
+      sqlState: undefined,
+      retryable: true,
+    });
     expect(error.cause).toBe(raw);
   });
 
@@ -276,7 +297,10 @@ describe("Prisma's interactive-transaction limits (P2028)", () => {
       await started.promise;
       const raw = await rejectionOf(prisma.$transaction(async () => undefined, { maxWait: 200 }));
       expect((raw as Error).message).toMatch(/Unable to start a transaction in the given time/);
-      expect(toDatabaseError(raw)).toMatchObject({ code: 'TRANSACTION_TIMEOUT', sqlState: undefined });
+      expect(toDatabaseError(raw)).toMatchObject({
+        code: 'TRANSACTION_TIMEOUT',
+        sqlState: undefined,
+      });
     } finally {
       release.resolve();
       await holder;
@@ -304,7 +328,12 @@ test('any other failure is a plain DatabaseError with its SQLSTATE, not retryabl
 
   const error = toDatabaseError(raw);
   expect(error.constructor).toBe(DatabaseError);
-  expect(error).toMatchObject({ name: 'DatabaseError', code: 'DATABASE_ERROR', sqlState: '42601', retryable: false });
+  expect(error).toMatchObject({
+    name: 'DatabaseError',
+    code: 'DATABASE_ERROR',
+    sqlState: '42601',
+    retryable: false,
+  });
   expect(error.message).toContain('syntax error');
   expect(error.cause).toBe(raw);
   expect(sqlStateOf(raw)).toBe('42601');

@@ -12,6 +12,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Client } from 'pg';
 import {
   createTestDatabase,
   dropDatabase,
@@ -151,14 +152,62 @@ describe('migrate()', () => {
     );
     // prisma-engines (sql-schema-connector, postgres flavour) creates exactly this table.
     expect(columns).toEqual([
-      { column_name: 'id', data_type: 'character varying', character_maximum_length: 36, is_nullable: 'NO', column_default: null },
-      { column_name: 'checksum', data_type: 'character varying', character_maximum_length: 64, is_nullable: 'NO', column_default: null },
-      { column_name: 'finished_at', data_type: 'timestamp with time zone', character_maximum_length: null, is_nullable: 'YES', column_default: null },
-      { column_name: 'migration_name', data_type: 'character varying', character_maximum_length: 255, is_nullable: 'NO', column_default: null },
-      { column_name: 'logs', data_type: 'text', character_maximum_length: null, is_nullable: 'YES', column_default: null },
-      { column_name: 'rolled_back_at', data_type: 'timestamp with time zone', character_maximum_length: null, is_nullable: 'YES', column_default: null },
-      { column_name: 'started_at', data_type: 'timestamp with time zone', character_maximum_length: null, is_nullable: 'NO', column_default: 'now()' },
-      { column_name: 'applied_steps_count', data_type: 'integer', character_maximum_length: null, is_nullable: 'NO', column_default: '0' },
+      {
+        column_name: 'id',
+        data_type: 'character varying',
+        character_maximum_length: 36,
+        is_nullable: 'NO',
+        column_default: null,
+      },
+      {
+        column_name: 'checksum',
+        data_type: 'character varying',
+        character_maximum_length: 64,
+        is_nullable: 'NO',
+        column_default: null,
+      },
+      {
+        column_name: 'finished_at',
+        data_type: 'timestamp with time zone',
+        character_maximum_length: null,
+        is_nullable: 'YES',
+        column_default: null,
+      },
+      {
+        column_name: 'migration_name',
+        data_type: 'character varying',
+        character_maximum_length: 255,
+        is_nullable: 'NO',
+        column_default: null,
+      },
+      {
+        column_name: 'logs',
+        data_type: 'text',
+        character_maximum_length: null,
+        is_nullable: 'YES',
+        column_default: null,
+      },
+      {
+        column_name: 'rolled_back_at',
+        data_type: 'timestamp with time zone',
+        character_maximum_length: null,
+        is_nullable: 'YES',
+        column_default: null,
+      },
+      {
+        column_name: 'started_at',
+        data_type: 'timestamp with time zone',
+        character_maximum_length: null,
+        is_nullable: 'NO',
+        column_default: 'now()',
+      },
+      {
+        column_name: 'applied_steps_count',
+        data_type: 'integer',
+        character_maximum_length: null,
+        is_nullable: 'NO',
+        column_default: '0',
+      },
     ]);
     const primaryKey = await query<{ column_name: string }>(
       databaseUrl,
@@ -202,6 +251,33 @@ describe('migrate()', () => {
         GROUP BY migration_name ORDER BY migration_name`,
     );
     expect(counts).toEqual(names.map((name) => ({ migration_name: name, rows: 1 })));
+  });
+
+  test("waits for Prisma Migrate's advisory lock, taken the way prisma migrate deploy takes it", async () => {
+    const databaseUrl = await createEmptyDatabase();
+    const prismaMigrate = new Client({ connectionString: databaseUrl });
+    prismaMigrate.on('error', () => undefined);
+    await prismaMigrate.connect();
+    try {
+      // The statement prisma-engines runs before it touches _prisma_migrations.
+      await prismaMigrate.query('SELECT pg_advisory_lock(72707369)');
+      let settled = false;
+      const running = migrate({ databaseUrl }).finally(() => (settled = true));
+
+      // A single-bigint advisory key shows in pg_locks as classid (high half), objid (low half).
+      const waiting = `SELECT count(*)::int AS n FROM pg_locks
+         WHERE locktype = 'advisory' AND classid = 0 AND objid = 72707369 AND objsubid = 1
+           AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+      while ((await query<{ n: number }>(databaseUrl, waiting))[0]!.n === 0) {
+        if (settled) throw new Error('migrate() finished without waiting for the lock');
+      }
+      expect(await tableExists(databaseUrl, '_prisma_migrations')).toBe(false);
+
+      await prismaMigrate.query('SELECT pg_advisory_unlock(72707369)');
+      await expect(running).resolves.toEqual({ applied: migrationNamesOnDisk() });
+    } finally {
+      await prismaMigrate.end();
+    }
   });
 
   test('applies only the migrations added since the last run', async () => {
@@ -278,7 +354,11 @@ describe('migrate()', () => {
       expect(rows.map((row) => row.migration_name)).toEqual([good, bad]);
       expect(rows[0]).toMatchObject({ applied_steps_count: 1, logs: null });
       expect(rows[0]!.finished_at).not.toBeNull();
-      expect(rows[1]).toMatchObject({ finished_at: null, rolled_back_at: null, applied_steps_count: 0 });
+      expect(rows[1]).toMatchObject({
+        finished_at: null,
+        rolled_back_at: null,
+        applied_steps_count: 0,
+      });
       expect(rows[1]!.logs).toContain('division by zero');
       expect(await tableExists(databaseUrl, 'after_table')).toBe(false);
     });
@@ -290,7 +370,9 @@ describe('migrate()', () => {
     });
 
     test('makes the next migrate() refuse until it is resolved, like prisma migrate deploy (P3009)', async () => {
-      const error = await migrate({ databaseUrl, migrationsDir }).catch((caught: unknown) => caught);
+      const error = await migrate({ databaseUrl, migrationsDir }).catch(
+        (caught: unknown) => caught,
+      );
       expect(error).toBeInstanceOf(MigrationFailedError);
       expect(error).toMatchObject({ migrationName: bad });
       expect(await tableExists(databaseUrl, 'after_table')).toBe(false);
@@ -298,10 +380,19 @@ describe('migrate()', () => {
 
       // `prisma migrate resolve --rolled-back` sets rolled_back_at; with the file fixed the
       // migration is applied afresh in a new row, and the rest follow.
-      await query(databaseUrl, 'UPDATE "_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = $1', [bad]);
-      writeFileSync(join(migrationsDir, bad, 'migration.sql'), 'CREATE TABLE "half_done" ("id" INTEGER);\n');
+      await query(
+        databaseUrl,
+        'UPDATE "_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = $1',
+        [bad],
+      );
+      writeFileSync(
+        join(migrationsDir, bad, 'migration.sql'),
+        'CREATE TABLE "half_done" ("id" INTEGER);\n',
+      );
 
-      await expect(migrate({ databaseUrl, migrationsDir })).resolves.toEqual({ applied: [bad, after] });
+      await expect(migrate({ databaseUrl, migrationsDir })).resolves.toEqual({
+        applied: [bad, after],
+      });
       const rows = await migrationRows(databaseUrl);
       expect(rows.map((row) => [row.migration_name, row.rolled_back_at === null])).toEqual([
         [good, true],
@@ -309,6 +400,9 @@ describe('migrate()', () => {
         [bad, true],
         [after, true],
       ]);
+      // The rolled-back row keeps the old checksum; it is history, not a mismatch
+      // (prisma/prisma#9829 is the warning Prisma prints forever in this state).
+      await expect(migrate({ databaseUrl, migrationsDir })).resolves.toEqual({ applied: [] });
     });
   });
 });

@@ -27,7 +27,12 @@ interface Column {
 }
 
 async function columns(table: string): Promise<Column[]> {
-  const rows = await query<{ column_name: string; data_type: string; is_nullable: string; column_default: string | null }>(
+  const rows = await query<{
+    column_name: string;
+    data_type: string;
+    is_nullable: string;
+    column_default: string | null;
+  }>(
     database.databaseUrl,
     `SELECT column_name, data_type, is_nullable, column_default
        FROM information_schema.columns
@@ -43,7 +48,10 @@ async function columns(table: string): Promise<Column[]> {
   }));
 }
 
-async function constraintColumns(table: string, type: 'PRIMARY KEY' | 'UNIQUE'): Promise<string[][]> {
+async function constraintColumns(
+  table: string,
+  type: 'PRIMARY KEY' | 'UNIQUE',
+): Promise<string[][]> {
   const rows = await query<{ constraint_name: string; columns: string[] }>(
     database.databaseUrl,
     `SELECT tc.constraint_name, array_agg(kcu.column_name::text ORDER BY kcu.ordinal_position) AS columns
@@ -59,7 +67,9 @@ async function constraintColumns(table: string, type: 'PRIMARY KEY' | 'UNIQUE'):
 }
 
 /** Every index on the table: its name, whether unique, and its key columns in order. */
-async function indexes(table: string): Promise<{ name: string; unique: boolean; columns: string[] }[]> {
+async function indexes(
+  table: string,
+): Promise<{ name: string; unique: boolean; columns: string[] }[]> {
   return query(
     database.databaseUrl,
     `SELECT i.relname AS name, ix.indisunique AS unique,
@@ -92,11 +102,17 @@ describe('boundary_usage_stats', () => {
   });
 
   test('is keyed by replica_id', async () => {
-    expect(await constraintColumns('boundary_usage_stats', 'PRIMARY KEY')).toEqual([['replica_id']]);
+    expect(await constraintColumns('boundary_usage_stats', 'PRIMARY KEY')).toEqual([
+      ['replica_id'],
+    ]);
     const replicaId = randomUUID();
-    await query(database.databaseUrl, 'INSERT INTO boundary_usage_stats (replica_id) VALUES ($1)', [replicaId]);
+    await query(database.databaseUrl, 'INSERT INTO boundary_usage_stats (replica_id) VALUES ($1)', [
+      replicaId,
+    ]);
     await expect(
-      query(database.databaseUrl, 'INSERT INTO boundary_usage_stats (replica_id) VALUES ($1)', [replicaId]),
+      query(database.databaseUrl, 'INSERT INTO boundary_usage_stats (replica_id) VALUES ($1)', [
+        replicaId,
+      ]),
     ).rejects.toMatchObject({ code: '23505' });
   });
 
@@ -127,7 +143,11 @@ describe('boundary_usage_stats', () => {
       [replicaId],
     );
     await expect(
-      query(database.databaseUrl, 'UPDATE boundary_usage_stats SET allowed_requests = allowed_requests + 1 WHERE replica_id = $1', [replicaId]),
+      query(
+        database.databaseUrl,
+        'UPDATE boundary_usage_stats SET allowed_requests = allowed_requests + 1 WHERE replica_id = $1',
+        [replicaId],
+      ),
     ).rejects.toMatchObject({ code: '22003' });
   });
 });
@@ -141,17 +161,27 @@ describe('telemetry_locks', () => {
   });
 
   test('is keyed by (event_type, period_ending_at), so one replica wins each period', async () => {
-    expect(await constraintColumns('telemetry_locks', 'PRIMARY KEY')).toEqual([['event_type', 'period_ending_at']]);
+    expect(await constraintColumns('telemetry_locks', 'PRIMARY KEY')).toEqual([
+      ['event_type', 'period_ending_at'],
+    ]);
     const insert = `INSERT INTO telemetry_locks (event_type, period_ending_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1`;
     const period = '2026-01-27T10:30:00Z';
-    expect(await query(database.databaseUrl, insert, ['boundary_usage_summary', period])).toHaveLength(1);
-    expect(await query(database.databaseUrl, insert, ['boundary_usage_summary', period])).toHaveLength(0);
+    expect(
+      await query(database.databaseUrl, insert, ['boundary_usage_summary', period]),
+    ).toHaveLength(1);
+    expect(
+      await query(database.databaseUrl, insert, ['boundary_usage_summary', period]),
+    ).toHaveLength(0);
     expect(await query(database.databaseUrl, insert, ['other_event', period])).toHaveLength(1);
   });
 
   test('has an index on period_ending_at alone, for pruning old periods', async () => {
     expect(await indexes('telemetry_locks')).toEqual([
-      { name: 'idx_telemetry_locks_period_ending_at', unique: false, columns: ['period_ending_at'] },
+      {
+        name: 'idx_telemetry_locks_period_ending_at',
+        unique: false,
+        columns: ['period_ending_at'],
+      },
       { name: 'telemetry_locks_pkey', unique: true, columns: ['event_type', 'period_ending_at'] },
     ]);
   });
@@ -176,8 +206,16 @@ describe('telemetry_reports', () => {
   test('is keyed by report_id, one report per (event_type, period_starting_at), with a pending index', async () => {
     expect(await constraintColumns('telemetry_reports', 'PRIMARY KEY')).toEqual([['report_id']]);
     expect(await indexes('telemetry_reports')).toEqual([
-      { name: 'idx_telemetry_reports_pending', unique: false, columns: ['delivered_at', 'created_at'] },
-      { name: 'telemetry_reports_event_type_period_key', unique: true, columns: ['event_type', 'period_starting_at'] },
+      {
+        name: 'idx_telemetry_reports_pending',
+        unique: false,
+        columns: ['delivered_at', 'created_at'],
+      },
+      {
+        name: 'telemetry_reports_event_type_period_key',
+        unique: true,
+        columns: ['event_type', 'period_starting_at'],
+      },
       { name: 'telemetry_reports_pkey', unique: true, columns: ['report_id'] },
     ]);
   });
@@ -204,7 +242,9 @@ describe('boundary_usage_ids', () => {
     const insert = 'INSERT INTO boundary_usage_ids (kind, id) VALUES ($1, $2)';
     await query(database.databaseUrl, insert, ['workspace', randomUUID()]);
     await query(database.databaseUrl, insert, ['user', randomUUID()]);
-    await expect(query(database.databaseUrl, insert, ['group', randomUUID()])).rejects.toMatchObject({
+    await expect(
+      query(database.databaseUrl, insert, ['group', randomUUID()]),
+    ).rejects.toMatchObject({
       code: '23514',
       constraint: 'boundary_usage_ids_kind_check',
     });
@@ -218,10 +258,16 @@ describe('boundary_usage_flush_sequences', () => {
       { name: 'last_sequence', type: 'bigint', nullable: false, default: null },
       { name: 'updated_at', type: timestamptz, nullable: false, default: now },
     ]);
-    expect(await constraintColumns('boundary_usage_flush_sequences', 'PRIMARY KEY')).toEqual([['replica_id']]);
+    expect(await constraintColumns('boundary_usage_flush_sequences', 'PRIMARY KEY')).toEqual([
+      ['replica_id'],
+    ]);
     expect(await indexes('boundary_usage_flush_sequences')).toEqual([
       { name: 'boundary_usage_flush_sequences_pkey', unique: true, columns: ['replica_id'] },
-      { name: 'idx_boundary_usage_flush_sequences_updated_at', unique: false, columns: ['updated_at'] },
+      {
+        name: 'idx_boundary_usage_flush_sequences_updated_at',
+        unique: false,
+        columns: ['updated_at'],
+      },
     ]);
   });
 });
@@ -259,7 +305,9 @@ test('every table and every column of boundary_usage_stats carries a comment', a
 
 test('the generated Prisma client maps every model onto these tables', async () => {
   const replicaId = randomUUID();
-  const stats = await prisma.boundaryUsageStats.create({ data: { replicaId, allowedRequests: 2n ** 62n } });
+  const stats = await prisma.boundaryUsageStats.create({
+    data: { replicaId, allowedRequests: 2n ** 62n },
+  });
   expect(stats).toMatchObject({ replicaId, uniqueUsersCount: 0n, allowedRequests: 2n ** 62n });
   expect(stats.windowStart).toBeInstanceOf(Date);
 
@@ -274,7 +322,12 @@ test('the generated Prisma client maps every model onto these tables', async () 
       payload: { unique_users: 3 },
     },
   });
-  expect(report).toMatchObject({ attempts: 0, lastError: null, deliveredAt: null, payload: { unique_users: 3 } });
+  expect(report).toMatchObject({
+    attempts: 0,
+    lastError: null,
+    deliveredAt: null,
+    payload: { unique_users: 3 },
+  });
   await prisma.boundaryUsageId.create({ data: { kind: 'user', id: replicaId } });
   await prisma.boundaryUsageFlushSequence.create({ data: { replicaId, lastSequence: 7n } });
 

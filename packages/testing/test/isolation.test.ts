@@ -75,7 +75,9 @@ test('each database is a migrated clone of the template, and the template stays 
 test('a row written in one database is invisible in the other', async () => {
   const [a, b] = await Promise.all([connect(first.databaseUrl), connect(second.databaseUrl)]);
   const replicaId = randomUUID();
-  await a.query('INSERT INTO boundary_usage_stats (replica_id, allowed_requests) VALUES ($1, 42)', [replicaId]);
+  await a.query('INSERT INTO boundary_usage_stats (replica_id, allowed_requests) VALUES ($1, 42)', [
+    replicaId,
+  ]);
 
   const select = 'SELECT allowed_requests FROM boundary_usage_stats WHERE replica_id = $1';
   expect((await a.query(select, [replicaId])).rows).toEqual([{ allowed_requests: '42' }]);
@@ -118,7 +120,9 @@ test('createTestDatabase explains itself when the Jest global setup did not run'
   delete process.env[SERVER_URL_ENV];
   delete process.env[TEMPLATE_ENV];
   try {
-    await expect(createTestDatabase()).rejects.toThrow(/USAGEKIT_TEST_SERVER_URL.*jest\.preset\.js/s);
+    await expect(createTestDatabase()).rejects.toThrow(
+      /USAGEKIT_TEST_SERVER_URL.*jest\.preset\.js/s,
+    );
   } finally {
     process.env[SERVER_URL_ENV] = saved.server;
     process.env[TEMPLATE_ENV] = saved.template;
@@ -138,8 +142,8 @@ describe('database names and URLs', () => {
   });
 
   test('withDatabase swaps only the database of a URL', () => {
-    expect(withDatabase('postgresql://u:p%40ss@127.0.0.1:5433/postgres?sslmode=disable', 'other_db')).toBe(
-      'postgresql://u:p%40ss@127.0.0.1:5433/other_db?sslmode=disable',
-    );
+    expect(
+      withDatabase('postgresql://u:p%40ss@127.0.0.1:5433/postgres?sslmode=disable', 'other_db'),
+    ).toBe('postgresql://u:p%40ss@127.0.0.1:5433/other_db?sslmode=disable');
   });
 });

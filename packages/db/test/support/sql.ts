@@ -6,5 +6,8 @@ export function query<Row extends Record<string, unknown>>(
   text: string,
   values: unknown[] = [],
 ): Promise<Row[]> {
-  return withAdminClient(databaseUrl, async (client) => (await client.query<Row>(text, values)).rows);
+  return withAdminClient(
+    databaseUrl,
+    async (client) => (await client.query<Row>(text, values)).rows,
+  );
 }
