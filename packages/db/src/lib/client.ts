@@ -40,7 +40,16 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
       error: error.message,
     });
   });
-  const adapter = new PrismaPg(pool, { disposeExternalPool: true });
+  const adapter = new PrismaPg(pool, {
+    disposeExternalPool: true,
+    // A connection that breaks while checked out: the caller gets ConnectionLostError; this
+    // leaves a trace in the logs too.
+    onConnectionError: (error) =>
+      logger.warn('usagekit: database connection failed during a query', {
+        database: where,
+        error: error.message,
+      }),
+  });
   return new PrismaClient({
     adapter,
     transactionOptions: {
