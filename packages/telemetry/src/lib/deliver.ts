@@ -1,0 +1,116 @@
+import { toDatabaseError } from '@usagekit/db';
+import { retryDelayMs } from './backoff.js';
+import { readClock } from './clock.js';
+import { describeError } from './errors.js';
+import type { ResolvedReporterOptions } from './options.js';
+import { SinkError, type OutboxReport } from './sink.js';
+import * as sql from './sql.js';
+
+export interface DeliveryResult {
+  /** Reports the sink accepted in this pass. */
+  delivered: number;
+  /** Reports whose send failed in this pass; each is retried after its backoff. */
+  failed: number;
+}
+
+/**
+ * One pass of the drainer: lease the oldest due report, send it, record the outcome; again,
+ * up to deliveryBatchSize reports. A failed report gets its backoff and the pass moves on, so
+ * one report the receiver keeps refusing cannot block the others. Database errors end the pass.
+ */
+export async function deliverDue(settings: ResolvedReporterOptions): Promise<DeliveryResult> {
+  const { prisma, deliveryBatchSize, deliveryLeaseMs, clock } = settings;
+  const result: DeliveryResult = { delivered: 0, failed: 0 };
+  for (let leased = 0; leased < deliveryBatchSize; leased++) {
+    const now = readClock(clock);
+    let rows: sql.LeasedReportRow[];
+    try {
+      rows = await prisma.$queryRaw<sql.LeasedReportRow[]>(
+        sql.leaseNextReport(now, new Date(now.getTime() + deliveryLeaseMs)),
+      );
+    } catch (error) {
+      throw toDatabaseError(error);
+    }
+    const row = rows[0];
+    if (!row) break;
+    if (await deliverOne(settings, row)) result.delivered++;
+    else result.failed++;
+  }
+  return result;
+}
+
+/** When the earliest pending report is due (its backoff or lease ends), or null if none. */
+export async function nextPendingAttempt(settings: ResolvedReporterOptions): Promise<Date | null> {
+  try {
+    const rows = await settings.prisma.$queryRaw<sql.NextAttemptRow[]>(sql.nextPendingAttempt());
+    return rows[0]?.next_attempt_at ?? null;
+  } catch (error) {
+    throw toDatabaseError(error);
+  }
+}
+
+async function deliverOne(settings: ResolvedReporterOptions, row: sql.LeasedReportRow): Promise<boolean> {
+  const { prisma, sink, logger, observer, retryBackoff, clock } = settings;
+  const report: OutboxReport = {
+    reportId: row.report_id,
+    eventType: row.event_type,
+    attempt: row.attempts,
+    payload: JSON.parse(row.payload) as unknown,
+  };
+  const startedAt = performance.now();
+  let failure: unknown;
+  try {
+    await withTimeout(sink.send(report), settings.deliveryTimeoutMs);
+  } catch (error) {
+    failure = error ?? new Error('sink.send rejected without a reason');
+  }
+  const durationMs = performance.now() - startedAt;
+  const delivered = failure === undefined;
+  try {
+    if (delivered) {
+      await prisma.$executeRaw(sql.markDelivered(report.reportId, readClock(clock)));
+    } else {
+      const nextAttemptAt = new Date(readClock(clock).getTime() + retryDelayMs(report.attempt, retryBackoff));
+      const reason = describeError(failure);
+      await prisma.$executeRaw(sql.markFailed(report.reportId, report.attempt, reason.slice(0, 1_000), nextAttemptAt));
+      logger.warn('telemetry: delivery failed; will retry', {
+        reportId: report.reportId,
+        attempt: report.attempt,
+        nextAttemptAt: nextAttemptAt.toISOString(),
+        error: reason,
+      });
+    }
+  } catch (error) {
+    // The outcome was not recorded: the lease runs out and the report is sent again, with the
+    // same Idempotency-Key, so the receiver can drop the duplicate.
+    throw toDatabaseError(error);
+  }
+  try {
+    observer.onDelivery?.({
+      reportId: report.reportId,
+      attempt: report.attempt,
+      delivered,
+      ...(delivered ? {} : { error: failure }),
+      durationMs,
+    });
+  } catch (error) {
+    logger.warn('telemetry: observer.onDelivery threw', { error: describeError(error) });
+  }
+  return delivered;
+}
+
+/** A sink that never settles must not hold the reporter, or stop(), forever. */
+async function withTimeout(send: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new SinkError('SINK_TIMEOUT', `sink.send did not settle within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  try {
+    await Promise.race([send, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,227 @@
+import { DEFAULT_STORE_OPTIONS, InvalidInputError, type BoundaryUsageStore } from '@usagekit/boundary-usage';
+import { noopLogger, type Logger, type PrismaClient } from '@usagekit/db';
+import type { RetryBackoff } from './backoff.js';
+import { systemClock, type Clock } from './clock.js';
+import { HttpSink } from './http-sink.js';
+import type { Sink } from './sink.js';
+import type { Snapshot } from './snapshot.js';
+
+/** One delivery attempt, for metrics. */
+export interface DeliveryAttempt {
+  reportId: string;
+  attempt: number;
+  delivered: boolean;
+  error?: unknown;
+  durationMs: number;
+}
+
+/**
+ * Optional hooks, e.g. to feed metrics. Every method is optional; an exception thrown by one
+ * is logged and otherwise ignored.
+ */
+export interface TelemetryObserver {
+  onSnapshot?(snapshot: Snapshot, durationMs: number): void;
+  onDelivery?(attempt: DeliveryAttempt): void;
+  onError?(stage: 'collect' | 'deliver' | 'purge', error: unknown): void;
+}
+
+export interface TelemetryReporterOptions {
+  prisma: PrismaClient;
+  /** The store whose cutover runs inside the reporter's transaction. */
+  store: BoundaryUsageStore;
+  /** Identifies the deployment in every report and in the report id. */
+  deploymentId: string;
+  /** Where reports go: a Sink, or a receiver URL for an {@link HttpSink} with its defaults. */
+  sink: Sink | string | URL;
+  /** Length of a telemetry period; coder's SnapshotFrequency. Default 30 minutes. */
+  snapshotFrequencyMs?: number;
+  /** Rows whose window started longer ago are deleted but reported apart. Default 2 × frequency. */
+  maxStalenessMs?: number;
+  clock?: Clock;
+  logger?: Logger;
+  observer?: TelemetryObserver;
+  /** lock_timeout for the claim (the cutover uses the store's). Default: the store's lockTimeoutMs. */
+  lockTimeoutMs?: number;
+  /** Limit for the collection transaction. Default: the store's transactionTimeoutMs. */
+  transactionTimeoutMs?: number;
+  /** Attempts of one collection when the database says a retry may succeed. Default 3. */
+  collectAttempts?: number;
+  /** Upper bound on one sink.send; a row is leased for twice this long. Default 30 s. */
+  deliveryTimeoutMs?: number;
+  /** Reports sent at most per deliverPending() pass. Default 20. */
+  deliveryBatchSize?: number;
+  /** Backoff between delivery attempts of one report. Default 5 s doubling up to 10 min. */
+  retryBackoff?: RetryBackoff;
+  /** Delivered reports and telemetry_locks rows older than this are deleted. Default 24 h. */
+  reportRetentionMs?: number;
+  /** boundary_usage_flush_sequences rows not updated for this long are deleted. Default 7 days. */
+  flushSequenceRetentionMs?: number;
+  /** Upper bound on stop(): waiting for in-flight work plus the last delivery. Default 15 s. */
+  stopTimeoutMs?: number;
+}
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+
+export const DEFAULT_REPORTER_OPTIONS = {
+  snapshotFrequencyMs: 30 * MINUTE_MS,
+  collectAttempts: 3,
+  deliveryTimeoutMs: 30_000,
+  deliveryBatchSize: 20,
+  retryBackoff: { baseDelayMs: 5_000, maxDelayMs: 10 * MINUTE_MS },
+  reportRetentionMs: 24 * HOUR_MS,
+  flushSequenceRetentionMs: 7 * 24 * HOUR_MS,
+  stopTimeoutMs: 15_000,
+} as const;
+
+export interface ResolvedReporterOptions {
+  prisma: PrismaClient;
+  store: BoundaryUsageStore;
+  deploymentId: string;
+  sink: Sink;
+  snapshotFrequencyMs: number;
+  maxStalenessMs: number;
+  clock: Clock;
+  logger: Logger;
+  observer: TelemetryObserver;
+  lockTimeoutMs: number;
+  transactionTimeoutMs: number;
+  maxWaitMs: number;
+  collectAttempts: number;
+  deliveryTimeoutMs: number;
+  deliveryLeaseMs: number;
+  deliveryBatchSize: number;
+  retryBackoff: RetryBackoff;
+  reportRetentionMs: number;
+  flushSequenceRetentionMs: number;
+  stopTimeoutMs: number;
+}
+
+/** Checks every option once, at construction, and fills in the defaults. */
+export function resolveReporterOptions(options: TelemetryReporterOptions): ResolvedReporterOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidInputError('options', options, 'an options object');
+  }
+  const { prisma, store } = options;
+  if (typeof (prisma as Partial<PrismaClient> | undefined)?.$transaction !== 'function') {
+    throw new InvalidInputError('prisma', prisma, 'a PrismaClient (createPrismaClient from @usagekit/db)');
+  }
+  if (typeof (store as Partial<BoundaryUsageStore> | undefined)?.getAndResetSummaryInTransaction !== 'function') {
+    throw new InvalidInputError('store', store, 'a BoundaryUsageStore');
+  }
+  const deploymentId = options.deploymentId;
+  if (typeof deploymentId !== 'string' || deploymentId.trim().length === 0 || deploymentId.length > 256) {
+    throw new InvalidInputError('deploymentId', deploymentId, 'a non-empty string of at most 256 characters');
+  }
+  const sink = resolveSink(options.sink);
+
+  const snapshotFrequencyMs = positiveMs(
+    'snapshotFrequencyMs',
+    options.snapshotFrequencyMs ?? DEFAULT_REPORTER_OPTIONS.snapshotFrequencyMs,
+  );
+  const maxStalenessMs = positiveMs('maxStalenessMs', options.maxStalenessMs ?? 2 * snapshotFrequencyMs);
+
+  const clock = options.clock ?? systemClock;
+  if (typeof (clock as Partial<Clock> | undefined)?.now !== 'function') {
+    throw new InvalidInputError('clock', clock, 'an object with now(): Date');
+  }
+  const logger = options.logger ?? noopLogger;
+  for (const level of ['debug', 'info', 'warn', 'error'] as const) {
+    if (typeof (logger as Partial<Logger>)?.[level] !== 'function') {
+      throw new InvalidInputError('logger', logger, 'a Logger with debug, info, warn and error');
+    }
+  }
+  const observer = options.observer ?? {};
+  if (typeof observer !== 'object' || observer === null) {
+    throw new InvalidInputError('observer', observer, 'an object of optional hooks');
+  }
+
+  // A store that is not a BoundaryUsageStore (a wrapper, say) may not carry options.
+  const storeOptions: Partial<typeof DEFAULT_STORE_OPTIONS> =
+    (store as { options?: Partial<typeof DEFAULT_STORE_OPTIONS> }).options ?? {};
+  const storeLockTimeoutMs = storeOptions.lockTimeoutMs ?? DEFAULT_STORE_OPTIONS.lockTimeoutMs;
+  const lockTimeoutMs = positiveMs('lockTimeoutMs', options.lockTimeoutMs ?? storeLockTimeoutMs);
+  const transactionTimeoutMs = positiveMs(
+    'transactionTimeoutMs',
+    options.transactionTimeoutMs ?? storeOptions.transactionTimeoutMs ?? DEFAULT_STORE_OPTIONS.transactionTimeoutMs,
+  );
+  // The collection may wait twice: for a rival's claim, then for the cutover lock. Both waits
+  // must end (55P03, retryable) before Prisma's transaction timer, which cancels nothing.
+  if (lockTimeoutMs + storeLockTimeoutMs >= transactionTimeoutMs) {
+    throw new InvalidInputError(
+      'transactionTimeoutMs',
+      transactionTimeoutMs,
+      `more than lockTimeoutMs (${lockTimeoutMs}) plus the store's lockTimeoutMs (${storeLockTimeoutMs})`,
+    );
+  }
+  const maxWaitMs = storeOptions.maxWaitMs ?? DEFAULT_STORE_OPTIONS.maxWaitMs;
+
+  const collectAttempts = positiveInteger(
+    'collectAttempts',
+    options.collectAttempts ?? DEFAULT_REPORTER_OPTIONS.collectAttempts,
+  );
+  const deliveryTimeoutMs = positiveMs(
+    'deliveryTimeoutMs',
+    options.deliveryTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.deliveryTimeoutMs,
+  );
+  const deliveryBatchSize = positiveInteger(
+    'deliveryBatchSize',
+    options.deliveryBatchSize ?? DEFAULT_REPORTER_OPTIONS.deliveryBatchSize,
+  );
+  const backoff = options.retryBackoff ?? DEFAULT_REPORTER_OPTIONS.retryBackoff;
+  const retryBackoff = {
+    baseDelayMs: positiveMs('retryBackoff.baseDelayMs', backoff?.baseDelayMs),
+    maxDelayMs: positiveMs('retryBackoff.maxDelayMs', backoff?.maxDelayMs),
+  };
+  if (retryBackoff.maxDelayMs < retryBackoff.baseDelayMs) {
+    throw new InvalidInputError('retryBackoff.maxDelayMs', retryBackoff.maxDelayMs, 'at least baseDelayMs');
+  }
+
+  return {
+    prisma,
+    store,
+    deploymentId,
+    sink,
+    snapshotFrequencyMs,
+    maxStalenessMs,
+    clock,
+    logger,
+    observer,
+    lockTimeoutMs,
+    transactionTimeoutMs,
+    maxWaitMs,
+    collectAttempts,
+    deliveryTimeoutMs,
+    // Long enough for the send to finish or time out, so nobody sends the row meanwhile.
+    deliveryLeaseMs: 2 * deliveryTimeoutMs,
+    deliveryBatchSize,
+    retryBackoff,
+    reportRetentionMs: positiveMs(
+      'reportRetentionMs',
+      options.reportRetentionMs ?? DEFAULT_REPORTER_OPTIONS.reportRetentionMs,
+    ),
+    flushSequenceRetentionMs: positiveMs(
+      'flushSequenceRetentionMs',
+      options.flushSequenceRetentionMs ?? DEFAULT_REPORTER_OPTIONS.flushSequenceRetentionMs,
+    ),
+    stopTimeoutMs: positiveMs('stopTimeoutMs', options.stopTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.stopTimeoutMs),
+  };
+}
+
+function resolveSink(sink: unknown): Sink {
+  if (typeof sink === 'string' || sink instanceof URL) return new HttpSink({ url: sink });
+  if (typeof (sink as Partial<Sink> | undefined)?.send !== 'function') {
+    throw new InvalidInputError('sink', sink, 'a Sink (an object with send(report)) or a receiver URL');
+  }
+  return sink as Sink;
+}
+
+function positiveMs(field: string, value: unknown): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;
+  throw new InvalidInputError(field, value, 'a positive integer number of milliseconds');
+}
+
+function positiveInteger(field: string, value: unknown): number {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;
+  throw new InvalidInputError(field, value, 'a positive integer');
+}

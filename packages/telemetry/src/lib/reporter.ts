@@ -1,0 +1,221 @@
+import { readClock } from './clock.js';
+import { collectSnapshot } from './collect.js';
+import { deliverDue, nextPendingAttempt, type DeliveryResult } from './deliver.js';
+import { describeError } from './errors.js';
+import { resolveReporterOptions, type ResolvedReporterOptions, type TelemetryReporterOptions } from './options.js';
+import { floorToFrequency, nextBucketEdge } from './period.js';
+import { purgeExpired, type PurgeResult } from './retention.js';
+import type { Snapshot } from './snapshot.js';
+
+/**
+ * A scheduled tick lands this long after the bucket edge, so a timer or clock that is a hair
+ * early still reads a time inside the new bucket (tick() also checks, and waits again if not).
+ */
+const TICK_SLACK_MS = 1_000;
+/** setTimeout's limit (2^31 − 1 ms, about 24.8 days); a longer delay would fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+type Stage = 'collect' | 'deliver' | 'purge';
+
+/**
+ * Once per period, exactly one replica's reporter claims the period, cuts over the boundary
+ * usage rows and writes the report into the outbox, all in one transaction; every reporter
+ * delivers outbox rows through the sink, oldest first, until the receiver acknowledges them.
+ *
+ * All work of one reporter (explicit calls and the schedule) runs one piece at a time, in call
+ * order; several reporters (replicas) coordinate through the database only.
+ */
+export class TelemetryReporter {
+  private readonly settings: ResolvedReporterOptions;
+  private queue: Promise<unknown> = Promise.resolve();
+  private state: 'idle' | 'running' | 'stopped' = 'idle';
+  private tickTimer: NodeJS.Timeout | undefined;
+  private deliveryTimer: NodeJS.Timeout | undefined;
+  /** The bucket the schedule last collected, so an early timer never collects it twice. */
+  private lastTickBucket: number | undefined;
+  private stopping: Promise<void> | undefined;
+
+  /** Validates every option; throws InvalidInputError (code 'INVALID_INPUT') naming the field. */
+  constructor(options: TelemetryReporterOptions) {
+    this.settings = resolveReporterOptions(options);
+  }
+
+  get deploymentId(): string {
+    return this.settings.deploymentId;
+  }
+
+  get snapshotFrequencyMs(): number {
+    return this.settings.snapshotFrequencyMs;
+  }
+
+  get maxStalenessMs(): number {
+    return this.settings.maxStalenessMs;
+  }
+
+  /**
+   * Claims the current period (the clock floored to snapshotFrequencyMs) and, if this reporter
+   * won it, cuts over the boundary usage rows and writes the report into the outbox, in one
+   * transaction. A lost claim gives a snapshot without `boundaryUsageSummary` and deletes
+   * nothing. On failure nothing is claimed, deleted or written (the rows wait for the next
+   * collection) and a typed DatabaseError is thrown. Sends nothing: see deliverPending().
+   */
+  collectSnapshot(): Promise<Snapshot> {
+    return this.serialized(() => collectSnapshot(this.settings));
+  }
+
+  /**
+   * Sends due outbox rows through the sink, oldest first (at most deliveryBatchSize), and marks
+   * each delivered or schedules its retry with backoff. Two reporters never send the same row
+   * at the same time. Delivers reports written by any reporter, crashed ones included.
+   */
+  deliverPending(): Promise<DeliveryResult> {
+    return this.serialized(() => deliverDue(this.settings));
+  }
+
+  /**
+   * Deletes delivered reports and telemetry_locks rows older than reportRetentionMs, and flush
+   * sequences idle for flushSequenceRetentionMs. Pending reports are always kept.
+   */
+  purgeExpired(): Promise<PurgeResult> {
+    return this.serialized(() => purgeExpired(this.settings));
+  }
+
+  /**
+   * Collects, delivers and purges now, then again just after every period edge (computed from
+   * the clock), and retries pending deliveries when their backoff ends. Errors are logged and
+   * passed to observer.onError, never thrown. The timers do not keep the process alive.
+   * Calling start() while running does nothing; after stop() it throws.
+   */
+  start(): void {
+    if (this.state === 'running') return;
+    if (this.state === 'stopped') {
+      throw new Error('TelemetryReporter: start() after stop(); create a new reporter instead');
+    }
+    this.state = 'running';
+    this.scheduleTick(0);
+  }
+
+  /**
+   * Stops the schedule, waits for work in flight, then tries one last delivery; bounded by
+   * stopTimeoutMs, after which it resolves anyway (pending reports stay in the outbox for the
+   * next reporter). Idempotent: every call returns the same promise. Explicit calls
+   * (collectSnapshot, deliverPending, purgeExpired) keep working afterwards.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopOnce();
+    return this.stopping;
+  }
+
+  private async stopOnce(): Promise<void> {
+    this.state = 'stopped';
+    clearTimeout(this.tickTimer);
+    clearTimeout(this.deliveryTimer);
+    const { logger, stopTimeoutMs } = this.settings;
+    const lastDelivery = this.deliverPending().then(
+      (result) => {
+        if (result.delivered + result.failed > 0) logger.info('telemetry: last delivery before stop', { ...result });
+      },
+      (error: unknown) => this.reportError('deliver', 'telemetry: last delivery before stop failed', error),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), stopTimeoutMs);
+    });
+    const outcome = await Promise.race([lastDelivery, timedOut]);
+    clearTimeout(timer);
+    if (outcome === 'timeout') {
+      logger.error('telemetry: stop() gave up waiting for in-flight work; pending reports stay in the outbox', {
+        stopTimeoutMs,
+      });
+    }
+  }
+
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(work);
+    this.queue = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  private scheduleTick(delayMs: number): void {
+    clearTimeout(this.tickTimer);
+    this.tickTimer = setTimeout(() => {
+      this.tickTimer = undefined;
+      this.serialized(() => this.tick()).catch((error: unknown) =>
+        this.reportError('collect', 'telemetry: scheduled round failed', error),
+      );
+    }, clampDelay(delayMs));
+    this.tickTimer.unref();
+  }
+
+  /** One scheduled round: collect, deliver, purge; then plan the next round and any retry. */
+  private async tick(): Promise<void> {
+    if (this.state !== 'running') return;
+    const { snapshotFrequencyMs, logger } = this.settings;
+    const bucket = floorToFrequency(readClock(this.settings.clock), snapshotFrequencyMs).getTime();
+    if (this.lastTickBucket === undefined || bucket > this.lastTickBucket) {
+      this.lastTickBucket = bucket;
+      await this.attempt('collect', 'telemetry: collection failed; the rows wait for the next period', () =>
+        collectSnapshot(this.settings),
+      );
+      await this.attempt('deliver', 'telemetry: delivery failed', () => deliverDue(this.settings));
+      const purged = await this.attempt('purge', 'telemetry: retention failed', () => purgeExpired(this.settings));
+      if (purged && purged.reports + purged.locks + purged.flushSequences > 0) {
+        logger.debug('telemetry: purged expired rows', { ...purged });
+      }
+    }
+    if (this.state !== 'running') return;
+    const now = readClock(this.settings.clock);
+    this.scheduleTick(nextBucketEdge(now, snapshotFrequencyMs).getTime() - now.getTime() + TICK_SLACK_MS);
+    await this.scheduleDeliveryRetry();
+  }
+
+  /** Wakes up when the earliest pending report is due, unless the next round comes first. */
+  private async scheduleDeliveryRetry(): Promise<void> {
+    clearTimeout(this.deliveryTimer);
+    this.deliveryTimer = undefined;
+    const due = await this.attempt('deliver', 'telemetry: could not read the outbox', () =>
+      nextPendingAttempt(this.settings),
+    );
+    if (!due || this.state !== 'running') return;
+    const now = readClock(this.settings.clock);
+    if (due.getTime() >= nextBucketEdge(now, this.settings.snapshotFrequencyMs).getTime()) return;
+    this.deliveryTimer = setTimeout(() => {
+      this.deliveryTimer = undefined;
+      this.serialized(async () => {
+        if (this.state !== 'running') return;
+        await this.attempt('deliver', 'telemetry: delivery failed', () => deliverDue(this.settings));
+        await this.scheduleDeliveryRetry();
+      }).catch((error: unknown) => this.reportError('deliver', 'telemetry: delivery retry failed', error));
+    }, clampDelay(due.getTime() - now.getTime()));
+    this.deliveryTimer.unref();
+  }
+
+  /** Runs one step of a scheduled round; a failure is reported and gives undefined. */
+  private async attempt<T>(stage: Stage, message: string, step: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await step();
+    } catch (error) {
+      this.reportError(stage, message, error);
+      return undefined;
+    }
+  }
+
+  private reportError(stage: Stage, message: string, error: unknown): void {
+    this.settings.logger.error(message, {
+      code: (error as { code?: unknown })?.code,
+      error: describeError(error),
+    });
+    try {
+      this.settings.observer.onError?.(stage, error);
+    } catch (hookError) {
+      this.settings.logger.warn('telemetry: observer.onError threw', { error: describeError(hookError) });
+    }
+  }
+}
+
+function clampDelay(delayMs: number): number {
+  return Math.min(Math.max(0, Math.ceil(delayMs)), MAX_TIMER_MS);
+}

@@ -1,0 +1,215 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { BoundaryUsageStore, type UpsertStatsParams } from '@usagekit/boundary-usage';
+import { createPrismaClient, type PrismaClient } from '@usagekit/db';
+import { createTestDatabase, type TestDatabase } from '@usagekit/testing';
+import {
+  TelemetryReporter,
+  type Clock,
+  type OutboxReport,
+  type Sink,
+  type TelemetryReporterOptions,
+} from '../src/index.js';
+
+export const MINUTE_MS = 60_000;
+export const FREQUENCY_MS = 30 * MINUTE_MS;
+
+/**
+ * A fresh database for this suite plus any number of PrismaClients on it, each standing for a
+ * separate replica (its own pool). Everything is closed and dropped in afterAll.
+ */
+export function useDatabase(): {
+  database: () => TestDatabase;
+  client: (maxConnections?: number) => PrismaClient;
+} {
+  let database: TestDatabase | undefined;
+  const clients: PrismaClient[] = [];
+  beforeAll(async () => {
+    database = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((client) => client.$disconnect().catch(() => undefined)));
+    await database?.drop();
+  });
+  return {
+    database: () => database!,
+    client: (maxConnections = 4) => {
+      const client = createPrismaClient({ databaseUrl: database!.databaseUrl, maxConnections });
+      clients.push(client);
+      return client;
+    },
+  };
+}
+
+export const uuid = (): string => randomUUID();
+
+/** A clock that only moves when told to. */
+export class FakeClock implements Clock {
+  private current: number;
+  constructor(start: Date | string) {
+    this.current = new Date(start).getTime();
+  }
+  now(): Date {
+    return new Date(this.current);
+  }
+  set(time: Date | string): void {
+    this.current = new Date(time).getTime();
+  }
+  advance(ms: number): void {
+    this.current += ms;
+  }
+}
+
+/** One flush's parameters, zero except for what is given. */
+export function flush(replicaId: string, counts: Partial<UpsertStatsParams> = {}): UpsertStatsParams {
+  return {
+    replicaId,
+    uniqueWorkspacesDelta: 0,
+    uniqueUsersDelta: 0,
+    uniqueWorkspacesCount: 0,
+    uniqueUsersCount: 0,
+    allowedRequests: 0,
+    deniedRequests: 0,
+    ...counts,
+  };
+}
+
+/** A sink that keeps what it is sent (a real Sink, standing in for a receiver). */
+export class CollectingSink implements Sink {
+  readonly sent: OutboxReport[] = [];
+  async send(report: OutboxReport): Promise<void> {
+    this.sent.push(report);
+  }
+}
+
+export interface ReceivedRequest {
+  method: string | undefined;
+  url: string | undefined;
+  headers: IncomingHttpHeaders;
+  body: string;
+  status: number;
+}
+
+export interface Receiver {
+  url: string;
+  port: number;
+  requests: ReceivedRequest[];
+  /** Requests answered with a 2xx. */
+  accepted(): ReceivedRequest[];
+  close(): Promise<void>;
+}
+
+/**
+ * A real HTTP receiver on 127.0.0.1. `statusFor(n)` picks the status of the n-th request
+ * (0-based); every request is recorded with its headers and body.
+ */
+export async function startReceiver(
+  options: { port?: number; statusFor?: (index: number) => number } = {},
+): Promise<Receiver> {
+  const statusFor = options.statusFor ?? (() => 202);
+  const requests: ReceivedRequest[] = [];
+  const server: Server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const status = statusFor(requests.length);
+      requests.push({
+        method: request.method,
+        url: request.url,
+        headers: request.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        status,
+      });
+      response.writeHead(status, { 'content-type': 'text/plain' });
+      response.end(status < 300 ? 'ok' : 'unavailable');
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}/snapshot`,
+    port,
+    requests,
+    accepted: () => requests.filter((request) => request.status >= 200 && request.status < 300),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A reporter with the test defaults (fake clock required, 30-minute periods). */
+export function reporter(
+  prisma: PrismaClient,
+  clock: Clock,
+  sink: TelemetryReporterOptions['sink'],
+  overrides: Partial<TelemetryReporterOptions> = {},
+): TelemetryReporter {
+  return new TelemetryReporter({
+    prisma,
+    store: new BoundaryUsageStore(prisma),
+    deploymentId: 'test-deployment',
+    sink,
+    clock,
+    ...overrides,
+  });
+}
+
+export interface OutboxRow {
+  report_id: string;
+  period_starting_at: Date;
+  period_duration_ms: bigint;
+  payload: string;
+  attempts: number;
+  last_error: string | null;
+  next_attempt_at: Date;
+  delivered_at: Date | null;
+}
+
+export async function outbox(prisma: PrismaClient): Promise<OutboxRow[]> {
+  return prisma.$queryRaw<OutboxRow[]>`
+    SELECT report_id::text AS report_id, period_starting_at, period_duration_ms, payload::text AS payload,
+           attempts, last_error, next_attempt_at, delivered_at
+      FROM telemetry_reports ORDER BY created_at, report_id`;
+}
+
+export async function lockRows(prisma: PrismaClient): Promise<Date[]> {
+  const rows = await prisma.$queryRaw<{ period_ending_at: Date }[]>`
+    SELECT period_ending_at FROM telemetry_locks ORDER BY period_ending_at`;
+  return rows.map((row) => row.period_ending_at);
+}
+
+export async function statsTotals(prisma: PrismaClient): Promise<{ rows: bigint; allowed: bigint; denied: bigint }> {
+  const rows = await prisma.$queryRaw<{ rows: bigint; allowed: bigint; denied: bigint }[]>`
+    SELECT count(*) AS rows, COALESCE(sum(allowed_requests), 0)::bigint AS allowed,
+           COALESCE(sum(denied_requests), 0)::bigint AS denied
+      FROM boundary_usage_stats`;
+  return rows[0]!;
+}
+
+export async function clearTables(prisma: PrismaClient): Promise<void> {
+  await prisma.$executeRaw`TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences,
+    telemetry_locks, telemetry_reports`;
+}
+
+/** Polls until `check` returns true (bounded; throws if it never does). */
+export async function waitUntil(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`timed out waiting until ${what}`);
+}
+
+/** A promise plus its resolver, for holding a sink at a chosen point. */
+export function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
