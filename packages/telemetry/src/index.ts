@@ -1,6 +1,10 @@
 export { TelemetryReporter } from './lib/reporter.js';
 export { DEFAULT_REPORTER_OPTIONS } from './lib/options.js';
-export type { TelemetryReporterOptions, TelemetryObserver, DeliveryAttempt } from './lib/options.js';
+export type {
+  TelemetryReporterOptions,
+  TelemetryObserver,
+  DeliveryAttempt,
+} from './lib/options.js';
 export type { DeliveryResult } from './lib/deliver.js';
 export type { PurgeResult } from './lib/retention.js';
 export { HttpSink, DEFAULT_HTTP_SINK_TIMEOUT_MS } from './lib/http-sink.js';
@@ -10,7 +14,12 @@ export type { JsonLinesSinkOptions } from './lib/json-lines-sink.js';
 export { SinkError } from './lib/sink.js';
 export type { Sink, OutboxReport, SinkErrorCode } from './lib/sink.js';
 export { BOUNDARY_USAGE_EVENT_TYPE, snapshotToJson, serializeSnapshot } from './lib/snapshot.js';
-export type { Snapshot, BoundaryUsageReport, SnapshotJson, BoundaryUsageSummaryJson } from './lib/snapshot.js';
+export type {
+  Snapshot,
+  BoundaryUsageReport,
+  SnapshotJson,
+  BoundaryUsageSummaryJson,
+} from './lib/snapshot.js';
 export { jsonInteger, parseJsonInteger } from './lib/json.js';
 export type { JsonInteger } from './lib/json.js';
 export { reportIdFor, uuidV5, REPORT_ID_NAMESPACE } from './lib/report-id.js';

@@ -60,9 +60,12 @@ describe("coder's TestTelemetry_BoundaryUsageSummary", () => {
     const snapshot = await reporter(prisma, clock, new CollectingSink()).collectSnapshot();
 
     const summary = snapshot.boundaryUsageSummary!;
-    expect([summary.uniqueWorkspaces, summary.uniqueUsers, summary.allowedRequests, summary.deniedRequests]).toEqual(
-      [2n, 2n, 18n, 3n],
-    );
+    expect([
+      summary.uniqueWorkspaces,
+      summary.uniqueUsers,
+      summary.allowedRequests,
+      summary.deniedRequests,
+    ]).toEqual([2n, 2n, 18n, 3n]);
     expect(summary.periodStart).toEqual(new Date(clock.now().getTime() - FREQUENCY_MS));
     expect(summary.periodDurationMs).toBe(1_800_000);
 
@@ -79,7 +82,9 @@ describe("coder's TestTelemetry_BoundaryUsageSummary", () => {
       replicas: 1,
       stale_replicas: 0,
     });
-    expect(json.report_id).toBe(reportIdFor('test-deployment', BOUNDARY_USAGE_EVENT_TYPE, new Date(ALIGNED)));
+    expect(json.report_id).toBe(
+      reportIdFor('test-deployment', BOUNDARY_USAGE_EVENT_TYPE, new Date(ALIGNED)),
+    );
     expect(json.deployment_id).toBe('test-deployment');
 
     // The outbox holds exactly this JSON, for the period that ends where the claim starts.
@@ -94,7 +99,14 @@ describe("coder's TestTelemetry_BoundaryUsageSummary", () => {
   });
 
   test('ResetAfterCollection: first summary allowed 5; clock +30 min; second summary allowed 0', async () => {
-    await store.upsertStats(flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 5, deniedRequests: 1 }));
+    await store.upsertStats(
+      flush(uuid(), {
+        uniqueWorkspacesDelta: 1,
+        uniqueUsersDelta: 1,
+        allowedRequests: 5,
+        deniedRequests: 1,
+      }),
+    );
     const clock = new FakeClock(ALIGNED);
     const telemetry = reporter(prisma, clock, new CollectingSink());
     const first = await telemetry.collectSnapshot();
@@ -103,7 +115,10 @@ describe("coder's TestTelemetry_BoundaryUsageSummary", () => {
     clock.advance(FREQUENCY_MS);
     const second = await telemetry.collectSnapshot();
     // Non-null and zero, as coder sends every period; no rows also means no window.
-    expect(second.boundaryUsageSummary).toMatchObject({ ...emptySummary(), periodDurationMs: FREQUENCY_MS });
+    expect(second.boundaryUsageSummary).toMatchObject({
+      ...emptySummary(),
+      periodDurationMs: FREQUENCY_MS,
+    });
     expect(second.reportId).not.toBe(first.reportId);
     expect(await outbox(prisma)).toHaveLength(2);
   });
@@ -111,7 +126,9 @@ describe("coder's TestTelemetry_BoundaryUsageSummary", () => {
   test('OnlyOneReplicaCollects: one summary with 30 allowed; the other has none and deleted nothing', async () => {
     const prismaB = db.client();
     const [replicaA, replicaB] = [uuid(), uuid()];
-    await store.upsertStats(flush(replicaA, { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 15 }));
+    await store.upsertStats(
+      flush(replicaA, { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 15 }),
+    );
     await new BoundaryUsageStore(prismaB).upsertStats(
       flush(replicaB, { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 15 }),
     );
@@ -121,7 +138,9 @@ describe("coder's TestTelemetry_BoundaryUsageSummary", () => {
     expect(first.boundaryUsageSummary!.replicas).toBe(2);
 
     // Usage flushed after the cutover belongs to the next period; the loser must not touch it.
-    await store.upsertStats(flush(replicaA, { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 7 }));
+    await store.upsertStats(
+      flush(replicaA, { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 7 }),
+    );
     clock.advance(29 * MINUTE_MS); // later, but inside the same bucket
     const second = await reporter(prismaB, clock, new CollectingSink()).collectSnapshot();
     expect(second.boundaryUsageSummary).toBeUndefined();
@@ -178,14 +197,30 @@ describe('the snapshot JSON beyond coder', () => {
     const [sharedUser, wsA, wsB] = [uuid(), uuid(), uuid()];
     // The same user on two replicas: coder counts 2, the exact count is 1.
     await store.upsertStats(
-      flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 4, workspaceIds: [wsA], userIds: [sharedUser] }),
+      flush(uuid(), {
+        uniqueWorkspacesDelta: 1,
+        uniqueUsersDelta: 1,
+        allowedRequests: 4,
+        workspaceIds: [wsA],
+        userIds: [sharedUser],
+      }),
     );
     await new BoundaryUsageStore(prismaB).upsertStats(
-      flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 6, workspaceIds: [wsB], userIds: [sharedUser] }),
+      flush(uuid(), {
+        uniqueWorkspacesDelta: 1,
+        uniqueUsersDelta: 1,
+        allowedRequests: 6,
+        workspaceIds: [wsB],
+        userIds: [sharedUser],
+      }),
     );
     const [rows] = await prisma.$queryRaw<{ first: Date; last: Date }[]>`
       SELECT min(window_start) AS first, max(updated_at) AS last FROM boundary_usage_stats`;
-    const snapshot = await reporter(prisma, new FakeClock(ALIGNED), new CollectingSink()).collectSnapshot();
+    const snapshot = await reporter(
+      prisma,
+      new FakeClock(ALIGNED),
+      new CollectingSink(),
+    ).collectSnapshot();
     const json = snapshotToJson(snapshot).boundary_usage_summary!;
     expect(json).toMatchObject({
       unique_workspaces: 2,
@@ -201,12 +236,23 @@ describe('the snapshot JSON beyond coder', () => {
   });
 
   test('stale rows are deleted, not counted, and reported apart with their totals', async () => {
-    await store.upsertStats(flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 3, deniedRequests: 1 }));
+    await store.upsertStats(
+      flush(uuid(), {
+        uniqueWorkspacesDelta: 1,
+        uniqueUsersDelta: 1,
+        allowedRequests: 3,
+        deniedRequests: 1,
+      }),
+    );
     // A replica whose row sat through failed collections: its window began 3 h ago (> 2 × 30 min).
     await prisma.$executeRaw`INSERT INTO boundary_usage_stats
       (replica_id, unique_workspaces_count, unique_users_count, allowed_requests, denied_requests, window_start, updated_at)
       VALUES (${uuid()}::uuid, 4, 2, 40, 9, now() - interval '3 hours', now() - interval '3 hours')`;
-    const snapshot = await reporter(prisma, new FakeClock(ALIGNED), new CollectingSink()).collectSnapshot();
+    const snapshot = await reporter(
+      prisma,
+      new FakeClock(ALIGNED),
+      new CollectingSink(),
+    ).collectSnapshot();
     expect(snapshotToJson(snapshot).boundary_usage_summary).toMatchObject({
       allowed_requests: 3,
       denied_requests: 1,
@@ -224,8 +270,14 @@ describe('the snapshot JSON beyond coder', () => {
     const prismaB = db.client();
     const big = 2n ** 62n + 1n;
     await store.upsertStats(flush(uuid(), { allowedRequests: big, deniedRequests: 2 }));
-    await new BoundaryUsageStore(prismaB).upsertStats(flush(uuid(), { allowedRequests: big, deniedRequests: 3 }));
-    const snapshot = await reporter(prisma, new FakeClock(ALIGNED), new CollectingSink()).collectSnapshot();
+    await new BoundaryUsageStore(prismaB).upsertStats(
+      flush(uuid(), { allowedRequests: big, deniedRequests: 3 }),
+    );
+    const snapshot = await reporter(
+      prisma,
+      new FakeClock(ALIGNED),
+      new CollectingSink(),
+    ).collectSnapshot();
     expect(snapshot.boundaryUsageSummary!.allowedRequests).toBe(2n ** 63n + 2n);
 
     const payload = JSON.parse((await outbox(prisma))[0]!.payload) as SnapshotJson;
@@ -237,7 +289,14 @@ describe('the snapshot JSON beyond coder', () => {
 
 describe('all or nothing', () => {
   test('a failing outbox write rolls back the claim and the cutover: the rows wait for the next attempt', async () => {
-    await store.upsertStats(flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 11, deniedRequests: 2 }));
+    await store.upsertStats(
+      flush(uuid(), {
+        uniqueWorkspacesDelta: 1,
+        uniqueUsersDelta: 1,
+        allowedRequests: 11,
+        deniedRequests: 2,
+      }),
+    );
     // A report for the same period under another id (as if the election row had been purged):
     // the unique (event_type, period_starting_at) key makes our INSERT fail inside the transaction.
     await prisma.$executeRaw`INSERT INTO telemetry_reports (report_id, event_type, period_starting_at, period_duration_ms, payload)
@@ -258,12 +317,16 @@ describe('all or nothing', () => {
     await prisma.$executeRaw`DELETE FROM telemetry_reports`;
     const snapshot = await telemetry.collectSnapshot();
     expect(snapshot.boundaryUsageSummary!.allowedRequests).toBe(11n);
-    expect(snapshot.reportId).toBe(reportIdFor('test-deployment', BOUNDARY_USAGE_EVENT_TYPE, new Date(ALIGNED)));
+    expect(snapshot.reportId).toBe(
+      reportIdFor('test-deployment', BOUNDARY_USAGE_EVENT_TYPE, new Date(ALIGNED)),
+    );
     expect(await statsTotals(prisma)).toEqual({ rows: 0n, allowed: 0n, denied: 0n });
   });
 
   test('a cutover failing after the claim leaves the period unclaimed and the rows in place', async () => {
-    await store.upsertStats(flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 8 }));
+    await store.upsertStats(
+      flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 8 }),
+    );
     // A real store whose cutover reads the rows and then fails, as a lost connection would.
     class FailingStore extends BoundaryUsageStore {
       override async getAndResetSummaryInTransaction(
@@ -274,8 +337,12 @@ describe('all or nothing', () => {
       }
     }
     const clock = new FakeClock(ALIGNED);
-    const failing = reporter(prisma, clock, new CollectingSink(), { store: new FailingStore(prisma) });
-    await expect(failing.collectSnapshot()).rejects.toThrow(/connection lost after the cutover statement/);
+    const failing = reporter(prisma, clock, new CollectingSink(), {
+      store: new FailingStore(prisma),
+    });
+    await expect(failing.collectSnapshot()).rejects.toThrow(
+      /connection lost after the cutover statement/,
+    );
     expect(await statsTotals(prisma)).toEqual({ rows: 1n, allowed: 8n, denied: 0n });
     expect(await lockRows(prisma)).toEqual([]);
     expect(await outbox(prisma)).toEqual([]);

@@ -76,7 +76,14 @@ test('receiver down for three attempts (503), then up: delivered exactly once, s
   const telemetry = reporter(prisma, clock, new HttpSink({ url: server.url, timeoutMs: 5_000 }), {
     retryBackoff: { baseDelayMs: 1_000, maxDelayMs: 4_000 },
   });
-  await store.upsertStats(flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 9, deniedRequests: 4 }));
+  await store.upsertStats(
+    flush(uuid(), {
+      uniqueWorkspacesDelta: 1,
+      uniqueUsersDelta: 1,
+      allowedRequests: 9,
+      deniedRequests: 4,
+    }),
+  );
   const snapshot = await telemetry.collectSnapshot();
 
   for (let failure = 1; failure <= 3; failure++) {
@@ -137,7 +144,14 @@ test('receiver port closed, then a receiver starts on it: the report arrives', a
 test('a crash after the cutover committed loses nothing: the next reporter to start delivers it', async () => {
   const server = await receiver();
   const clock = new FakeClock('2026-02-03T12:10:00.000Z');
-  await store.upsertStats(flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 21, deniedRequests: 5 }));
+  await store.upsertStats(
+    flush(uuid(), {
+      uniqueWorkspacesDelta: 1,
+      uniqueUsersDelta: 1,
+      allowedRequests: 21,
+      deniedRequests: 5,
+    }),
+  );
   // This reporter's process "dies" right after the cutover: no delivery, no stop().
   const crashed = reporter(db.client(), clock, new HttpSink({ url: server.url }));
   const snapshot = await crashed.collectSnapshot();
@@ -151,7 +165,9 @@ test('a crash after the cutover committed loses nothing: the next reporter to st
 
   expect(server.requests).toHaveLength(1);
   expect(server.requests[0]!.headers['idempotency-key']).toBe(snapshot.reportId);
-  expect((JSON.parse(server.requests[0]!.body) as SnapshotJson).boundary_usage_summary).toMatchObject({
+  expect(
+    (JSON.parse(server.requests[0]!.body) as SnapshotJson).boundary_usage_summary,
+  ).toMatchObject({
     allowed_requests: 21,
     denied_requests: 5,
   });
@@ -181,7 +197,9 @@ test('a report being sent is leased: a second reporter does not send it until th
   // The first sender looks dead: after the lease the row is sent again, same id.
   clock.advance(2_000);
   expect(await other.deliverPending()).toEqual({ delivered: 1, failed: 0 });
-  expect(otherSink.sent.map((report) => [report.reportId, report.attempt])).toEqual([[snapshot.reportId, 2]]);
+  expect(otherSink.sent.map((report) => [report.reportId, report.attempt])).toEqual([
+    [snapshot.reportId, 2],
+  ]);
   const deliveredAt = (await outbox(prisma))[0]!.delivered_at;
 
   // The slow send finishes later; the row keeps its first acknowledgement.
@@ -212,7 +230,9 @@ test('oldest first, and one refused report does not block the others', async () 
   const telemetry = reporter(prisma, clock, picky);
   expect(await telemetry.deliverPending()).toEqual({ delivered: 2, failed: 1 });
   expect(sent).toEqual(ids);
-  expect(server.requests.map((request) => request.headers['idempotency-key'])).toEqual(ids.slice(1));
+  expect(server.requests.map((request) => request.headers['idempotency-key'])).toEqual(
+    ids.slice(1),
+  );
 });
 
 test('JsonLinesSink writes one JSON line per report', async () => {
@@ -253,7 +273,9 @@ describe('start() and stop()', () => {
     await stopping;
     expect(stopped).toBe(true);
     expect(sink.calls).toHaveLength(1);
-    expect((sink.calls[0]!.payload as SnapshotJson).boundary_usage_summary!.allowed_requests).toBe(17);
+    expect((sink.calls[0]!.payload as SnapshotJson).boundary_usage_summary!.allowed_requests).toBe(
+      17,
+    );
     const rows = await outbox(prisma);
     expect(rows).toHaveLength(1);
     expect(rows[0]!.delivered_at).not.toBeNull();
@@ -271,7 +293,10 @@ describe('start() and stop()', () => {
     );
     await store.upsertStats(flush(uuid(), { allowedRequests: 4 }));
     telemetry.start();
-    await waitUntil(async () => (await outbox(prisma))[0]?.last_error != null, 'the first attempt failed');
+    await waitUntil(
+      async () => (await outbox(prisma))[0]?.last_error != null,
+      'the first attempt failed',
+    );
     expect(server.accepted()).toHaveLength(0);
 
     clock.advance(10 * MINUTE_MS);
@@ -286,7 +311,13 @@ describe('start() and stop()', () => {
     await store.upsertStats(flush(uuid(), { allowedRequests: 1 }));
     await reporter(prisma, clock, new CollectingSink()).collectSnapshot();
     const sink = new CollectingSink();
-    const telemetry = new TelemetryReporter({ prisma, store, deploymentId: 'test-deployment', sink, clock });
+    const telemetry = new TelemetryReporter({
+      prisma,
+      store,
+      deploymentId: 'test-deployment',
+      sink,
+      clock,
+    });
     await telemetry.stop();
     expect(sink.sent).toHaveLength(1);
   });

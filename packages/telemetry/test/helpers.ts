@@ -62,7 +62,10 @@ export class FakeClock implements Clock {
 }
 
 /** One flush's parameters, zero except for what is given. */
-export function flush(replicaId: string, counts: Partial<UpsertStatsParams> = {}): UpsertStatsParams {
+export function flush(
+  replicaId: string,
+  counts: Partial<UpsertStatsParams> = {},
+): UpsertStatsParams {
   return {
     replicaId,
     uniqueWorkspacesDelta: 0,
@@ -184,7 +187,9 @@ export async function lockRows(prisma: PrismaClient): Promise<Date[]> {
   return rows.map((row) => row.period_ending_at);
 }
 
-export async function statsTotals(prisma: PrismaClient): Promise<{ rows: bigint; allowed: bigint; denied: bigint }> {
+export async function statsTotals(
+  prisma: PrismaClient,
+): Promise<{ rows: bigint; allowed: bigint; denied: bigint }> {
   const rows = await prisma.$queryRaw<{ rows: bigint; allowed: bigint; denied: bigint }[]>`
     SELECT count(*) AS rows, COALESCE(sum(allowed_requests), 0)::bigint AS allowed,
            COALESCE(sum(denied_requests), 0)::bigint AS denied
@@ -198,7 +203,11 @@ export async function clearTables(prisma: PrismaClient): Promise<void> {
 }
 
 /** Polls until `check` returns true (bounded; throws if it never does). */
-export async function waitUntil(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;

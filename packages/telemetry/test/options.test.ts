@@ -43,13 +43,18 @@ test('valid options give the documented defaults', () => {
   expect(reporter.maxStalenessMs).toBe(3_600_000);
   const custom = new TelemetryReporter({ ...valid(), snapshotFrequencyMs: 60_000 });
   expect(custom.maxStalenessMs).toBe(120_000);
-  expect(new TelemetryReporter({ ...valid(), sink: 'https://telemetry.example.com/snapshot' })).toBeInstanceOf(
-    TelemetryReporter,
-  );
+  expect(
+    new TelemetryReporter({ ...valid(), sink: 'https://telemetry.example.com/snapshot' }),
+  ).toBeInstanceOf(TelemetryReporter);
 });
 
 test.each<[string, Partial<Record<keyof TelemetryReporterOptions, unknown>>, string, RegExp]>([
-  ['a sink URL that is not a URL', { sink: 'not a url' }, 'sink url', /absolute http:\/\/ or https:\/\/ URL/],
+  [
+    'a sink URL that is not a URL',
+    { sink: 'not a url' },
+    'sink url',
+    /absolute http:\/\/ or https:\/\/ URL/,
+  ],
   ['a sink URL with another scheme', { sink: 'ftp://example.com/x' }, 'sink url', /http/],
   ['no sink', { sink: undefined }, 'sink', /Sink/],
   ['a sink without send', { sink: { post: () => undefined } }, 'sink', /send\(report\)/],
@@ -65,34 +70,64 @@ test.each<[string, Partial<Record<keyof TelemetryReporterOptions, unknown>>, str
   ['no deploymentId', { deploymentId: undefined }, 'deploymentId', /non-empty string/],
   ['a blank deploymentId', { deploymentId: '  ' }, 'deploymentId', /non-empty string/],
   ['a clock without now()', { clock: { time: () => new Date() } }, 'clock', /now\(\)/],
-  ['a logger without error()', { logger: { debug: ignore, info: ignore, warn: ignore } }, 'logger', /Logger/],
-  ['a transaction timeout below the lock waits', { transactionTimeoutMs: 3_000 }, 'transactionTimeoutMs', /lockTimeoutMs/],
-  ['a backoff cap below its base', { retryBackoff: { baseDelayMs: 10, maxDelayMs: 5 } }, 'retryBackoff.maxDelayMs', /baseDelayMs/],
+  [
+    'a logger without error()',
+    { logger: { debug: ignore, info: ignore, warn: ignore } },
+    'logger',
+    /Logger/,
+  ],
+  [
+    'a transaction timeout below the lock waits',
+    { transactionTimeoutMs: 3_000 },
+    'transactionTimeoutMs',
+    /lockTimeoutMs/,
+  ],
+  [
+    'a backoff cap below its base',
+    { retryBackoff: { baseDelayMs: 10, maxDelayMs: 5 } },
+    'retryBackoff.maxDelayMs',
+    /baseDelayMs/,
+  ],
   ['a zero delivery batch', { deliveryBatchSize: 0 }, 'deliveryBatchSize', /positive integer/],
 ])('rejects %s', (_case, overrides, field, message) => {
-  const error = rejection(() => new TelemetryReporter({ ...valid(), ...overrides } as TelemetryReporterOptions));
+  const error = rejection(
+    () => new TelemetryReporter({ ...valid(), ...overrides } as TelemetryReporterOptions),
+  );
   expect(error.code).toBe('INVALID_INPUT');
   expect(error.field).toBe(field);
-  expect(error.message).toMatch(new RegExp(`^Invalid ${field.replace(/[.()]/g, '\\$&')}: expected`));
+  expect(error.message).toMatch(
+    new RegExp(`^Invalid ${field.replace(/[.()]/g, '\\$&')}: expected`),
+  );
   expect(error.message).toMatch(message);
 });
 
 test('no options at all', () => {
-  expect(rejection(() => new TelemetryReporter(undefined as unknown as TelemetryReporterOptions)).field).toBe(
-    'options',
-  );
+  expect(
+    rejection(() => new TelemetryReporter(undefined as unknown as TelemetryReporterOptions)).field,
+  ).toBe('options');
 });
 
 test('HttpSink rejects a bad URL or timeout; JsonLinesSink a non-stream', () => {
   expect(rejection(() => new HttpSink({ url: 'localhost:8080' })).field).toBe('sink url');
   expect(rejection(() => new HttpSink({ url: '' })).field).toBe('sink url');
-  expect(rejection(() => new HttpSink({ url: 'http://127.0.0.1/x', timeoutMs: 0 })).field).toBe('sink timeoutMs');
-  expect(new HttpSink({ url: new URL('http://127.0.0.1:9/x') }).url.href).toBe('http://127.0.0.1:9/x');
-  expect(rejection(() => new JsonLinesSink({ stream: {} as NodeJS.WritableStream })).field).toBe('stream');
+  expect(rejection(() => new HttpSink({ url: 'http://127.0.0.1/x', timeoutMs: 0 })).field).toBe(
+    'sink timeoutMs',
+  );
+  expect(new HttpSink({ url: new URL('http://127.0.0.1:9/x') }).url.href).toBe(
+    'http://127.0.0.1:9/x',
+  );
+  expect(rejection(() => new JsonLinesSink({ stream: {} as NodeJS.WritableStream })).field).toBe(
+    'stream',
+  );
   expect(new JsonLinesSink({ stream: new PassThrough() })).toBeInstanceOf(JsonLinesSink);
 });
 
 test('a clock that returns no valid Date fails the collection before touching the database', async () => {
-  const reporter = new TelemetryReporter({ ...valid(), clock: { now: () => new Date(Number.NaN) } });
-  await expect(reporter.collectSnapshot()).rejects.toThrow(/Invalid clock\.now\(\): expected a valid Date/);
+  const reporter = new TelemetryReporter({
+    ...valid(),
+    clock: { now: () => new Date(Number.NaN) },
+  });
+  await expect(reporter.collectSnapshot()).rejects.toThrow(
+    /Invalid clock\.now\(\): expected a valid Date/,
+  );
 });

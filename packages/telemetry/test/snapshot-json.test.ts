@@ -33,7 +33,11 @@ describe('report ids', () => {
     const others = [
       reportIdFor('other-deployment', 'boundary_usage_summary', period),
       reportIdFor('test-deployment', 'other_event', period),
-      reportIdFor('test-deployment', 'boundary_usage_summary', new Date(period.getTime() + FREQUENCY_MS)),
+      reportIdFor(
+        'test-deployment',
+        'boundary_usage_summary',
+        new Date(period.getTime() + FREQUENCY_MS),
+      ),
     ];
     expect(new Set([id, ...others]).size).toBe(4);
   });

@@ -12,7 +12,16 @@ import {
   type Snapshot,
   type SnapshotJson,
 } from '../src/index.js';
-import { CollectingSink, FakeClock, flush, FREQUENCY_MS, outbox, statsTotals, useDatabase, uuid } from './helpers.js';
+import {
+  CollectingSink,
+  FakeClock,
+  flush,
+  FREQUENCY_MS,
+  outbox,
+  statsTotals,
+  useDatabase,
+  uuid,
+} from './helpers.js';
 
 const db = useDatabase();
 const ROUNDS = 20 * Math.max(1, Number(process.env.USAGEKIT_STRESS_ROUNDS ?? 1));
@@ -42,7 +51,9 @@ test(`two reporters racing ${ROUNDS} periods: one report per period, totals cons
       for (let i = 0; i < FLUSHES_PER_REPLICA; i++) {
         const allowed = BigInt(randomInt(1_000));
         const denied = BigInt(randomInt(100));
-        await store.upsertStats(flush(replicaId, { allowedRequests: allowed, deniedRequests: denied }));
+        await store.upsertStats(
+          flush(replicaId, { allowedRequests: allowed, deniedRequests: denied }),
+        );
         flushedAllowed += allowed;
         flushedDenied += denied;
       }
@@ -71,7 +82,9 @@ test(`two reporters racing ${ROUNDS} periods: one report per period, totals cons
   const rows = await outbox(first!.prisma);
   expect(rows).toHaveLength(ROUNDS + 1);
   expect(new Set(rows.map((row) => row.period_starting_at.toISOString())).size).toBe(ROUNDS + 1);
-  expect(new Set(rows.map((row) => row.report_id))).toEqual(new Set(reported.map((snapshot) => snapshot.reportId)));
+  expect(new Set(rows.map((row) => row.report_id))).toEqual(
+    new Set(reported.map((snapshot) => snapshot.reportId)),
+  );
   const [locks] = await first!.prisma.$queryRaw<{ n: bigint }[]>`
     SELECT count(*) AS n FROM telemetry_locks WHERE event_type = ${BOUNDARY_USAGE_EVENT_TYPE}`;
   expect(locks!.n).toBe(BigInt(ROUNDS + 1));
@@ -86,11 +99,11 @@ test(`two reporters racing ${ROUNDS} periods: one report per period, totals cons
   expect(sent).toHaveLength(ROUNDS + 1);
   expect(new Set(sent.map((report) => report.reportId)).size).toBe(ROUNDS + 1);
   const payloads = sent.map((report) => (report.payload as SnapshotJson).boundary_usage_summary!);
-  expect(payloads.reduce((total, summary) => total + parseJsonInteger(summary.allowed_requests), 0n)).toBe(
-    flushedAllowed,
-  );
-  expect(payloads.reduce((total, summary) => total + parseJsonInteger(summary.denied_requests), 0n)).toBe(
-    flushedDenied,
-  );
+  expect(
+    payloads.reduce((total, summary) => total + parseJsonInteger(summary.allowed_requests), 0n),
+  ).toBe(flushedAllowed);
+  expect(
+    payloads.reduce((total, summary) => total + parseJsonInteger(summary.denied_requests), 0n),
+  ).toBe(flushedDenied);
   expect((await outbox(first!.prisma)).every((row) => row.delivered_at !== null)).toBe(true);
 });

@@ -14,7 +14,11 @@ export interface RetryBackoff {
  * is down is never retried in a tight loop (langwatch/langwatch#8200 spent its whole budget in
  * milliseconds with near-zero full-jitter delays).
  */
-export function retryDelayMs(failures: number, backoff: RetryBackoff, random: () => number = Math.random): number {
+export function retryDelayMs(
+  failures: number,
+  backoff: RetryBackoff,
+  random: () => number = Math.random,
+): number {
   const exponent = Math.min(Math.max(failures, 1) - 1, 40);
   const ceiling = Math.min(backoff.maxDelayMs, backoff.baseDelayMs * 2 ** exponent);
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);

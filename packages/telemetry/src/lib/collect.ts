@@ -65,7 +65,9 @@ async function collectOnce(
     snapshot = await prisma.$transaction(
       async (tx) => {
         await tx.$executeRaw(sql.setLockTimeout(lockTimeoutMs));
-        const claim = await tx.$queryRaw<sql.ClaimRow[]>(sql.claimPeriod(eventType, period.periodEndingAt));
+        const claim = await tx.$queryRaw<sql.ClaimRow[]>(
+          sql.claimPeriod(eventType, period.periodEndingAt),
+        );
         if (claim.length === 0) return unclaimed;
         const summary = await store.getAndResetSummaryInTransaction(tx, { maxStalenessMs });
         const reportId = reportIdFor(deploymentId, eventType, period.periodEndingAt);

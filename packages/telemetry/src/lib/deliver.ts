@@ -49,7 +49,10 @@ export async function nextPendingAttempt(settings: ResolvedReporterOptions): Pro
   }
 }
 
-async function deliverOne(settings: ResolvedReporterOptions, row: sql.LeasedReportRow): Promise<boolean> {
+async function deliverOne(
+  settings: ResolvedReporterOptions,
+  row: sql.LeasedReportRow,
+): Promise<boolean> {
   const { prisma, sink, logger, observer, retryBackoff, clock } = settings;
   const report: OutboxReport = {
     reportId: row.report_id,
@@ -70,9 +73,13 @@ async function deliverOne(settings: ResolvedReporterOptions, row: sql.LeasedRepo
     if (delivered) {
       await prisma.$executeRaw(sql.markDelivered(report.reportId, readClock(clock)));
     } else {
-      const nextAttemptAt = new Date(readClock(clock).getTime() + retryDelayMs(report.attempt, retryBackoff));
+      const nextAttemptAt = new Date(
+        readClock(clock).getTime() + retryDelayMs(report.attempt, retryBackoff),
+      );
       const reason = describeError(failure);
-      await prisma.$executeRaw(sql.markFailed(report.reportId, report.attempt, reason.slice(0, 1_000), nextAttemptAt));
+      await prisma.$executeRaw(
+        sql.markFailed(report.reportId, report.attempt, reason.slice(0, 1_000), nextAttemptAt),
+      );
       logger.warn('telemetry: delivery failed; will retry', {
         reportId: report.reportId,
         attempt: report.attempt,
@@ -104,7 +111,8 @@ async function withTimeout(send: Promise<void>, timeoutMs: number): Promise<void
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new SinkError('SINK_TIMEOUT', `sink.send did not settle within ${timeoutMs} ms`)),
+      () =>
+        reject(new SinkError('SINK_TIMEOUT', `sink.send did not settle within ${timeoutMs} ms`)),
       timeoutMs,
     );
   });

@@ -30,7 +30,11 @@ export class HttpSink implements Sink {
     this.url = parseReceiverUrl(options.url);
     const timeoutMs = options.timeoutMs ?? DEFAULT_HTTP_SINK_TIMEOUT_MS;
     if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) {
-      throw new InvalidInputError('sink timeoutMs', timeoutMs, 'a positive integer number of milliseconds');
+      throw new InvalidInputError(
+        'sink timeoutMs',
+        timeoutMs,
+        'a positive integer number of milliseconds',
+      );
     }
     this.timeoutMs = timeoutMs;
     this.headers = { ...(options.headers ?? {}) };
@@ -51,13 +55,21 @@ export class HttpSink implements Sink {
       });
     } catch (error) {
       if ((error as { name?: unknown })?.name === 'TimeoutError') {
-        throw new SinkError('SINK_TIMEOUT', `POST ${this.where()} timed out after ${this.timeoutMs} ms`, {
-          cause: error,
-        });
+        throw new SinkError(
+          'SINK_TIMEOUT',
+          `POST ${this.where()} timed out after ${this.timeoutMs} ms`,
+          {
+            cause: error,
+          },
+        );
       }
-      throw new SinkError('SINK_UNREACHABLE', `POST ${this.where()} failed: ${networkReason(error)}`, {
-        cause: error,
-      });
+      throw new SinkError(
+        'SINK_UNREACHABLE',
+        `POST ${this.where()} failed: ${networkReason(error)}`,
+        {
+          cause: error,
+        },
+      );
     }
     // Read the body either way so the connection can be reused; on a 2xx the status already
     // says the receiver has the report, so a body that fails to arrive changes nothing.

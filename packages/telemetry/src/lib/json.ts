@@ -20,9 +20,11 @@ export function jsonInteger(value: bigint | number): JsonInteger {
 /** Reads a counter written by jsonInteger back, exactly. */
 export function parseJsonInteger(value: JsonInteger): bigint {
   if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value)) throw new TypeError(`parseJsonInteger: unsafe number ${value}`);
+    if (!Number.isSafeInteger(value))
+      throw new TypeError(`parseJsonInteger: unsafe number ${value}`);
     return BigInt(value);
   }
-  if (!/^-?\d+$/.test(value)) throw new TypeError(`parseJsonInteger: not a decimal integer: ${value}`);
+  if (!/^-?\d+$/.test(value))
+    throw new TypeError(`parseJsonInteger: not a decimal integer: ${value}`);
   return BigInt(value);
 }

@@ -1,4 +1,8 @@
-import { DEFAULT_STORE_OPTIONS, InvalidInputError, type BoundaryUsageStore } from '@usagekit/boundary-usage';
+import {
+  DEFAULT_STORE_OPTIONS,
+  InvalidInputError,
+  type BoundaryUsageStore,
+} from '@usagekit/boundary-usage';
 import { noopLogger, type Logger, type PrismaClient } from '@usagekit/db';
 import type { RetryBackoff } from './backoff.js';
 import { systemClock, type Clock } from './clock.js';
@@ -104,14 +108,29 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   }
   const { prisma, store } = options;
   if (typeof (prisma as Partial<PrismaClient> | undefined)?.$transaction !== 'function') {
-    throw new InvalidInputError('prisma', prisma, 'a PrismaClient (createPrismaClient from @usagekit/db)');
+    throw new InvalidInputError(
+      'prisma',
+      prisma,
+      'a PrismaClient (createPrismaClient from @usagekit/db)',
+    );
   }
-  if (typeof (store as Partial<BoundaryUsageStore> | undefined)?.getAndResetSummaryInTransaction !== 'function') {
+  if (
+    typeof (store as Partial<BoundaryUsageStore> | undefined)?.getAndResetSummaryInTransaction !==
+    'function'
+  ) {
     throw new InvalidInputError('store', store, 'a BoundaryUsageStore');
   }
   const deploymentId = options.deploymentId;
-  if (typeof deploymentId !== 'string' || deploymentId.trim().length === 0 || deploymentId.length > 256) {
-    throw new InvalidInputError('deploymentId', deploymentId, 'a non-empty string of at most 256 characters');
+  if (
+    typeof deploymentId !== 'string' ||
+    deploymentId.trim().length === 0 ||
+    deploymentId.length > 256
+  ) {
+    throw new InvalidInputError(
+      'deploymentId',
+      deploymentId,
+      'a non-empty string of at most 256 characters',
+    );
   }
   const sink = resolveSink(options.sink);
 
@@ -119,7 +138,10 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     'snapshotFrequencyMs',
     options.snapshotFrequencyMs ?? DEFAULT_REPORTER_OPTIONS.snapshotFrequencyMs,
   );
-  const maxStalenessMs = positiveMs('maxStalenessMs', options.maxStalenessMs ?? 2 * snapshotFrequencyMs);
+  const maxStalenessMs = positiveMs(
+    'maxStalenessMs',
+    options.maxStalenessMs ?? 2 * snapshotFrequencyMs,
+  );
 
   const clock = options.clock ?? systemClock;
   if (typeof (clock as Partial<Clock> | undefined)?.now !== 'function') {
@@ -143,7 +165,9 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   const lockTimeoutMs = positiveMs('lockTimeoutMs', options.lockTimeoutMs ?? storeLockTimeoutMs);
   const transactionTimeoutMs = positiveMs(
     'transactionTimeoutMs',
-    options.transactionTimeoutMs ?? storeOptions.transactionTimeoutMs ?? DEFAULT_STORE_OPTIONS.transactionTimeoutMs,
+    options.transactionTimeoutMs ??
+      storeOptions.transactionTimeoutMs ??
+      DEFAULT_STORE_OPTIONS.transactionTimeoutMs,
   );
   // The collection may wait twice: for a rival's claim, then for the cutover lock. Both waits
   // must end (55P03, retryable) before Prisma's transaction timer, which cancels nothing.
@@ -174,7 +198,11 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     maxDelayMs: positiveMs('retryBackoff.maxDelayMs', backoff?.maxDelayMs),
   };
   if (retryBackoff.maxDelayMs < retryBackoff.baseDelayMs) {
-    throw new InvalidInputError('retryBackoff.maxDelayMs', retryBackoff.maxDelayMs, 'at least baseDelayMs');
+    throw new InvalidInputError(
+      'retryBackoff.maxDelayMs',
+      retryBackoff.maxDelayMs,
+      'at least baseDelayMs',
+    );
   }
 
   return {
@@ -204,14 +232,21 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
       'flushSequenceRetentionMs',
       options.flushSequenceRetentionMs ?? DEFAULT_REPORTER_OPTIONS.flushSequenceRetentionMs,
     ),
-    stopTimeoutMs: positiveMs('stopTimeoutMs', options.stopTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.stopTimeoutMs),
+    stopTimeoutMs: positiveMs(
+      'stopTimeoutMs',
+      options.stopTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.stopTimeoutMs,
+    ),
   };
 }
 
 function resolveSink(sink: unknown): Sink {
   if (typeof sink === 'string' || sink instanceof URL) return new HttpSink({ url: sink });
   if (typeof (sink as Partial<Sink> | undefined)?.send !== 'function') {
-    throw new InvalidInputError('sink', sink, 'a Sink (an object with send(report)) or a receiver URL');
+    throw new InvalidInputError(
+      'sink',
+      sink,
+      'a Sink (an object with send(report)) or a receiver URL',
+    );
   }
   return sink as Sink;
 }

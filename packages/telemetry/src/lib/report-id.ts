@@ -9,7 +9,8 @@ export const REPORT_ID_NAMESPACE = '113541e9-cfdf-45fb-a05f-0ed257890c4a';
  */
 export function uuidV5(name: string, namespace: string): string {
   const namespaceBytes = Buffer.from(namespace.replace(/-/g, ''), 'hex');
-  if (namespaceBytes.length !== 16) throw new TypeError(`uuidV5: namespace is not a uuid: ${namespace}`);
+  if (namespaceBytes.length !== 16)
+    throw new TypeError(`uuidV5: namespace is not a uuid: ${namespace}`);
   const hash = createHash('sha1').update(namespaceBytes).update(name, 'utf8').digest();
   const bytes = hash.subarray(0, 16);
   bytes.writeUInt8((bytes.readUInt8(6) & 0x0f) | 0x50, 6); // version 5
@@ -24,5 +25,8 @@ export function uuidV5(name: string, namespace: string): string {
  * by it (it is the Idempotency-Key).
  */
 export function reportIdFor(deploymentId: string, eventType: string, periodEndingAt: Date): string {
-  return uuidV5(`${deploymentId}\n${eventType}\n${periodEndingAt.toISOString()}`, REPORT_ID_NAMESPACE);
+  return uuidV5(
+    `${deploymentId}\n${eventType}\n${periodEndingAt.toISOString()}`,
+    REPORT_ID_NAMESPACE,
+  );
 }

@@ -2,7 +2,11 @@ import { readClock } from './clock.js';
 import { collectSnapshot } from './collect.js';
 import { deliverDue, nextPendingAttempt, type DeliveryResult } from './deliver.js';
 import { describeError } from './errors.js';
-import { resolveReporterOptions, type ResolvedReporterOptions, type TelemetryReporterOptions } from './options.js';
+import {
+  resolveReporterOptions,
+  type ResolvedReporterOptions,
+  type TelemetryReporterOptions,
+} from './options.js';
 import { floorToFrequency, nextBucketEdge } from './period.js';
 import { purgeExpired, type PurgeResult } from './retention.js';
 import type { Snapshot } from './snapshot.js';
@@ -113,9 +117,11 @@ export class TelemetryReporter {
     const { logger, stopTimeoutMs } = this.settings;
     const lastDelivery = this.deliverPending().then(
       (result) => {
-        if (result.delivered + result.failed > 0) logger.info('telemetry: last delivery before stop', { ...result });
+        if (result.delivered + result.failed > 0)
+          logger.info('telemetry: last delivery before stop', { ...result });
       },
-      (error: unknown) => this.reportError('deliver', 'telemetry: last delivery before stop failed', error),
+      (error: unknown) =>
+        this.reportError('deliver', 'telemetry: last delivery before stop failed', error),
     );
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
@@ -124,9 +130,12 @@ export class TelemetryReporter {
     const outcome = await Promise.race([lastDelivery, timedOut]);
     clearTimeout(timer);
     if (outcome === 'timeout') {
-      logger.error('telemetry: stop() gave up waiting for in-flight work; pending reports stay in the outbox', {
-        stopTimeoutMs,
-      });
+      logger.error(
+        'telemetry: stop() gave up waiting for in-flight work; pending reports stay in the outbox',
+        {
+          stopTimeoutMs,
+        },
+      );
     }
   }
 
@@ -157,18 +166,24 @@ export class TelemetryReporter {
     const bucket = floorToFrequency(readClock(this.settings.clock), snapshotFrequencyMs).getTime();
     if (this.lastTickBucket === undefined || bucket > this.lastTickBucket) {
       this.lastTickBucket = bucket;
-      await this.attempt('collect', 'telemetry: collection failed; the rows wait for the next period', () =>
-        collectSnapshot(this.settings),
+      await this.attempt(
+        'collect',
+        'telemetry: collection failed; the rows wait for the next period',
+        () => collectSnapshot(this.settings),
       );
       await this.attempt('deliver', 'telemetry: delivery failed', () => deliverDue(this.settings));
-      const purged = await this.attempt('purge', 'telemetry: retention failed', () => purgeExpired(this.settings));
+      const purged = await this.attempt('purge', 'telemetry: retention failed', () =>
+        purgeExpired(this.settings),
+      );
       if (purged && purged.reports + purged.locks + purged.flushSequences > 0) {
         logger.debug('telemetry: purged expired rows', { ...purged });
       }
     }
     if (this.state !== 'running') return;
     const now = readClock(this.settings.clock);
-    this.scheduleTick(nextBucketEdge(now, snapshotFrequencyMs).getTime() - now.getTime() + TICK_SLACK_MS);
+    this.scheduleTick(
+      nextBucketEdge(now, snapshotFrequencyMs).getTime() - now.getTime() + TICK_SLACK_MS,
+    );
     await this.scheduleDeliveryRetry();
   }
 
@@ -182,19 +197,30 @@ export class TelemetryReporter {
     if (!due || this.state !== 'running') return;
     const now = readClock(this.settings.clock);
     if (due.getTime() >= nextBucketEdge(now, this.settings.snapshotFrequencyMs).getTime()) return;
-    this.deliveryTimer = setTimeout(() => {
-      this.deliveryTimer = undefined;
-      this.serialized(async () => {
-        if (this.state !== 'running') return;
-        await this.attempt('deliver', 'telemetry: delivery failed', () => deliverDue(this.settings));
-        await this.scheduleDeliveryRetry();
-      }).catch((error: unknown) => this.reportError('deliver', 'telemetry: delivery retry failed', error));
-    }, clampDelay(due.getTime() - now.getTime()));
+    this.deliveryTimer = setTimeout(
+      () => {
+        this.deliveryTimer = undefined;
+        this.serialized(async () => {
+          if (this.state !== 'running') return;
+          await this.attempt('deliver', 'telemetry: delivery failed', () =>
+            deliverDue(this.settings),
+          );
+          await this.scheduleDeliveryRetry();
+        }).catch((error: unknown) =>
+          this.reportError('deliver', 'telemetry: delivery retry failed', error),
+        );
+      },
+      clampDelay(due.getTime() - now.getTime()),
+    );
     this.deliveryTimer.unref();
   }
 
   /** Runs one step of a scheduled round; a failure is reported and gives undefined. */
-  private async attempt<T>(stage: Stage, message: string, step: () => Promise<T>): Promise<T | undefined> {
+  private async attempt<T>(
+    stage: Stage,
+    message: string,
+    step: () => Promise<T>,
+  ): Promise<T | undefined> {
     try {
       return await step();
     } catch (error) {
@@ -211,7 +237,9 @@ export class TelemetryReporter {
     try {
       this.settings.observer.onError?.(stage, error);
     } catch (hookError) {
-      this.settings.logger.warn('telemetry: observer.onError threw', { error: describeError(hookError) });
+      this.settings.logger.warn('telemetry: observer.onError threw', {
+        error: describeError(hookError),
+      });
     }
   }
 }

@@ -23,7 +23,9 @@ export async function purgeExpired(settings: ResolvedReporterOptions): Promise<P
   try {
     const reports = await prisma.$executeRaw(sql.deleteDeliveredReports(cutoff));
     const locks = await prisma.$executeRaw(sql.deleteExpiredLocks(cutoff));
-    const flushSequences = await prisma.$executeRaw(sql.deleteIdleFlushSequences(flushSequenceRetentionMs));
+    const flushSequences = await prisma.$executeRaw(
+      sql.deleteIdleFlushSequences(flushSequenceRetentionMs),
+    );
     return { reports, locks, flushSequences };
   } catch (error) {
     throw toDatabaseError(error);

@@ -120,7 +120,12 @@ export function markDelivered(reportId: string, deliveredAt: Date): Prisma.Sql {
  * latest (attempts unchanged), so a sender whose lease ran out cannot push back the retry of
  * whoever leased the row after it. Locks the one row.
  */
-export function markFailed(reportId: string, attempts: number, error: string, nextAttemptAt: Date): Prisma.Sql {
+export function markFailed(
+  reportId: string,
+  attempts: number,
+  error: string,
+  nextAttemptAt: Date,
+): Prisma.Sql {
   return Prisma.sql`UPDATE telemetry_reports
        SET last_error = ${error}, next_attempt_at = ${timestamp(nextAttemptAt)}
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL AND attempts = ${attempts}::int`;
