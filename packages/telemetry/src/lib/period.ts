@@ -4,6 +4,8 @@
  * coder's `now.Truncate(SnapshotFrequency)` is the floor of the current bucket, stored as
  * telemetry_locks.period_ending_at: the period a report covers ends there and started one
  * frequency earlier (coder's test: PeriodStart = now − frequency with an aligned clock).
+ * Buckets are multiples of the frequency since the Unix epoch; Go's Truncate counts from
+ * year 1, which gives the same edges for every frequency that divides a day (30 min does).
  */
 export interface Period {
   /** The bucket claimed in telemetry_locks: now floored to the frequency. */
