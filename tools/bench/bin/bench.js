@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+// `npm run bench -- [flags]` lands here (see the "bench" target in ../package.json).
+// Run it with --expose-gc so the tracker's heap figures are exact; without it they are skipped.
+require('./register.js');
+require('../src/main.ts')
+  .runCli(process.argv.slice(2))
+  .then((code) => process.exit(code));

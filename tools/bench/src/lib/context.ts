@@ -1,0 +1,64 @@
+import type { CpuProbe } from './cpu.js';
+import type { BenchDatabase } from './database.js';
+import type { Output } from './output.js';
+
+/** Durations, sizes and rounds of one run; {@link settingsFor} picks them. */
+export interface BenchSettings {
+  concurrencies: readonly number[];
+  flushRounds: number;
+  flushWarmupMs: number;
+  /** Whole seconds: pgbench's --time takes no fractions. */
+  flushSeconds: number;
+  cutoverSizes: readonly number[];
+  cutoverRounds: number;
+  contentionReplicas: number;
+  contentionRounds: number;
+  contentionSeconds: number;
+  cutoverIntervalMs: number;
+  trackerCalls: number;
+  trackerDistinctIds: number;
+  trackerRounds: number;
+  uniquesDistinctIds: number;
+  uniquesRounds: number;
+  profileReplicas: number;
+  profileSeconds: number;
+}
+
+export function settingsFor(quick: boolean): BenchSettings {
+  return {
+    concurrencies: [1, 4, 16, 64],
+    flushRounds: quick ? 2 : 4,
+    flushWarmupMs: quick ? 200 : 500,
+    flushSeconds: quick ? 1 : 3,
+    cutoverSizes: [10, 1_000, 100_000],
+    cutoverRounds: quick ? 3 : 7,
+    contentionReplicas: 16,
+    contentionRounds: quick ? 2 : 4,
+    contentionSeconds: quick ? 1 : 5,
+    cutoverIntervalMs: 100,
+    trackerCalls: 1_000_000,
+    trackerDistinctIds: 100_000,
+    trackerRounds: quick ? 3 : 7,
+    uniquesDistinctIds: 100_000,
+    uniquesRounds: quick ? 1 : 5,
+    profileReplicas: 16,
+    profileSeconds: quick ? 1 : 3,
+  };
+}
+
+export interface BenchContext {
+  db: BenchDatabase;
+  out: Output;
+  settings: BenchSettings;
+  cpu: CpuProbe;
+  signal: AbortSignal;
+  /** The run's replica ids are `${replicaIdPrefix}${index, 12 digits}`. */
+  replicaIdPrefix: string;
+  pgbench: string | undefined;
+}
+
+/** Contender order for a round: rotated each round so no contender always runs first (or last). */
+export function rotate<T>(items: readonly T[], round: number): T[] {
+  const k = round % items.length;
+  return [...items.slice(k), ...items.slice(0, k)];
+}
