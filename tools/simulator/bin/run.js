@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// The simulator's one executable. `node bin/run.js [flags]` is the CLI (`npm start`); the
+// simulator forks this same file with an internal role as the first argument for its replica
+// processes and for the process that keeps embedded PostgreSQL.
+require('./register.js');
+
+const role = process.argv[2];
+if (role === '__replica') {
+  require('../src/lib/replica/replica-process.ts').runReplicaProcess();
+} else if (role === '__postgres-keeper') {
+  require('../src/lib/database/postgres-keeper.ts').runPostgresKeeper();
+} else {
+  require('../src/main.ts').main(process.argv.slice(2));
+}

@@ -1,0 +1,196 @@
+import type { LatencySummary } from './stats.js';
+import type { Counts, SimulationReport } from './report.js';
+
+/** The report as JSON: counters that fit a double are numbers, larger ones decimal strings. */
+export function reportToJson(report: SimulationReport): string {
+  return JSON.stringify(
+    report,
+    (_key, value: unknown) =>
+      typeof value === 'bigint'
+        ? value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)
+          ? Number(value)
+          : value.toString()
+        : value,
+    2,
+  );
+}
+
+/** The report as text for a terminal or a log. */
+export function formatReport(report: SimulationReport): string {
+  const lines: string[] = [];
+  const s = report.settings;
+  lines.push(
+    `usagekit simulator: ${s.replicas} replicas × ${num(s.ratePerReplica)} req/s for ${seconds(report.trafficMs)}` +
+      `${report.interrupted ? ` (interrupted; ${seconds(s.durationMs)} planned)` : ''}, flush every ${ms(s.flushIntervalMs)},` +
+      ` period ${ms(s.periodMs)}, lock mode ${s.lockMode}${s.chaos ? ', chaos' : ''}`,
+  );
+  lines.push(`${report.database.source}, database ${report.database.name}`);
+  lines.push('');
+
+  const a = report.account;
+  lines.push('Account (requests)');
+  const accountRows: string[][] = [
+    ['', 'allowed', 'denied', 'total'],
+    countRow('generated', a.generated),
+    countRow('flushed', a.flushed),
+    countRow('reported', a.reported),
+  ];
+  if (a.reportedStale.total > 0n) accountRows.push(countRow('  of which stale rows', a.reportedStale));
+  if (report.chaos?.killed) accountRows.push(countRow('lost with killed replica', a.lostWithKilledReplica));
+  accountRows.push(countRow('unflushed (live replicas)', a.unflushed));
+  accountRows.push(countRow('reported − flushed', a.reportedMinusFlushed));
+  lines.push(...table(accountRows, { indent: 2, rightAlignFrom: 1 }));
+  lines.push('');
+
+  const finalMarked = report.periods.some((row) => row.finalCollection);
+  lines.push(
+    `Periods: ${report.periods.length} reports received` +
+      ` (${report.collector.duplicates} duplicate deliveries ignored${finalMarked ? '; * = the final collection after the replicas stopped' : ''})`,
+  );
+  lines.push('  uniques are exact across replicas; Σ is coder’s per-replica sum');
+  const periodTable: string[][] = [
+    ['#', 'period (UTC)', 'data window (UTC)', 'replicas', 'workspaces', 'Σ', 'users', 'Σ', 'allowed', 'denied', 'stale'],
+  ];
+  report.periods.forEach((row, position) => {
+    periodTable.push([
+      `${position + 1}${row.finalCollection ? '*' : ''}`,
+      `${clock(row.periodStart, false)} +${ms(row.periodDurationMs)}`,
+      row.windowStart && row.windowEnd ? `${clock(row.windowStart, true)}–${clock(row.windowEnd, true)}` : '(no rows)',
+      String(row.replicas),
+      num(row.uniqueWorkspaces),
+      num(row.uniqueWorkspacesReplicaSum),
+      num(row.uniqueUsers),
+      num(row.uniqueUsersReplicaSum),
+      num(row.allowed),
+      num(row.denied),
+      row.staleReplicas > 0 ? `${row.staleReplicas} row(s): ${num(row.staleAllowed + row.staleDenied)}` : '-',
+    ]);
+  });
+  lines.push(...table(periodTable, { indent: 2, rightAlignFrom: 3 }));
+  lines.push('');
+
+  lines.push('Replicas');
+  const replicaTable: string[][] = [
+    ['#', 'pid', 'replica id', 'ended', 'generated', 'flushed', 'unflushed', 'flushes', 'periods won', 'deliveries'],
+  ];
+  for (const replica of report.replicas) {
+    replicaTable.push([
+      String(replica.index),
+      replica.pid === null ? '-' : String(replica.pid),
+      replica.replicaId ? `${replica.replicaId.slice(0, 8)}…` : '-',
+      replica.outcome,
+      num(replica.generated.total),
+      num(replica.flushed.total),
+      num(replica.unflushed.total),
+      num(replica.flushes),
+      num(replica.periodsReported),
+      `${replica.deliveriesAcknowledged}/${replica.deliveries}`,
+    ]);
+  }
+  lines.push(...table(replicaTable, { indent: 2, rightAlignFrom: 4 }));
+  lines.push('');
+
+  lines.push(
+    ...table(
+      [
+        ['Latency', 'p50', 'p99', 'max', 'samples'],
+        latencyRow('flush', report.latency.flush),
+        latencyRow('cutover (claim + cutover + outbox, one transaction)', report.latency.cutover),
+      ],
+      { indent: 0, rightAlignFrom: 1 },
+    ),
+  );
+  const w = report.lockWaits;
+  lines.push(
+    `Lock waits: a backend waited for the advisory lock in ${num(w.samplesWithWaiters)} of ${num(w.samples)} pg_locks samples` +
+      ` (at most ${w.maxWaiting} at once, ${w.meanWaiting.toFixed(2)} on average); lock timeouts: ${w.lockTimeouts}`,
+  );
+  lines.push(`Errors by class: ${formatErrors(report.errors)}`);
+  const c = report.collector;
+  lines.push(
+    `Collector: ${c.posts} POSTs, ${c.accepted} reports stored, ${c.duplicates} duplicates ignored` +
+      `${c.refused + c.acknowledgementsDropped > 0 ? `, ${c.refused} refused (503) and ${c.acknowledgementsDropped} acknowledgements dropped on purpose` : ''}` +
+      `${c.malformed > 0 ? `, ${c.malformed} malformed` : ''}`,
+  );
+  if (report.chaos) {
+    const k = report.chaos.killed;
+    lines.push(
+      `Chaos: ${report.chaos.backendsTerminated} backends terminated with pg_terminate_backend; ` +
+        (k
+          ? `replica ${k.index} SIGKILLed at ${seconds(k.atMs)} having tracked ${num(k.tracked.total)} and flushed ${num(k.flushed.total)}: ` +
+            `${num(k.lost.total)} requests lost (allowed ${num(k.lost.allowed)}, denied ${num(k.lost.denied)})` +
+            `${k.ambiguousBatch === 'none' ? '' : `; its last, failed flush was ${k.ambiguousBatch} in the database`}`
+          : 'no replica was killed (the run ended before midway)'),
+    );
+  }
+  if (report.flushResultShortfall.total !== 0n) {
+    lines.push(
+      `Note: FlushResult of successful flushes accounts for ${num(report.flushResultShortfall.total)} fewer requests than the store confirmed` +
+        ' (a flush that confirmed a resent batch and then failed loses its result); the store’s count is used.',
+    );
+  }
+  lines.push('');
+  for (const check of report.checks) lines.push(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+  lines.push('');
+  lines.push(verdict(report));
+  return lines.join('\n');
+}
+
+function verdict(report: SimulationReport): string {
+  const a = report.account;
+  if (!report.balanced) return 'NOT BALANCED: see the failed checks above.';
+  if (report.chaos?.killed) {
+    return (
+      `BALANCED: generated ${num(a.generated.total)} = reported ${num(a.reported.total)}` +
+      ` + lost with the killed replica ${num(a.lostWithKilledReplica.total)}; nothing else lost or counted twice.`
+    );
+  }
+  return `BALANCED: generated ${num(a.generated.total)} = flushed ${num(a.flushed.total)} = reported ${num(a.reported.total)}.`;
+}
+
+function countRow(label: string, value: Counts): string[] {
+  return [label, num(value.allowed), num(value.denied), num(value.total)];
+}
+
+function latencyRow(label: string, value: LatencySummary): string[] {
+  const show = (x: number | null): string => (x === null ? '-' : `${x.toFixed(1)} ms`);
+  return [`  ${label}`, show(value.p50Ms), show(value.p99Ms), show(value.maxMs), num(value.count)];
+}
+
+export function formatErrors(errors: Readonly<Record<string, number>>): string {
+  const entries = Object.entries(errors).sort((x, y) => y[1] - x[1] || x[0].localeCompare(y[0]));
+  return entries.length === 0 ? 'none' : entries.map(([key, value]) => `${key} ×${value}`).join(', ');
+}
+
+export function num(value: number | bigint): string {
+  return value.toLocaleString('en-US');
+}
+
+function seconds(milliseconds: number): string {
+  return `${(milliseconds / 1000).toFixed(1)}s`;
+}
+
+function ms(milliseconds: number): string {
+  return milliseconds % 1000 === 0 ? `${milliseconds / 1000}s` : `${milliseconds}ms`;
+}
+
+/** "HH:MM:SS" or "HH:MM:SS.mmm" of an ISO timestamp, UTC. */
+function clock(iso: string, withMillis: boolean): string {
+  const time = new Date(iso).toISOString().slice(11, withMillis ? 23 : 19);
+  return time;
+}
+
+function table(rows: string[][], layout: { indent: number; rightAlignFrom: number }): string[] {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, column) => (widths[column] = Math.max(widths[column] ?? 0, cell.length)));
+  return rows.map(
+    (row) =>
+      ' '.repeat(layout.indent) +
+      row
+        .map((cell, column) =>
+          column >= layout.rightAlignFrom ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0),
+        )
+        .join('  ')
+        .trimEnd(),
+  );
+}
