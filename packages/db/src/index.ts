@@ -15,6 +15,7 @@ export type { MigrateOptions, MigrateResult } from './lib/migrate.js';
 export { defaultMigrationsDir } from './lib/migrations-dir.js';
 export { LockIds } from './lib/lock-ids.js';
 export type { LockId } from './lib/lock-ids.js';
+export { applyRoles, defaultRolesScriptPath, UsagekitRoles, type ApplyRolesOptions } from './lib/roles.js';
 export {
   DatabaseError,
   DeadlockError,

@@ -19,6 +19,13 @@ export const LockIds = {
    * wholly before or wholly after a cutover, and two cutovers never interleave (coder #21907).
    */
   boundaryUsageStats: 0x7573_6167_0000_0001n,
+  /**
+   * applyRoles(): the roles script's REVOKEs and GRANTs on this database run one at a time,
+   * because concurrent GRANTs on one table fail with "tuple concurrently updated". Roles are
+   * cluster-wide and advisory locks per database, so the script also tolerates a role
+   * another database's run created at the same moment (see packages/db/sql/roles.sql).
+   */
+  roles: 0x7573_6167_0000_0002n,
 } as const;
 
 export type LockId = (typeof LockIds)[keyof typeof LockIds];

@@ -1,0 +1,420 @@
+/**
+ * Behind PgBouncer in transaction pooling mode: more replicas (PrismaClients, each with its
+ * own pool) than server connections. Works because every lock the store takes is
+ * transaction-scoped (pg_advisory_xact_lock*), lock_timeout is set with set_config(…, true)
+ * (SET LOCAL), and adapter-pg sends unnamed statements. See "Behind PgBouncer" in README.md.
+ *
+ * The test starts its own pgbouncer (Debian: `apt-get install pgbouncer`; .ci/run installs
+ * it) on a free loopback port, in front of this suite's database. Without pgbouncer the suite
+ * FAILS: it is a supported deployment, not an optional extra.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { Client } from 'pg';
+import { createPrismaClient, type PrismaClient } from '@usagekit/db';
+import { findFreePort } from '@usagekit/testing';
+import {
+  BoundaryUsageStore,
+  BoundaryUsageTracker,
+  startFlushLoop,
+  type LockMode,
+  type StoreOptions,
+} from '../src/index.js';
+import { clearTables, useDatabase, uuid } from './helpers.js';
+
+let bouncer: Bouncer;
+let admin: PrismaClient;
+const bouncedClients: PrismaClient[] = [];
+
+// Declared before useDatabase(): Jest runs afterAll hooks in declaration order, and PgBouncer
+// should let go of its server connections before the database is dropped.
+afterAll(async () => {
+  await Promise.all(bouncedClients.map((client) => client.$disconnect().catch(() => undefined)));
+  await bouncer?.stop();
+});
+
+const db = useDatabase();
+const ROUNDS = Math.max(1, Number(process.env.USAGEKIT_STRESS_ROUNDS ?? 1));
+const HOUR_MS = 3_600_000;
+/** Server connections PgBouncer may open: fewer than the clients below, on purpose. */
+const SERVER_CONNECTIONS = 3;
+const patient = { lockTimeoutMs: 20_000, transactionTimeoutMs: 30_000, maxWaitMs: 30_000 };
+
+interface Bouncer {
+  /** The suite's database URL, pointed at PgBouncer. */
+  databaseUrl: string;
+  port: number;
+  /** PgBouncer's admin console (`SHOW …`), simple-query protocol only. */
+  admin(command: string): Promise<Record<string, unknown>[]>;
+  stop(): Promise<void>;
+}
+
+/** A PrismaClient that reaches the database through PgBouncer (a replica). */
+function bounced(maxConnections = 2): PrismaClient {
+  const client = createPrismaClient({ databaseUrl: bouncer.databaseUrl, maxConnections });
+  bouncedClients.push(client);
+  return client;
+}
+
+beforeAll(async () => {
+  admin = db.client(1);
+  bouncer = await startPgBouncer(db.database().databaseUrl);
+}, 30_000);
+beforeEach(() => clearTables(admin));
+
+test(`8 replicas share at most ${SERVER_CONNECTIONS} server connections (transaction pooling is on)`, async () => {
+  const config = await bouncer.admin('SHOW CONFIG');
+  const setting = (key: string) => config.find((row) => row.key === key)?.value;
+  expect([setting('pool_mode'), setting('default_pool_size')]).toEqual([
+    'transaction',
+    String(SERVER_CONNECTIONS),
+  ]);
+  const replicas = Array.from({ length: 8 }, () => bounced(2));
+  const pids = new Set<number>();
+  await Promise.all(
+    replicas.map(async (prisma) => {
+      for (let i = 0; i < 10; i++) {
+        const rows = await prisma.$transaction(async (tx) => {
+          await tx.$executeRaw`SELECT pg_sleep(0.005)`;
+          return tx.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+        });
+        pids.add(rows[0]!.pid);
+      }
+    }),
+  );
+  // Without PgBouncer, 8 separate pools would have used at least 8 backends.
+  expect(pids.size).toBeGreaterThan(0);
+  expect(pids.size).toBeLessThanOrEqual(SERVER_CONNECTIONS);
+});
+
+describe.each(['single-statement', 'interactive'] as const)(
+  '%s flush through PgBouncer',
+  (flushMode) => {
+    test('upsert and getAndResetSummary from more replicas than server connections', async () => {
+      const stores = Array.from(
+        { length: 8 },
+        () => new BoundaryUsageStore(bounced(2), { ...patient, flushMode }),
+      );
+      const sharedUser = uuid();
+      await Promise.all(
+        stores.map(async (store, index) => {
+          const replicaId = uuid();
+          for (let sequence = 1n; sequence <= 5n; sequence++) {
+            await store.upsertStats({
+              replicaId,
+              sequence,
+              uniqueWorkspacesDelta: 1,
+              uniqueUsersDelta: 1,
+              uniqueWorkspacesCount: 1,
+              uniqueUsersCount: 1,
+              allowedRequests: index + 1,
+              deniedRequests: 1,
+              workspaceIds: sequence === 1n ? [uuid()] : [],
+              userIds: sequence === 1n ? [sharedUser] : [],
+            });
+          }
+        }),
+      );
+      const summary = await stores[0]!.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+      expect(summary).toMatchObject({
+        allowedRequests: 5n * (1n + 2n + 3n + 4n + 5n + 6n + 7n + 8n),
+        deniedRequests: 40n,
+        replicas: 8,
+        uniqueWorkspaces: 8n,
+        uniqueUsers: 1n,
+        uniqueUsersReplicaSum: 8n,
+      });
+      expect((await stores[1]!.getAndResetSummary({ maxStalenessMs: HOUR_MS })).replicas).toBe(0);
+    });
+  },
+);
+
+describe.each<[LockMode, NonNullable<StoreOptions['flushMode']>]>([
+  ['shared', 'single-statement'],
+  ['shared', 'interactive'],
+  ['exclusive', 'single-statement'],
+])('stress through PgBouncer (%s lock, %s flush)', (lockMode, flushMode) => {
+  const WRITERS = 5;
+  const CUTOVERS = 5;
+  const FLUSHES_PER_WRITER = 40 * ROUNDS;
+
+  test(`${WRITERS} writers and ${CUTOVERS} cutovers: no deadlock, no error, exact conservation`, async () => {
+    const errors: string[] = [];
+    let committedAllowed = 0n;
+    let committedDenied = 0n;
+    let reportedAllowed = 0n;
+    let reportedDenied = 0n;
+    let cutovers = 0;
+    let writing = true;
+    const options = { ...patient, lockMode, flushMode };
+
+    const writers = Array.from({ length: WRITERS }, async (_, w) => {
+      const store = new BoundaryUsageStore(bounced(2), options);
+      const replicaId = uuid();
+      for (let i = 0; i < FLUSHES_PER_WRITER; i++) {
+        const allowed = BigInt(1 + ((i * 7 + w) % 13));
+        const denied = BigInt((i + w) % 5);
+        try {
+          await store.upsertStats({
+            replicaId,
+            sequence: BigInt(i + 1),
+            uniqueWorkspacesDelta: 1,
+            uniqueUsersDelta: 1,
+            uniqueWorkspacesCount: 1,
+            uniqueUsersCount: 1,
+            allowedRequests: allowed,
+            deniedRequests: denied,
+          });
+          committedAllowed += allowed;
+          committedDenied += denied;
+        } catch (error) {
+          errors.push(String((error as { code?: unknown })?.code ?? error));
+        }
+      }
+    });
+    const readers = Array.from({ length: CUTOVERS }, async () => {
+      const store = new BoundaryUsageStore(bounced(2), options);
+      while (writing) {
+        try {
+          const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+          reportedAllowed += summary.allowedRequests;
+          reportedDenied += summary.deniedRequests;
+          cutovers++;
+        } catch (error) {
+          errors.push(String((error as { code?: unknown })?.code ?? error));
+        }
+      }
+    });
+    await Promise.all(writers);
+    writing = false;
+    await Promise.all(readers);
+    const final = await new BoundaryUsageStore(admin).getAndResetSummary({
+      maxStalenessMs: HOUR_MS,
+    });
+    reportedAllowed += final.allowedRequests;
+    reportedDenied += final.deniedRequests;
+
+    console.log(
+      `[pgbouncer stress ${lockMode}/${flushMode}] rounds=${ROUNDS} flushes=${WRITERS * FLUSHES_PER_WRITER} ` +
+        `cutovers=${cutovers} errors=${errors.length} committed=${committedAllowed}/${committedDenied} ` +
+        `reported=${reportedAllowed}/${reportedDenied}`,
+    );
+    expect(errors).toEqual([]);
+    expect(cutovers).toBeGreaterThan(0);
+    expect(reportedAllowed).toBe(committedAllowed);
+    expect(reportedDenied).toBe(committedDenied);
+  });
+});
+
+test('tracker + flush loop round trip: exact requests and exact uniques, period after period', async () => {
+  const reporter = new BoundaryUsageStore(bounced(2), patient);
+  const replicas = Array.from({ length: 4 }, () => ({
+    replicaId: uuid(),
+    tracker: new BoundaryUsageTracker(),
+    store: new BoundaryUsageStore(bounced(2), patient),
+  }));
+  const workspacePool = Array.from({ length: 12 }, () => uuid());
+  const userPool = Array.from({ length: 7 }, () => uuid());
+
+  for (let period = 0; period < 2; period++) {
+    const loops = replicas.map(({ tracker, store, replicaId }) =>
+      startFlushLoop({ tracker, store, replicaId, intervalMs: 15 }),
+    );
+    const workspaces = new Set<string>();
+    const users = new Set<string>();
+    let allowed = 0n;
+    let denied = 0n;
+    for (let i = 0; i < 120; i++) {
+      const replica = replicas[i % replicas.length]!;
+      // Period 1 uses other ids than period 0, so a leak across the cutover would show.
+      const workspaceId = workspacePool[(i * 5 + period * 6) % workspacePool.length]!;
+      const userId = userPool[(i * 3 + period) % userPool.length]!;
+      replica.tracker.track(workspaceId, userId, i % 9, i % 4);
+      workspaces.add(workspaceId);
+      users.add(userId);
+      allowed += BigInt(i % 9);
+      denied += BigInt(i % 4);
+      if (i % 20 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await Promise.all(loops.map((loop) => loop.stop()));
+    for (const { tracker } of replicas)
+      expect(tracker.pending()).toMatchObject({ allowedRequests: 0n, deniedRequests: 0n });
+    const summary = await reporter.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+    expect({
+      allowed: summary.allowedRequests,
+      denied: summary.deniedRequests,
+      workspaces: summary.uniqueWorkspaces,
+      users: summary.uniqueUsers,
+    }).toEqual({ allowed, denied, workspaces: BigInt(workspaces.size), users: BigInt(users.size) });
+  }
+});
+
+// The telemetry reporter through PgBouncer (election + cutover + outbox in one transaction,
+// then delivery) belongs here too: describe('TelemetryReporter through PgBouncer', …) with
+// `bounced()` clients, once @usagekit/telemetry lands.
+
+// ---------------------------------------------------------------------------------------
+// Starting and stopping pgbouncer
+// ---------------------------------------------------------------------------------------
+
+const INSTALL_HINT =
+  'pgbouncer is not installed, and this suite needs it (usagekit supports running behind ' +
+  'PgBouncer in transaction mode). Install it: `apt-get install -y pgbouncer` on Debian/Ubuntu ' +
+  '(.ci/run does this), `brew install pgbouncer` on macOS, or put a pgbouncer binary on PATH.';
+
+function findPgBouncer(): string {
+  const dirs = [
+    ...(process.env.PATH ?? '').split(delimiter),
+    '/usr/sbin',
+    '/usr/local/sbin',
+    '/usr/local/bin',
+    '/opt/homebrew/bin',
+  ];
+  for (const dir of dirs) {
+    if (dir && existsSync(join(dir, 'pgbouncer'))) return join(dir, 'pgbouncer');
+  }
+  throw new Error(INSTALL_HINT);
+}
+
+/** PgBouncer refuses to run as root; as root we run it as the `postgres` system user. */
+function unprivilegedUser(): { uid: number; gid: number } | undefined {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
+  const line = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((entry) => entry.startsWith('postgres:'));
+  if (!line) {
+    throw new Error(
+      'pgbouncer refuses to run as root and there is no `postgres` user to run it as: ' +
+        'create one (`useradd --system postgres`) or run the tests as a normal user.',
+    );
+  }
+  const [, , uid, gid] = line.split(':');
+  return { uid: Number(uid), gid: Number(gid) };
+}
+
+function iniValue(value: string): string {
+  if (/[\s'"\\]/.test(value))
+    throw new Error(`unexpected character in pgbouncer setting: ${value}`);
+  return value;
+}
+
+async function startPgBouncer(databaseUrl: string): Promise<Bouncer> {
+  const binary = findPgBouncer();
+  const runAs = unprivilegedUser();
+  const target = new URL(databaseUrl);
+  const database = decodeURIComponent(target.pathname.slice(1));
+  const user = decodeURIComponent(target.username) || 'postgres';
+  const password = decodeURIComponent(target.password);
+  const port = await findFreePort();
+  const dir = mkdtempSync(join(tmpdir(), 'usagekit-pgbouncer-'));
+  const ini = join(dir, 'pgbouncer.ini');
+  const userlist = join(dir, 'userlist.txt');
+  // Clients are trusted (loopback, test only); PgBouncer logs in to PostgreSQL with the
+  // password from auth_file, which works for the embedded server's password auth and for a
+  // trust server alike. The database keeps its name, so only host and port change.
+  writeFileSync(userlist, `"${user.replace(/"/g, '""')}" "${password.replace(/"/g, '""')}"\n`, {
+    mode: 0o600,
+  });
+  writeFileSync(
+    ini,
+    [
+      '[databases]',
+      `${iniValue(database)} = host=${iniValue(target.hostname)} port=${iniValue(target.port || '5432')} dbname=${iniValue(database)}`,
+      '[pgbouncer]',
+      'listen_addr = 127.0.0.1',
+      `listen_port = ${port}`,
+      'unix_socket_dir =',
+      'auth_type = trust',
+      `auth_file = ${userlist}`,
+      `admin_users = ${iniValue(user)}`,
+      'pool_mode = transaction',
+      `default_pool_size = ${SERVER_CONNECTIONS}`,
+      'reserve_pool_size = 0',
+      'min_pool_size = 0',
+      'max_client_conn = 500',
+      // Sent by some drivers at startup; PgBouncer would otherwise refuse the connection.
+      'ignore_startup_parameters = extra_float_digits',
+      'log_connections = 0',
+      'log_disconnections = 0',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
+  if (runAs) {
+    for (const path of [dir, ini, userlist]) chownSync(path, runAs.uid, runAs.gid);
+  }
+
+  let output = '';
+  const child: ChildProcess = spawn(binary, [ini], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(runAs ?? {}),
+  });
+  child.stdout?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-8_000)));
+  child.stderr?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-8_000)));
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.once('error', () => resolve(-1));
+  });
+  let exitCode: number | null | undefined;
+  void exited.then((code) => (exitCode = code));
+
+  const proxied = new URL(databaseUrl);
+  proxied.hostname = '127.0.0.1';
+  proxied.port = String(port);
+
+  async function adminQuery(command: string): Promise<Record<string, unknown>[]> {
+    const client = new Client({
+      host: '127.0.0.1',
+      port,
+      user,
+      database: 'pgbouncer',
+      password: password || undefined,
+    });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      return (await client.query(command)).rows as Record<string, unknown>[];
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  const stop = async (): Promise<void> => {
+    if (exitCode === undefined) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  // Ready when a query through it reaches PostgreSQL (bounded).
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (exitCode !== undefined) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`pgbouncer exited with code ${exitCode} at startup:\n${output}`);
+    }
+    const probe = new Client({ connectionString: proxied.toString() });
+    probe.on('error', () => undefined);
+    try {
+      await probe.connect();
+      await probe.query('SELECT 1');
+      await probe.end();
+      break;
+    } catch (error) {
+      await probe.end().catch(() => undefined);
+      if (Date.now() > deadline) {
+        await stop();
+        throw new Error(
+          `pgbouncer did not become ready on port ${port}: ${String(error)}\n${output}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return { databaseUrl: proxied.toString(), port, admin: adminQuery, stop };
+}
