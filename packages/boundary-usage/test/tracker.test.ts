@@ -286,3 +286,19 @@ describe('beyond coder', () => {
     expect((await summarize()).allowedRequests).toBe(2n * BigInt(Number.MAX_SAFE_INTEGER) + 3n);
   });
 });
+
+test('one id in upper and lower case is one id, per replica and across replicas', async () => {
+  const tracker = new BoundaryUsageTracker();
+  const ws = uuid();
+  const user = uuid();
+  tracker.track(ws.toUpperCase(), user, 1, 0);
+  await tracker.flush(store, uuid());
+  tracker.track(ws, user.toUpperCase(), 1, 0);
+  tracker.track(ws.toUpperCase(), user.toUpperCase(), 1, 0);
+  const replica = uuid();
+  await tracker.flush(store, replica);
+  const summary = await summarize();
+  expect([summary.uniqueWorkspaces, summary.uniqueUsers]).toEqual([1n, 1n]);
+  // Two replica rows (the first flush used another replica id), each with one workspace.
+  expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueUsersReplicaSum, summary.allowedRequests]).toEqual([2n, 2n, 3n]);
+});

@@ -1,6 +1,6 @@
 import { toDatabaseError } from '@usagekit/db';
 import type { BoundaryUsageStore, UpsertStatsResult } from './store.js';
-import { InvalidInputError, assertUuid, isUuid } from './validation.js';
+import { InvalidInputError, assertUuid, canonicalUuid } from './validation.js';
 
 /** What one flush() did. */
 export interface FlushResult {
@@ -84,18 +84,27 @@ export class BoundaryUsageTracker {
       throw new InvalidInputError('denied', denied, 'a non-negative safe integer');
     }
     const epoch = this.epoch;
-    const workspaceEpoch = this.workspaces.get(workspaceId);
-    const userEpoch = this.users.get(ownerId);
-    // Validate only ids never seen this period: seen ones were checked when first noted.
-    if (workspaceEpoch === undefined && !isUuid(workspaceId)) assertUuid('workspaceId', workspaceId);
-    if (userEpoch === undefined && !isUuid(ownerId)) assertUuid('ownerId', ownerId);
+    let workspaceKey = workspaceId;
+    let workspaceEpoch = this.workspaces.get(workspaceId);
+    let userKey = ownerId;
+    let userEpoch = this.users.get(ownerId);
+    // Only ids not seen this period (in this spelling) are validated and canonicalized: seen
+    // ones were checked when first noted, so the hot path is one Map lookup per id.
+    if (workspaceEpoch === undefined) {
+      workspaceKey = canonicalUuid('workspaceId', workspaceId);
+      if (workspaceKey !== workspaceId) workspaceEpoch = this.workspaces.get(workspaceKey);
+    }
+    if (userEpoch === undefined) {
+      userKey = canonicalUuid('ownerId', ownerId);
+      if (userKey !== ownerId) userEpoch = this.users.get(userKey);
+    }
     if (workspaceEpoch !== epoch) {
-      this.workspaces.set(workspaceId, epoch);
-      this.workspacesSinceFlush.push(workspaceId);
+      this.workspaces.set(workspaceKey, epoch);
+      this.workspacesSinceFlush.push(workspaceKey);
     }
     if (userEpoch !== epoch) {
-      this.users.set(ownerId, epoch);
-      this.usersSinceFlush.push(ownerId);
+      this.users.set(userKey, epoch);
+      this.usersSinceFlush.push(userKey);
     }
     if (this.allowed > MAX_SAFE - allowed) {
       this.allowedOverflow += BigInt(this.allowed);

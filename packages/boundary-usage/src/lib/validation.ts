@@ -45,6 +45,16 @@ export function isUuid(value: unknown): value is string {
   return true;
 }
 
+/**
+ * The uuid in its canonical lower-case form (PostgreSQL's uuid type ignores case, so the
+ * tracker must too, or one id in two spellings would count twice per replica). Throws
+ * InvalidInputError for anything that is not a uuid.
+ */
+export function canonicalUuid(field: string, value: unknown): string {
+  const uuid = assertUuid(field, value);
+  return /[A-F]/.test(uuid) ? uuid.toLowerCase() : uuid;
+}
+
 export function assertUuid(field: string, value: unknown): string {
   if (!isUuid(value)) throw new InvalidInputError(field, value, 'a uuid (8-4-4-4-12 hex digits)');
   return value;
