@@ -8,13 +8,8 @@
  * it) on a free loopback port, in front of this suite's database. Without pgbouncer the suite
  * FAILS: it is a supported deployment, not an optional extra.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-import { Client } from 'pg';
 import { createPrismaClient, type PrismaClient } from '@usagekit/db';
-import { findFreePort } from '@usagekit/testing';
+import { startPgBouncer, type PgBouncer } from '@usagekit/testing';
 import {
   BoundaryUsageStore,
   BoundaryUsageTracker,
@@ -24,7 +19,7 @@ import {
 } from '../src/index.js';
 import { clearTables, useDatabase, uuid } from './helpers.js';
 
-let bouncer: Bouncer;
+let bouncer: PgBouncer;
 let admin: PrismaClient;
 const bouncedClients: PrismaClient[] = [];
 
@@ -42,15 +37,6 @@ const HOUR_MS = 3_600_000;
 const SERVER_CONNECTIONS = 3;
 const patient = { lockTimeoutMs: 20_000, transactionTimeoutMs: 30_000, maxWaitMs: 30_000 };
 
-interface Bouncer {
-  /** The suite's database URL, pointed at PgBouncer. */
-  databaseUrl: string;
-  port: number;
-  /** PgBouncer's admin console (`SHOW …`), simple-query protocol only. */
-  admin(command: string): Promise<Record<string, unknown>[]>;
-  stop(): Promise<void>;
-}
-
 /** A PrismaClient that reaches the database through PgBouncer (a replica). */
 function bounced(maxConnections = 2): PrismaClient {
   const client = createPrismaClient({ databaseUrl: bouncer.databaseUrl, maxConnections });
@@ -60,7 +46,9 @@ function bounced(maxConnections = 2): PrismaClient {
 
 beforeAll(async () => {
   admin = db.client(1);
-  bouncer = await startPgBouncer(db.database().databaseUrl);
+  bouncer = await startPgBouncer(db.database().databaseUrl, {
+    serverConnections: SERVER_CONNECTIONS,
+  });
 }, 30_000);
 beforeEach(() => clearTables(admin));
 
@@ -252,169 +240,5 @@ test('tracker + flush loop round trip: exact requests and exact uniques, period 
 });
 
 // The telemetry reporter through PgBouncer (election + cutover + outbox in one transaction,
-// then delivery) belongs here too: describe('TelemetryReporter through PgBouncer', …) with
-// `bounced()` clients, once @usagekit/telemetry lands.
-
-// ---------------------------------------------------------------------------------------
-// Starting and stopping pgbouncer
-// ---------------------------------------------------------------------------------------
-
-const INSTALL_HINT =
-  'pgbouncer is not installed, and this suite needs it (usagekit supports running behind ' +
-  'PgBouncer in transaction mode). Install it: `apt-get install -y pgbouncer` on Debian/Ubuntu ' +
-  '(.ci/run does this), `brew install pgbouncer` on macOS, or put a pgbouncer binary on PATH.';
-
-function findPgBouncer(): string {
-  const dirs = [
-    ...(process.env.PATH ?? '').split(delimiter),
-    '/usr/sbin',
-    '/usr/local/sbin',
-    '/usr/local/bin',
-    '/opt/homebrew/bin',
-  ];
-  for (const dir of dirs) {
-    if (dir && existsSync(join(dir, 'pgbouncer'))) return join(dir, 'pgbouncer');
-  }
-  throw new Error(INSTALL_HINT);
-}
-
-/** PgBouncer refuses to run as root; as root we run it as the `postgres` system user. */
-function unprivilegedUser(): { uid: number; gid: number } | undefined {
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined;
-  const line = readFileSync('/etc/passwd', 'utf8')
-    .split('\n')
-    .find((entry) => entry.startsWith('postgres:'));
-  if (!line) {
-    throw new Error(
-      'pgbouncer refuses to run as root and there is no `postgres` user to run it as: ' +
-        'create one (`useradd --system postgres`) or run the tests as a normal user.',
-    );
-  }
-  const [, , uid, gid] = line.split(':');
-  return { uid: Number(uid), gid: Number(gid) };
-}
-
-function iniValue(value: string): string {
-  if (/[\s'"\\]/.test(value))
-    throw new Error(`unexpected character in pgbouncer setting: ${value}`);
-  return value;
-}
-
-async function startPgBouncer(databaseUrl: string): Promise<Bouncer> {
-  const binary = findPgBouncer();
-  const runAs = unprivilegedUser();
-  const target = new URL(databaseUrl);
-  const database = decodeURIComponent(target.pathname.slice(1));
-  const user = decodeURIComponent(target.username) || 'postgres';
-  const password = decodeURIComponent(target.password);
-  const port = await findFreePort();
-  const dir = mkdtempSync(join(tmpdir(), 'usagekit-pgbouncer-'));
-  const ini = join(dir, 'pgbouncer.ini');
-  const userlist = join(dir, 'userlist.txt');
-  // Clients are trusted (loopback, test only); PgBouncer logs in to PostgreSQL with the
-  // password from auth_file, which works for the embedded server's password auth and for a
-  // trust server alike. The database keeps its name, so only host and port change.
-  writeFileSync(userlist, `"${user.replace(/"/g, '""')}" "${password.replace(/"/g, '""')}"\n`, {
-    mode: 0o600,
-  });
-  writeFileSync(
-    ini,
-    [
-      '[databases]',
-      `${iniValue(database)} = host=${iniValue(target.hostname)} port=${iniValue(target.port || '5432')} dbname=${iniValue(database)}`,
-      '[pgbouncer]',
-      'listen_addr = 127.0.0.1',
-      `listen_port = ${port}`,
-      'unix_socket_dir =',
-      'auth_type = trust',
-      `auth_file = ${userlist}`,
-      `admin_users = ${iniValue(user)}`,
-      'pool_mode = transaction',
-      `default_pool_size = ${SERVER_CONNECTIONS}`,
-      'reserve_pool_size = 0',
-      'min_pool_size = 0',
-      'max_client_conn = 500',
-      // Sent by some drivers at startup; PgBouncer would otherwise refuse the connection.
-      'ignore_startup_parameters = extra_float_digits',
-      'log_connections = 0',
-      'log_disconnections = 0',
-      '',
-    ].join('\n'),
-    { mode: 0o600 },
-  );
-  if (runAs) {
-    for (const path of [dir, ini, userlist]) chownSync(path, runAs.uid, runAs.gid);
-  }
-
-  let output = '';
-  const child: ChildProcess = spawn(binary, [ini], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    ...(runAs ?? {}),
-  });
-  child.stdout?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-8_000)));
-  child.stderr?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-8_000)));
-  const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => resolve(code));
-    child.once('error', () => resolve(-1));
-  });
-  let exitCode: number | null | undefined;
-  void exited.then((code) => (exitCode = code));
-
-  const proxied = new URL(databaseUrl);
-  proxied.hostname = '127.0.0.1';
-  proxied.port = String(port);
-
-  async function adminQuery(command: string): Promise<Record<string, unknown>[]> {
-    const client = new Client({
-      host: '127.0.0.1',
-      port,
-      user,
-      database: 'pgbouncer',
-      password: password || undefined,
-    });
-    client.on('error', () => undefined);
-    await client.connect();
-    try {
-      return (await client.query(command)).rows as Record<string, unknown>[];
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  }
-
-  const stop = async (): Promise<void> => {
-    if (exitCode === undefined) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-
-  // Ready when a query through it reaches PostgreSQL (bounded).
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exitCode !== undefined) {
-      rmSync(dir, { recursive: true, force: true });
-      throw new Error(`pgbouncer exited with code ${exitCode} at startup:\n${output}`);
-    }
-    const probe = new Client({ connectionString: proxied.toString() });
-    probe.on('error', () => undefined);
-    try {
-      await probe.connect();
-      await probe.query('SELECT 1');
-      await probe.end();
-      break;
-    } catch (error) {
-      await probe.end().catch(() => undefined);
-      if (Date.now() > deadline) {
-        await stop();
-        throw new Error(
-          `pgbouncer did not become ready on port ${port}: ${String(error)}\n${output}`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  return { databaseUrl: proxied.toString(), port, admin: adminQuery, stop };
-}
+// then delivery) is tested in packages/telemetry/test/pgbouncer.test.ts: telemetry depends on
+// this package, not the other way round.

@@ -9,3 +9,5 @@ export { withDatabase, uniqueDatabaseName } from './lib/database-url.js';
 export { findFreePort } from './lib/free-port.js';
 export { startCommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export type { CommitCuttingProxy } from './lib/commit-cutting-proxy.js';
+export { startPgBouncer } from './lib/pgbouncer.js';
+export type { PgBouncer } from './lib/pgbouncer.js';
