@@ -3,7 +3,12 @@ export type { BenchOptions, SectionName } from './lib/args.js';
 export { percentile, median, summarizeLatencies, LatencyRecorder, ratio } from './lib/stats.js';
 export type { LatencySummary } from './lib/stats.js';
 export * as rawSql from './lib/raw-sql.js';
-export { createRawPool, rawFlushInteractive, rawFlushSingleStatement, rawCutover } from './lib/raw-pg.js';
+export {
+  createRawPool,
+  rawFlushInteractive,
+  rawFlushSingleStatement,
+  rawCutover,
+} from './lib/raw-pg.js';
 export { checkBaselineSql, recordQueries, normalizeSql } from './lib/sql-drift.js';
 export type { DriftReport } from './lib/sql-drift.js';
 export { pgbenchScript, parsePgbenchLog, childrenCpuUs, findPgbench } from './lib/pgbench.js';

@@ -33,7 +33,9 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     options = parseArgs(argv, process.env);
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`bench: ${error.message}\nRun \`npm run bench -- --help\` for the flags.\n`);
+      process.stderr.write(
+        `bench: ${error.message}\nRun \`npm run bench -- --help\` for the flags.\n`,
+      );
       return 2;
     }
     throw error;
@@ -66,7 +68,9 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       out.line('interrupted; PostgreSQL stopped.');
       return 130;
     }
-    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(
+      `bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
     return 1;
   } finally {
     process.off('SIGINT', onSignal);
@@ -74,7 +78,10 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   }
 }
 
-type SectionResults = Pick<BenchResults, 'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'profile'>;
+type SectionResults = Pick<
+  BenchResults,
+  'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'profile'
+>;
 
 async function runBench(
   options: BenchOptions,
@@ -93,19 +100,28 @@ async function runBench(
 
   const pgbenchPath = findPgbench();
   const pgbench = pgbenchPath ? await pgbenchInfo(pgbenchPath).catch(() => undefined) : undefined;
-  out.line(pgbench ? `pgbench: ${pgbench.version} (${pgbench.path})` : 'pgbench not found, skipped');
+  out.line(
+    pgbench ? `pgbench: ${pgbench.version} (${pgbench.path})` : 'pgbench not found, skipped',
+  );
 
   const db = await openBenchDatabase({ databaseUrl: options.databaseUrl, log: (l) => out.line(l) });
   try {
     signal.throwIfAborted();
     const cpu = createCpuProbe(db.info.postmasterPid);
-    if (!cpu.serverMeasured) out.line('PostgreSQL CPU: not measurable here (server not local or /proc unreadable); reported as –');
+    if (!cpu.serverMeasured)
+      out.line(
+        'PostgreSQL CPU: not measurable here (server not local or /proc unreadable); reported as –',
+      );
 
     const baselineSql = await checkBaselineSql(db.databaseUrl);
     if (baselineSql.matches) {
-      out.line('baseline SQL: raw node-postgres and pgbench send exactly what the store sends (checked on the wire)');
+      out.line(
+        'baseline SQL: raw node-postgres and pgbench send exactly what the store sends (checked on the wire)',
+      );
     } else {
-      out.line('WARNING: the baseline SQL in tools/bench/src/lib/raw-sql.ts no longer matches the store:');
+      out.line(
+        'WARNING: the baseline SQL in tools/bench/src/lib/raw-sql.ts no longer matches the store:',
+      );
       for (const mismatch of baselineSql.mismatches) out.line(`  - ${mismatch}`);
     }
 
@@ -142,7 +158,9 @@ async function runBench(
 
     await run('flush', 'flush', '1. Flush throughput and latency', () => runFlushSection(ctx));
     await run('cutover', 'cutover', '2. Cutover latency', () => runCutoverSection(ctx));
-    await run('contention', 'contention', '3. Writers under contention', () => runContentionSection(ctx));
+    await run('contention', 'contention', '3. Writers under contention', () =>
+      runContentionSection(ctx),
+    );
     await run('tracker', 'tracker', '4. Tracker.track()', () => runTrackerSection(ctx));
     await run('uniques', 'uniques', '5. Exact uniques', () => runUniquesSection(ctx));
     await run('profile', 'profile', 'Where the time goes (CPU profile of a vs d)', () =>

@@ -3,9 +3,22 @@ import { DEFAULT_OUT_DIR, parseArgs, runCli, UsageError } from '../src/index';
 describe('parseArgs', () => {
   it('defaults to a full run that writes docs/perf, profiles, and uses embedded PostgreSQL', () => {
     const options = parseArgs([], {});
-    expect(options).toMatchObject({ quick: false, json: false, help: false, databaseUrl: undefined, cpuProfile: true });
+    expect(options).toMatchObject({
+      quick: false,
+      json: false,
+      help: false,
+      databaseUrl: undefined,
+      cpuProfile: true,
+    });
     expect(options.outDir).toBe(DEFAULT_OUT_DIR);
-    expect(options.sections).toEqual(['flush', 'cutover', 'contention', 'tracker', 'uniques', 'profile']);
+    expect(options.sections).toEqual([
+      'flush',
+      'cutover',
+      'contention',
+      'tracker',
+      'uniques',
+      'profile',
+    ]);
   });
 
   it('--quick skips the profile unless --cpu-prof asks for it', () => {
@@ -19,7 +32,9 @@ describe('parseArgs', () => {
     expect(parseArgs(['--database-url', url], {}).databaseUrl).toBe(url);
     expect(parseArgs([`--database-url=${url}`], {}).databaseUrl).toBe(url);
     expect(parseArgs([], { DATABASE_URL: url }).databaseUrl).toBe(url);
-    expect(parseArgs(['--database-url', url], { DATABASE_URL: 'postgres://other/db' }).databaseUrl).toBe(url);
+    expect(
+      parseArgs(['--database-url', url], { DATABASE_URL: 'postgres://other/db' }).databaseUrl,
+    ).toBe(url);
     expect(parseArgs([], { DATABASE_URL: '' }).databaseUrl).toBeUndefined();
   });
 
@@ -54,31 +69,39 @@ describe('parseArgs', () => {
   });
 
   it('rejects a malformed DATABASE_URL too, naming the variable', () => {
-    expect(() => parseArgs([], { DATABASE_URL: 'http://x' })).toThrow(/DATABASE_URL must be a postgres/);
+    expect(() => parseArgs([], { DATABASE_URL: 'http://x' })).toThrow(
+      /DATABASE_URL must be a postgres/,
+    );
   });
 });
 
 describe('runCli', () => {
   it('exits with 2 and a one-line reason on a bad flag, before touching any database', async () => {
     const written: string[] = [];
-    const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-      written.push(String(chunk));
-      return true;
-    });
+    const spy = jest
+      .spyOn(process.stderr, 'write')
+      .mockImplementation((chunk: string | Uint8Array) => {
+        written.push(String(chunk));
+        return true;
+      });
     try {
       await expect(runCli(['--frobnicate'])).resolves.toBe(2);
     } finally {
       spy.mockRestore();
     }
-    expect(written.join('')).toMatch(/^bench: unknown flag --frobnicate\nRun `npm run bench -- --help`/);
+    expect(written.join('')).toMatch(
+      /^bench: unknown flag --frobnicate\nRun `npm run bench -- --help`/,
+    );
   });
 
   it('prints the usage for --help and exits 0', async () => {
     const written: string[] = [];
-    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-      written.push(String(chunk));
-      return true;
-    });
+    const spy = jest
+      .spyOn(process.stdout, 'write')
+      .mockImplementation((chunk: string | Uint8Array) => {
+        written.push(String(chunk));
+        return true;
+      });
     try {
       await expect(runCli(['--help'])).resolves.toBe(0);
     } finally {

@@ -47,7 +47,9 @@ describe('raw node-postgres baseline', () => {
   });
 
   beforeEach(async () => {
-    await pool.query('TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences');
+    await pool.query(
+      'TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences',
+    );
   });
 
   async function row(replicaId: string): Promise<StatsRow> {
@@ -106,44 +108,47 @@ describe('raw node-postgres baseline', () => {
   it.each([
     ['interactive (contender d)', rawFlushInteractive, 'interactive'],
     ['single statement (contender f)', rawFlushSingleStatement, 'single-statement'],
-  ] as const)('%s leaves the same row as the store and answers the same', async (_name, rawFlush, flushMode) => {
-    const store = new BoundaryUsageStore(prisma, { flushMode });
-    const ours = '44444444-4444-4444-8444-000000000001';
-    const raw = '44444444-4444-4444-8444-000000000002';
+  ] as const)(
+    '%s leaves the same row as the store and answers the same',
+    async (_name, rawFlush, flushMode) => {
+      const store = new BoundaryUsageStore(prisma, { flushMode });
+      const ours = '44444444-4444-4444-8444-000000000001';
+      const raw = '44444444-4444-4444-8444-000000000002';
 
-    const storeAnswers = [];
-    for (const v of flushes(ours)) {
-      storeAnswers.push(await store.upsertStats({ ...v, sequence: v.sequence }));
-    }
-    const rawAnswers = [];
-    for (const v of flushes(raw)) {
-      const r = await rawFlush(pool, v);
-      rawAnswers.push({ applied: r.applied, newPeriod: r.applied && r.new_period === true });
-    }
+      const storeAnswers = [];
+      for (const v of flushes(ours)) {
+        storeAnswers.push(await store.upsertStats({ ...v, sequence: v.sequence }));
+      }
+      const rawAnswers = [];
+      for (const v of flushes(raw)) {
+        const r = await rawFlush(pool, v);
+        rawAnswers.push({ applied: r.applied, newPeriod: r.applied && r.new_period === true });
+      }
 
-    expect(storeAnswers).toEqual([
-      { applied: true, newPeriod: true },
-      { applied: true, newPeriod: false },
-      { applied: false, newPeriod: false },
-    ]);
-    expect(rawAnswers).toEqual(storeAnswers);
-    expect(await row(raw)).toEqual(await row(ours));
-    expect(await row(ours)).toMatchObject({
-      unique_workspaces_count: '2',
-      unique_users_count: '1',
-      allowed_requests: '12',
-      denied_requests: '2',
-      last_sequence: '11',
-    });
-    const { rows: ids } = await pool.query<{ kind: string; id: string }>(
-      'SELECT kind, id::text FROM boundary_usage_ids ORDER BY kind, id',
-    );
-    expect(ids).toEqual([
-      { kind: 'user', id: U1 },
-      { kind: 'workspace', id: W1 },
-      { kind: 'workspace', id: W2 },
-    ]);
-  });
+      expect(storeAnswers).toEqual([
+        { applied: true, newPeriod: true },
+        { applied: true, newPeriod: false },
+        { applied: false, newPeriod: false },
+      ]);
+      expect(rawAnswers).toEqual(storeAnswers);
+      expect(await row(raw)).toEqual(await row(ours));
+      expect(await row(ours)).toMatchObject({
+        unique_workspaces_count: '2',
+        unique_users_count: '1',
+        allowed_requests: '12',
+        denied_requests: '2',
+        last_sequence: '11',
+      });
+      const { rows: ids } = await pool.query<{ kind: string; id: string }>(
+        'SELECT kind, id::text FROM boundary_usage_ids ORDER BY kind, id',
+      );
+      expect(ids).toEqual([
+        { kind: 'user', id: U1 },
+        { kind: 'workspace', id: W1 },
+        { kind: 'workspace', id: W2 },
+      ]);
+    },
+  );
 
   it('the raw cutover sums and empties the table exactly like getAndResetSummary', async () => {
     const store = new BoundaryUsageStore(prisma);
@@ -151,7 +156,10 @@ describe('raw node-postgres baseline', () => {
       for (const [i, v] of flushes('55555555-5555-4555-8555-000000000001').slice(0, 2).entries()) {
         await rawFlushSingleStatement(pool, { ...v, sequence: BigInt(100 + i) });
       }
-      await rawFlushSingleStatement(pool, { ...flushes('55555555-5555-4555-8555-000000000002')[0]!, sequence: 1n });
+      await rawFlushSingleStatement(pool, {
+        ...flushes('55555555-5555-4555-8555-000000000002')[0]!,
+        sequence: 1n,
+      });
     };
     await fill();
     const ours = await store.getAndResetSummary({ maxStalenessMs: 60_000 });
@@ -171,8 +179,15 @@ describe('raw node-postgres baseline', () => {
       denied_requests: String(ours.deniedRequests),
       replicas: String(ours.replicas),
     });
-    expect(ours).toMatchObject({ uniqueWorkspaces: 2n, uniqueUsers: 1n, allowedRequests: 17n, replicas: 2 });
-    const { rows } = await pool.query<{ n: string }>('SELECT count(*)::text AS n FROM boundary_usage_stats');
+    expect(ours).toMatchObject({
+      uniqueWorkspaces: 2n,
+      uniqueUsers: 1n,
+      allowedRequests: 17n,
+      replicas: 2,
+    });
+    const { rows } = await pool.query<{ n: string }>(
+      'SELECT count(*)::text AS n FROM boundary_usage_stats',
+    );
     expect(rows[0]!.n).toBe('0');
   });
 

@@ -13,7 +13,11 @@ import {
 } from '../src/index';
 import type { FlushCell } from '../src/sections/flush';
 
-const cell = (contender: FlushCell['contender'], replicas: number, flushesPerSecond: number): FlushCell => ({
+const cell = (
+  contender: FlushCell['contender'],
+  replicas: number,
+  flushesPerSecond: number,
+): FlushCell => ({
   contender,
   replicas,
   rounds: [],
@@ -83,7 +87,9 @@ describe('pgbench', () => {
     expect(script).not.toMatch(/\$\d/);
     expect(script.split('\n')[0]).toBe('\\set seq :seq + 1');
     expect(script).toContain('pg_advisory_xact_lock_shared(:lock_key::bigint)');
-    expect(script).toContain(`(:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :seq::bigint`);
+    expect(script).toContain(
+      `(:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :seq::bigint`,
+    );
     expect(script.match(/;\n/g)).toHaveLength(5);
   });
 
@@ -108,7 +114,10 @@ describe('cpu accounting', () => {
   });
 
   it('attributes profile samples to layers', () => {
-    const node = (id: number, functionName: string, url: string) => ({ id, callFrame: { functionName, url, lineNumber: 0 } });
+    const node = (id: number, functionName: string, url: string) => ({
+      id,
+      callFrame: { functionName, url, lineNumber: 0 },
+    });
     const profile = {
       nodes: [
         node(1, '(root)', ''),
@@ -125,7 +134,11 @@ describe('cpu accounting', () => {
     expect(categorize(profile.nodes[1]!)).toBe('prisma client runtime');
     const result = breakdown(profile);
     expect(result.totalMs).toBe(1);
-    expect(result.byCategory[0]).toEqual({ category: 'idle (waiting for PostgreSQL)', ms: 0.5, share: 0.5 });
+    expect(result.byCategory[0]).toEqual({
+      category: 'idle (waiting for PostgreSQL)',
+      ms: 0.5,
+      share: 0.5,
+    });
     expect(result.topFunctions.map((f) => f.category)).toEqual([
       'prisma client runtime',
       'socket writes (syscall)',
@@ -146,7 +159,8 @@ describe('tracker call order', () => {
 
 describe('README notes', () => {
   it('keeps the hand-written block between the markers', () => {
-    const text = 'x\n<!-- notes:start (hand-written; kept when the bench rewrites this file) -->\nmine\n<!-- notes:end -->\n';
+    const text =
+      'x\n<!-- notes:start (hand-written; kept when the bench rewrites this file) -->\nmine\n<!-- notes:end -->\n';
     expect(extractNotes(text)).toBe('mine');
     expect(extractNotes('nothing')).toBeUndefined();
   });

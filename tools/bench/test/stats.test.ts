@@ -14,7 +14,12 @@ describe('percentile (nearest rank)', () => {
   it('reports a value that occurred, never an interpolation', () => {
     expect(percentile([10, 20], 50)).toBe(10);
     expect(percentile([1, 2, 3, 1000], 99)).toBe(1000);
-    expect(percentile(Array.from({ length: 1000 }, (_, i) => i + 1), 99)).toBe(990);
+    expect(
+      percentile(
+        Array.from({ length: 1000 }, (_, i) => i + 1),
+        99,
+      ),
+    ).toBe(990);
   });
 
   it('sorts numerically, not as strings', () => {

@@ -3,7 +3,14 @@
  * every mistake is a {@link UsageError}, which the CLI prints with the usage and exit code 2.
  */
 
-export const SECTION_NAMES = ['flush', 'cutover', 'contention', 'tracker', 'uniques', 'profile'] as const;
+export const SECTION_NAMES = [
+  'flush',
+  'cutover',
+  'contention',
+  'tracker',
+  'uniques',
+  'profile',
+] as const;
 export type SectionName = (typeof SECTION_NAMES)[number];
 
 export interface BenchOptions {
@@ -58,7 +65,15 @@ Flags:
 `;
 
 const FLAGS_WITH_VALUES = new Set(['--database-url', '--only', '--cpu-prof-dir', '--out-dir']);
-const BOOLEAN_FLAGS = new Set(['--quick', '--json', '--help', '-h', '--cpu-prof', '--no-cpu-prof', '--no-write']);
+const BOOLEAN_FLAGS = new Set([
+  '--quick',
+  '--json',
+  '--help',
+  '-h',
+  '--cpu-prof',
+  '--no-cpu-prof',
+  '--no-write',
+]);
 
 export function parseArgs(
   argv: readonly string[],
@@ -102,7 +117,8 @@ export function parseArgs(
 
   const flagUrl = seen.get('--database-url');
   const databaseUrl = typeof flagUrl === 'string' ? flagUrl : nonEmpty(env['DATABASE_URL']);
-  if (databaseUrl !== undefined) assertPostgresUrl(databaseUrl, typeof flagUrl === 'string' ? '--database-url' : 'DATABASE_URL');
+  if (databaseUrl !== undefined)
+    assertPostgresUrl(databaseUrl, typeof flagUrl === 'string' ? '--database-url' : 'DATABASE_URL');
 
   const onlyValue = seen.get('--only');
   const partial = typeof onlyValue === 'string';
@@ -138,11 +154,16 @@ export function parseArgs(
 }
 
 function parseSections(value: string): SectionName[] {
-  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (names.length === 0) throw new UsageError('--only needs at least one section');
   for (const name of names) {
     if (!(SECTION_NAMES as readonly string[]).includes(name)) {
-      throw new UsageError(`--only: unknown section ${JSON.stringify(name)}; choose from ${SECTION_NAMES.join(', ')}`);
+      throw new UsageError(
+        `--only: unknown section ${JSON.stringify(name)}; choose from ${SECTION_NAMES.join(', ')}`,
+      );
     }
   }
   return SECTION_NAMES.filter((name) => names.includes(name));
@@ -153,10 +174,14 @@ function assertPostgresUrl(value: string, source: string): void {
   try {
     url = new URL(value);
   } catch {
-    throw new UsageError(`${source} is not a URL (expected postgres://user:password@host:port/database)`);
+    throw new UsageError(
+      `${source} is not a URL (expected postgres://user:password@host:port/database)`,
+    );
   }
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
-    throw new UsageError(`${source} must be a postgres:// or postgresql:// URL, got ${url.protocol}//…`);
+    throw new UsageError(
+      `${source} must be a postgres:// or postgresql:// URL, got ${url.protocol}//…`,
+    );
   }
 }
 

@@ -39,18 +39,30 @@ export type ProfileCategory =
  * backend, and on a busy machine the sampled time includes being preempted by it: read this
  * category as "handing work to the server", not as Node's own cost.
  */
-const SOCKET_WRITES = new Set(['writev', 'writeBuffer', 'writeUtf8String', 'writeLatin1String', 'writeAsciiString', 'utf8Write']);
+const SOCKET_WRITES = new Set([
+  'writev',
+  'writeBuffer',
+  'writeUtf8String',
+  'writeLatin1String',
+  'writeAsciiString',
+  'utf8Write',
+]);
 
 export function categorize(node: CpuProfileNode): ProfileCategory {
   const { url, functionName } = node.callFrame;
   if (functionName === '(garbage collector)') return 'garbage collector';
   if (functionName === '(idle)') return 'idle (waiting for PostgreSQL)';
   if (functionName === '(program)' || functionName === '(root)') return 'native / program';
-  if (url.startsWith('wasm://') || /query_compiler/.test(url)) return 'prisma query compiler (wasm)';
+  if (url.startsWith('wasm://') || /query_compiler/.test(url))
+    return 'prisma query compiler (wasm)';
   if (/node_modules\/@prisma\/adapter-pg\//.test(url)) return 'prisma adapter-pg';
   if (/node_modules\/@prisma\//.test(url)) return 'prisma client runtime';
   if (/packages\/db\/src\/generated\//.test(url)) return 'generated prisma client';
-  if (/node_modules\/(pg|pg-protocol|pg-types|pg-pool|pg-connection-string|postgres-array)\//.test(url)) {
+  if (
+    /node_modules\/(pg|pg-protocol|pg-types|pg-pool|pg-connection-string|postgres-array)\//.test(
+      url,
+    )
+  ) {
     return 'node-postgres (pg, pg-protocol)';
   }
   if (/\/packages\/[^/]+\/src\//.test(url)) return 'usagekit packages';

@@ -33,7 +33,8 @@ let ticksPerSecond: number | undefined;
 function clockTicksPerSecond(): number {
   if (ticksPerSecond === undefined) {
     try {
-      ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+      ticksPerSecond =
+        Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
     } catch {
       ticksPerSecond = 100;
     }
@@ -97,7 +98,9 @@ export function serverTreeCpuUs(postmasterPid: number): number | undefined {
  * Finds the postmaster of a local server from its data directory (needs a superuser or
  * pg_read_all_settings, which the bench has on embedded PostgreSQL).
  */
-export function postmasterPidFromDataDirectory(dataDirectory: string | undefined): number | undefined {
+export function postmasterPidFromDataDirectory(
+  dataDirectory: string | undefined,
+): number | undefined {
   if (!dataDirectory || process.platform !== 'linux') return undefined;
   try {
     const pid = Number(readFileSync(join(dataDirectory, 'postmaster.pid'), 'utf8').split('\n')[0]);
@@ -110,7 +113,10 @@ export function postmasterPidFromDataDirectory(dataDirectory: string | undefined
 }
 
 export function createCpuProbe(postmasterPid: number | undefined): CpuProbe {
-  const pid = postmasterPid !== undefined && serverTreeCpuUs(postmasterPid) !== undefined ? postmasterPid : undefined;
+  const pid =
+    postmasterPid !== undefined && serverTreeCpuUs(postmasterPid) !== undefined
+      ? postmasterPid
+      : undefined;
   return {
     serverMeasured: pid !== undefined,
     sample: () => ({
@@ -125,7 +131,11 @@ export interface CpuPerOperation {
   serverUsPerOp: number | undefined;
 }
 
-export function cpuPerOperation(start: CpuSample, end: CpuSample, operations: number): CpuPerOperation {
+export function cpuPerOperation(
+  start: CpuSample,
+  end: CpuSample,
+  operations: number,
+): CpuPerOperation {
   if (operations <= 0) return { clientUsPerOp: Number.NaN, serverUsPerOp: undefined };
   const ops = operations;
   return {

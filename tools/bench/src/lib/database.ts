@@ -36,7 +36,10 @@ export interface BenchDatabase {
   /** Empties the tables a section writes (TRUNCATE, so no dead rows carry over). */
   reset(): Promise<void>;
   /** Runs one statement on the bench database with a dedicated admin connection. */
-  query<R extends Record<string, unknown> = Record<string, unknown>>(text: string, values?: unknown[]): Promise<R[]>;
+  query<R extends Record<string, unknown> = Record<string, unknown>>(
+    text: string,
+    values?: unknown[],
+  ): Promise<R[]>;
   /** Drops the run's databases and stops an embedded server. Idempotent. */
   close(): Promise<void>;
 }
@@ -102,8 +105,9 @@ export async function openBenchDatabase(options: {
 async function readServerInfo(server: PostgresServer, external: boolean): Promise<ServerInfo> {
   return withAdminClient(server.url, async (client) => {
     const version = (await client.query<{ v: string }>('SELECT version() AS v')).rows[0].v;
-    const serverVersion = (await client.query<{ v: string }>(`SELECT current_setting('server_version') AS v`))
-      .rows[0].v;
+    const serverVersion = (
+      await client.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)
+    ).rows[0].v;
     const { rows } = await client.query<{ name: string; setting: string; unit: string | null }>(
       'SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1)',
       [REPORTED_SETTINGS],
@@ -128,7 +132,9 @@ async function readServerInfo(server: PostgresServer, external: boolean): Promis
 function formatSetting(setting: string, unit: string | null): string {
   if (unit === '8kB') {
     const bytes = Number(setting) * 8192;
-    return bytes >= 1 << 20 ? `${Math.round(bytes / (1 << 20))}MB` : `${Math.round(bytes / 1024)}kB`;
+    return bytes >= 1 << 20
+      ? `${Math.round(bytes / (1 << 20))}MB`
+      : `${Math.round(bytes / 1024)}kB`;
   }
   return unit ? `${setting}${unit}` : setting;
 }

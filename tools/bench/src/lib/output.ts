@@ -20,7 +20,8 @@ export function createOutput(stream: NodeJS.WritableStream): Output {
 /** A plain-text table: the first column left-aligned, the others right-aligned. */
 export function formatTable(title: string, headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const cell = (value: string, i: number) => (i === 0 ? value.padEnd(widths[i]) : value.padStart(widths[i]));
+  const cell = (value: string, i: number) =>
+    i === 0 ? value.padEnd(widths[i]) : value.padStart(widths[i]);
   const lines = [
     title,
     headers.map(cell).join('  '),
@@ -30,16 +31,19 @@ export function formatTable(title: string, headers: string[], rows: string[][]):
   return `${lines.join('\n')}\n`;
 }
 
-/** A Markdown table (for docs/perf/README.md). */
-export function markdownTable(headers: string[], rows: string[][]): string {
-  const align = headers.map((_, i) => (i === 0 ? '---' : '---:'));
+/** A Markdown table (for docs/perf/README.md): numbers right-aligned unless `textColumns`. */
+export function markdownTable(headers: string[], rows: string[][], textColumns = false): string {
+  const align = headers.map((_, i) => (i === 0 || textColumns ? '---' : '---:'));
   return [headers, align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
 }
 
 /** Fixed-point with thousands separators; '–' for a missing value. */
 export function fmt(value: number | undefined, digits = 0): string {
   if (value === undefined || !Number.isFinite(value)) return '–';
-  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  return value.toLocaleString('en-US', {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
 }
 
 /** Milliseconds with precision that suits their size. */

@@ -7,11 +7,25 @@
  * wait on row locks, which none of the other contenders do.)
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { cpuPerOperation, type CpuPerOperation, type CpuProbe } from './cpu.js';
-import { FLUSH_AFTER_LOCK, LOCK_KEY, LOCK_TIMEOUT, SET_LOCK_TIMEOUT, TAKE_SHARED_LOCK } from './raw-sql.js';
+import {
+  FLUSH_AFTER_LOCK,
+  LOCK_KEY,
+  LOCK_TIMEOUT,
+  SET_LOCK_TIMEOUT,
+  TAKE_SHARED_LOCK,
+} from './raw-sql.js';
 import { summarizeLatencies, type LatencySummary } from './stats.js';
 
 export interface PgbenchInfo {
@@ -20,8 +34,13 @@ export interface PgbenchInfo {
 }
 
 /** pgbench on the PATH, else the newest Debian/Ubuntu postgresql-client's. */
-export function findPgbench(env: Readonly<Record<string, string | undefined>> = process.env): string | undefined {
-  const candidates = (env['PATH'] ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'pgbench'));
+export function findPgbench(
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): string | undefined {
+  const candidates = (env['PATH'] ?? '')
+    .split(delimiter)
+    .filter(Boolean)
+    .map((dir) => join(dir, 'pgbench'));
   try {
     const versions = readdirSync('/usr/lib/postgresql')
       .filter((v) => /^\d+$/.test(v))
@@ -151,7 +170,9 @@ export async function runPgbench(options: PgbenchRunOptions): Promise<PgbenchRes
       throw new Error(`pgbench exited with ${code}: ${lastLines(stderr || stdout, 5)}`);
     }
     const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(stdout)?.[1]);
-    const processed = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1] ?? 0);
+    const processed = Number(
+      /number of transactions actually processed: (\d+)/.exec(stdout)?.[1] ?? 0,
+    );
     const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
     const latencies = readLatenciesMs(dir);
     const clientUs = bash ? childrenCpuUs(stderr) : undefined;
@@ -204,7 +225,10 @@ function readLatenciesMs(dir: string): number[] {
 
 /** The second line of bash's `times`: the children's user and system time, e.g. "0m1.234s 0m0.567s". */
 export function childrenCpuUs(stderr: string): number | undefined {
-  const lines = stderr.trim().split('\n').filter((l) => /^\d+m[\d.]+s \d+m[\d.]+s$/.test(l.trim()));
+  const lines = stderr
+    .trim()
+    .split('\n')
+    .filter((l) => /^\d+m[\d.]+s \d+m[\d.]+s$/.test(l.trim()));
   const children = lines[lines.length - 1];
   if (!children || lines.length < 2) return undefined;
   let total = 0;

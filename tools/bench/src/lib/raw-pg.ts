@@ -38,7 +38,10 @@ export async function rawFlushInteractive(pool: Pool, values: FlushValues): Prom
   return inTransaction(pool, async (client) => {
     await client.query(SET_LOCK_TIMEOUT, [LOCK_TIMEOUT]);
     await client.query(TAKE_SHARED_LOCK, [LOCK_KEY]);
-    const { rows } = await client.query<RawFlushRow>(FLUSH_AFTER_LOCK, flushAfterLockParams(values));
+    const { rows } = await client.query<RawFlushRow>(
+      FLUSH_AFTER_LOCK,
+      flushAfterLockParams(values),
+    );
     return rows[0];
   });
 }
@@ -49,8 +52,14 @@ export async function rawFlushInteractive(pool: Pool, values: FlushValues): Prom
  * the store's 'single-statement' mode puts on the wire too (Prisma runs a one-element
  * $transaction([...]) batch as a single query, without BEGIN/COMMIT).
  */
-export async function rawFlushSingleStatement(pool: Pool, values: FlushValues): Promise<RawFlushRow> {
-  const { rows } = await pool.query<RawFlushRow>(FLUSH_WITH_SHARED_LOCK, flushWithLockParams(values));
+export async function rawFlushSingleStatement(
+  pool: Pool,
+  values: FlushValues,
+): Promise<RawFlushRow> {
+  const { rows } = await pool.query<RawFlushRow>(
+    FLUSH_WITH_SHARED_LOCK,
+    flushWithLockParams(values),
+  );
   return rows[0];
 }
 

@@ -59,7 +59,10 @@ export async function recordQueries(work: () => Promise<void>): Promise<Captured
       captured.push({ text: first, values: Array.isArray(second) ? second : [] });
     } else if (first && typeof first === 'object' && 'text' in first) {
       const config = first as { text: string; values?: unknown[] };
-      captured.push({ text: config.text, values: config.values ?? (Array.isArray(second) ? second : []) });
+      captured.push({
+        text: config.text,
+        values: config.values ?? (Array.isArray(second) ? second : []),
+      });
     }
     return original.apply(this, args);
   };
@@ -82,8 +85,16 @@ export async function checkBaselineSql(databaseUrl: string): Promise<DriftReport
   try {
     const single = new BoundaryUsageStore(prisma, { flushMode: 'single-statement' });
     const interactive = new BoundaryUsageStore(prisma, { flushMode: 'interactive' });
-    const singleValues: FlushValues = { ...SAMPLE, replicaId: '9a7d1f52-3c4e-4b8a-9f01-000000000001', sequence: 11n };
-    const interactiveValues: FlushValues = { ...SAMPLE, replicaId: '9a7d1f52-3c4e-4b8a-9f01-000000000002', sequence: 12n };
+    const singleValues: FlushValues = {
+      ...SAMPLE,
+      replicaId: '9a7d1f52-3c4e-4b8a-9f01-000000000001',
+      sequence: 11n,
+    };
+    const interactiveValues: FlushValues = {
+      ...SAMPLE,
+      replicaId: '9a7d1f52-3c4e-4b8a-9f01-000000000002',
+      sequence: 12n,
+    };
     const maxStalenessMs = 3_600_000;
 
     // Warm the client first: its first query may send extra statements of its own.
@@ -92,27 +103,40 @@ export async function checkBaselineSql(databaseUrl: string): Promise<DriftReport
     const singleSent = await recordQueries(async () => {
       await single.upsertStats(singleValues);
     });
-    compare('single-statement flush', significant(singleSent), [
-      { text: FLUSH_WITH_SHARED_LOCK, values: flushWithLockParams(singleValues) },
-    ], mismatches);
+    compare(
+      'single-statement flush',
+      significant(singleSent),
+      [{ text: FLUSH_WITH_SHARED_LOCK, values: flushWithLockParams(singleValues) }],
+      mismatches,
+    );
 
     const interactiveSent = await recordQueries(async () => {
       await interactive.upsertStats(interactiveValues);
     });
-    compare('interactive flush', significant(interactiveSent), [
-      { text: SET_LOCK_TIMEOUT, values: [LOCK_TIMEOUT] },
-      { text: TAKE_SHARED_LOCK, values: [LOCK_KEY] },
-      { text: FLUSH_AFTER_LOCK, values: flushAfterLockParams(interactiveValues) },
-    ], mismatches);
+    compare(
+      'interactive flush',
+      significant(interactiveSent),
+      [
+        { text: SET_LOCK_TIMEOUT, values: [LOCK_TIMEOUT] },
+        { text: TAKE_SHARED_LOCK, values: [LOCK_KEY] },
+        { text: FLUSH_AFTER_LOCK, values: flushAfterLockParams(interactiveValues) },
+      ],
+      mismatches,
+    );
 
     const cutoverSent = await recordQueries(async () => {
       await single.getAndResetSummary({ maxStalenessMs });
     });
-    compare('cutover', significant(cutoverSent), [
-      { text: SET_LOCK_TIMEOUT, values: [LOCK_TIMEOUT] },
-      { text: TAKE_EXCLUSIVE_LOCK, values: [LOCK_KEY] },
-      { text: CUTOVER, values: [maxStalenessMs] },
-    ], mismatches);
+    compare(
+      'cutover',
+      significant(cutoverSent),
+      [
+        { text: SET_LOCK_TIMEOUT, values: [LOCK_TIMEOUT] },
+        { text: TAKE_EXCLUSIVE_LOCK, values: [LOCK_KEY] },
+        { text: CUTOVER, values: [maxStalenessMs] },
+      ],
+      mismatches,
+    );
   } finally {
     await prisma.$disconnect();
   }
@@ -140,7 +164,9 @@ function compare(
   expected.forEach((want, i) => {
     const got = sent[i];
     if (normalizeSql(got.text) !== normalizeSql(want.text)) {
-      mismatches.push(`${what}, statement ${i + 1}: text differs from raw-sql.ts (${firstDifference(got.text, want.text)})`);
+      mismatches.push(
+        `${what}, statement ${i + 1}: text differs from raw-sql.ts (${firstDifference(got.text, want.text)})`,
+      );
     }
     if (JSON.stringify(got.values) !== JSON.stringify(want.values)) {
       mismatches.push(

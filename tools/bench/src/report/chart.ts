@@ -4,7 +4,12 @@
  */
 import type { FlushCell, FlushContenderId } from '../sections/flush.js';
 
-export const CHART_CONTENDERS: ReadonlyArray<{ id: FlushContenderId; label: string; color: string; dash?: string }> = [
+export const CHART_CONTENDERS: ReadonlyArray<{
+  id: FlushContenderId;
+  label: string;
+  color: string;
+  dash?: string;
+}> = [
   { id: 'a', label: 'a ours (shared lock, single statement)', color: '#1f77b4' },
   { id: 'b', label: 'b ours, exclusive lock (coder)', color: '#d62728', dash: '6 4' },
   { id: 'd', label: 'd raw node-postgres (5 statements)', color: '#2ca02c' },
@@ -27,7 +32,10 @@ export function flushThroughputSvg(cells: readonly FlushCell[], subtitle: string
   const plotHeight = HEIGHT - MARGIN.top - MARGIN.bottom;
   const x = (replicas: number) => {
     const i = concurrencies.indexOf(replicas);
-    return MARGIN.left + (concurrencies.length === 1 ? plotWidth / 2 : (i / (concurrencies.length - 1)) * plotWidth);
+    return (
+      MARGIN.left +
+      (concurrencies.length === 1 ? plotWidth / 2 : (i / (concurrencies.length - 1)) * plotWidth)
+    );
   };
   const y = (value: number) => MARGIN.top + plotHeight - (value / yMax) * plotHeight;
 
@@ -66,7 +74,10 @@ export function flushThroughputSvg(cells: readonly FlushCell[], subtitle: string
     const dash = contender.dash ? ` stroke-dasharray="${contender.dash}"` : '';
     parts.push(
       `<polyline fill="none" stroke="${contender.color}" stroke-width="2.5"${dash} points="${points.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' ')}"/>`,
-      ...points.map(([px, py]) => `<circle cx="${px.toFixed(1)}" cy="${py.toFixed(1)}" r="3.5" fill="${contender.color}"/>`),
+      ...points.map(
+        ([px, py]) =>
+          `<circle cx="${px.toFixed(1)}" cy="${py.toFixed(1)}" r="3.5" fill="${contender.color}"/>`,
+      ),
     );
     const ly = MARGIN.top + plotHeight + 58 + Math.floor(index / 2) * 20;
     const lx = MARGIN.left + (index % 2) * (plotWidth / 2);
@@ -96,5 +107,9 @@ function yTicks(max: number): number[] {
 }
 
 function escapeXml(text: string): string {
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+  return text
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;');
 }

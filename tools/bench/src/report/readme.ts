@@ -6,7 +6,8 @@
 import { fmt, fmtMs, fmtRatio, markdownTable } from '../lib/output.js';
 import type { BenchResults } from './results.js';
 
-export const NOTES_START = '<!-- notes:start (hand-written; kept when the bench rewrites this file) -->';
+export const NOTES_START =
+  '<!-- notes:start (hand-written; kept when the bench rewrites this file) -->';
 export const NOTES_END = '<!-- notes:end -->';
 
 export function extractNotes(existing: string | undefined): string | undefined {
@@ -17,7 +18,11 @@ export function extractNotes(existing: string | undefined): string | undefined {
   return existing.slice(start + NOTES_START.length, end).trim();
 }
 
-export function renderReadme(results: BenchResults, chartFile: string, notes: string | undefined): string {
+export function renderReadme(
+  results: BenchResults,
+  chartFile: string,
+  notes: string | undefined,
+): string {
   const r = results;
   const lines: string[] = [];
   const push = (...more: string[]) => lines.push(...more);
@@ -38,14 +43,26 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       [
         ['CPU', `${r.machine.cpuModel}, ${r.machine.cores} cores`],
         ['memory', gb(r.machine.memoryBytes)],
-        ['load average at start (1/5/15 min)', r.machine.loadAverageAtStart.map((v) => v.toFixed(2)).join(' / ')],
+        [
+          'load average at start (1/5/15 min)',
+          r.machine.loadAverageAtStart.map((v) => v.toFixed(2)).join(' / '),
+        ],
         ['OS', `${r.machine.platform} ${r.machine.release}`],
         ['Node.js', r.node],
         ['PostgreSQL', `${r.postgres.serverVersion} (${r.postgres.source}); ${r.postgres.version}`],
-        ['server settings', Object.entries(r.postgres.settings).map(([k, v]) => `${k}=${v}`).join(', ')],
+        [
+          'server settings',
+          Object.entries(r.postgres.settings)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(', '),
+        ],
         ['pgbench', r.pgbench ? r.pgbench.version : 'not found'],
-        ['git', `${r.git.commit ?? 'unknown'}${r.git.dirtyPaths ? ` (+${r.git.dirtyPaths} uncommitted paths under packages/, prisma/, tools/bench/)` : ''}`],
+        [
+          'git',
+          `${r.git.commit ?? 'unknown'}${r.git.dirtyPaths ? ` (+${r.git.dirtyPaths} uncommitted paths under packages/, prisma/, tools/bench/)` : ''}`,
+        ],
       ],
+      true,
     ),
     '',
     'Client (Node) and server (PostgreSQL) share these cores, so a contender that spends less CPU per ' +
@@ -53,10 +70,20 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
     '',
   );
 
-  push('## Goals', '', markdownTable(
-    ['goal', 'target', 'this run', 'status'],
-    r.goals.map((g) => [g.description, g.target, g.actualText, g.status === 'PASS' ? '**PASS**' : `**${g.status}**`]),
-  ), '');
+  push(
+    '## Goals',
+    '',
+    markdownTable(
+      ['goal', 'target', 'this run', 'status'],
+      r.goals.map((g) => [
+        g.description,
+        g.target,
+        g.actualText,
+        g.status === 'PASS' ? '**PASS**' : `**${g.status}**`,
+      ]),
+    ),
+    '',
+  );
 
   if (!r.baselineSql.matches) {
     push(
@@ -65,7 +92,10 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       '',
     );
   } else {
-    push('The raw node-postgres and pgbench baselines were checked in this run to send the same statements and parameters as the store (captured from the wire).', '');
+    push(
+      'The raw node-postgres and pgbench baselines were checked in this run to send the same statements and parameters as the store (captured from the wire).',
+      '',
+    );
   }
 
   if (r.failures.length > 0) {
@@ -85,12 +115,22 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       markdownTable(
         ['', 'contender', 'round trips'],
         f.contenders.map((c) => [c.id, c.label, String(c.roundTrips)]),
+        true,
       ),
       '',
       `![Flush throughput vs concurrency](${chartFile})`,
       '',
       markdownTable(
-        ['contender', 'replicas', 'flushes/s', 'p50 ms', 'p99 ms', 'Node µs/flush', 'PostgreSQL µs/flush', 'errors'],
+        [
+          'contender',
+          'replicas',
+          'flushes/s',
+          'p50 ms',
+          'p99 ms',
+          'Node µs/flush',
+          'PostgreSQL µs/flush',
+          'errors',
+        ],
         f.cells.map((c) => [
           c.contender,
           String(c.replicas),
@@ -106,7 +146,16 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       'Throughput ratios:',
       '',
       markdownTable(
-        ['replicas', 'a ÷ d ours / raw pg', 'a ÷ e ours / pgbench', 'a ÷ b shared / exclusive', 'a ÷ f same statement', 'c ÷ d same 5 statements', 'c ÷ g shared / exclusive, interactive', 'h ÷ f prepared / not'],
+        [
+          'replicas',
+          'a ÷ d ours / raw pg',
+          'a ÷ e ours / pgbench',
+          'a ÷ b shared / exclusive',
+          'a ÷ f same statement',
+          'c ÷ d same 5 statements',
+          'c ÷ g shared / exclusive, interactive',
+          'h ÷ f prepared / not',
+        ],
         f.ratios.map((x) => [
           String(x.replicas),
           fmtRatio(x.oursOverRawPg),
@@ -122,7 +171,9 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       'a ÷ d is the goal as stated (our default flush against the textbook five-statement protocol in raw ' +
         'node-postgres); a ÷ f isolates what Prisma costs for byte-identical SQL, and c ÷ d does the same for ' +
         'the five-statement form. pgbench numbers include no Node at all.' +
-        (f.pgbench === 'not found' ? ' pgbench was not found on this machine: contender e was skipped.' : ''),
+        (f.pgbench === 'not found'
+          ? ' pgbench was not found on this machine: contender e was skipped.'
+          : ''),
       '',
     );
   }
@@ -137,7 +188,12 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       '',
       markdownTable(
         ['rows', 'ours ms', 'raw pg ms', 'ours ÷ raw'],
-        r.cutover.cells.map((c) => [fmt(c.rows), fmtMs(c.oursMs), fmtMs(c.rawMs), fmtRatio(c.oursOverRaw)]),
+        r.cutover.cells.map((c) => [
+          fmt(c.rows),
+          fmtMs(c.oursMs),
+          fmtMs(c.rawMs),
+          fmtRatio(c.oursOverRaw),
+        ]),
       ),
       '',
     );
@@ -152,7 +208,17 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
         `${r.settings.contentionRounds} rounds × ${r.settings.contentionSeconds} s.`,
       '',
       markdownTable(
-        ['writer lock', 'flushes/s', 'flush p50 ms', 'flush p99 ms', 'flush max ms', 'cutovers/s', 'cutover p50 ms', 'cutover p99 ms', 'errors'],
+        [
+          'writer lock',
+          'flushes/s',
+          'flush p50 ms',
+          'flush p99 ms',
+          'flush max ms',
+          'cutovers/s',
+          'cutover p50 ms',
+          'cutover p99 ms',
+          'errors',
+        ],
         c.cells.map((x) => [
           `${x.contender} ${x.lockMode}`,
           fmt(x.flushesPerSecond),
@@ -180,15 +246,33 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       push(
         `${fmt(t.calls)} calls on ${fmt(t.distinctIds)} distinct ids (${fmt(t.distinctIds / 2)} workspaces, each with its own owner), ` +
           `every id first seen once, then uniformly random; a fresh tracker per round, ${r.settings.trackerRounds} rounds. ` +
-          'Rates are calls per second of the process\'s CPU time (the loop is synchronous; on a shared machine wall-clock time also counts the neighbours). ' +
+          "Rates are calls per second of the process's CPU time (the loop is synchronous; on a shared machine wall-clock time also counts the neighbours). " +
           'Heap is measured with `global.gc()` before and after; the id strings are allocated beforehand and belong to the caller. ' +
           'The last column spreads the same calls over 1,000 ids, which stay in the CPU caches.',
         '',
         markdownTable(
-          ['contender', `calls / CPU-second, ${fmt(t.distinctIds)} ids`, 'calls / wall-second', 'heap bytes / distinct id', `calls / CPU-second, ${fmt(t.hot?.distinctIds)} ids`],
           [
-            ['BoundaryUsageTracker.track', fmt(t.trackerOpsPerSecond), fmt(t.trackerWallOpsPerSecond), fmt(t.trackerBytesPerId, 1), fmt(t.hot?.trackerOpsPerSecond)],
-            ['baseline: `Set<string>` add of both ids + 2 additions', fmt(t.baselineOpsPerSecond), fmt(t.baselineWallOpsPerSecond), fmt(t.baselineBytesPerId, 1), fmt(t.hot?.baselineOpsPerSecond)],
+            'contender',
+            `calls / CPU-second, ${fmt(t.distinctIds)} ids`,
+            'calls / wall-second',
+            'heap bytes / distinct id',
+            `calls / CPU-second, ${fmt(t.hot?.distinctIds)} ids`,
+          ],
+          [
+            [
+              'BoundaryUsageTracker.track',
+              fmt(t.trackerOpsPerSecond),
+              fmt(t.trackerWallOpsPerSecond),
+              fmt(t.trackerBytesPerId, 1),
+              fmt(t.hot?.trackerOpsPerSecond),
+            ],
+            [
+              'baseline: `Set<string>` add of both ids + 2 additions',
+              fmt(t.baselineOpsPerSecond),
+              fmt(t.baselineWallOpsPerSecond),
+              fmt(t.baselineBytesPerId, 1),
+              fmt(t.hot?.baselineOpsPerSecond),
+            ],
           ],
         ),
         '',
@@ -210,7 +294,13 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       '',
       markdownTable(
         ['operation', 'ours ms', 'raw pg ms', 'ours Node CPU ms', 'raw Node CPU ms'],
-        u.cells.map((c) => [c.operation, fmtMs(c.oursMs), fmtMs(c.rawMs), fmtMs(c.oursClientCpuMs), fmtMs(c.rawClientCpuMs)]),
+        u.cells.map((c) => [
+          c.operation,
+          fmtMs(c.oursMs),
+          fmtMs(c.rawMs),
+          fmtMs(c.oursClientCpuMs),
+          fmtMs(c.rawClientCpuMs),
+        ]),
       ),
       '',
       `Per distinct id, ours: flush +${u.flushUsPerId.toFixed(2)} µs, cutover +${u.cutoverUsPerId.toFixed(2)} µs.`,
@@ -221,9 +311,9 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
   push('## Where the time goes', '');
   if (r.profile && r.profile.contenders.length > 0) {
     const [a, d] = r.profile.contenders;
-    const categories = [...new Set(r.profile.contenders.flatMap((c) => Object.keys(c.usPerFlushByCategory)))].sort(
-      (x, y) => (a?.usPerFlushByCategory[y] ?? 0) - (a?.usPerFlushByCategory[x] ?? 0),
-    );
+    const categories = [
+      ...new Set(r.profile.contenders.flatMap((c) => Object.keys(c.usPerFlushByCategory))),
+    ].sort((x, y) => (a?.usPerFlushByCategory[y] ?? 0) - (a?.usPerFlushByCategory[x] ?? 0));
     push(
       `Contenders a and d with ${r.profile.replicas} replicas, each profiled for ${r.profile.seconds} s with V8's sampling ` +
         "profiler (after the measured sections). Node CPU per flush by layer (self time), then each side's total:",
@@ -231,9 +321,21 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       markdownTable(
         ['layer', 'a ours µs/flush', 'd raw pg µs/flush'],
         [
-          ...categories.map((cat) => [cat, fmt(a?.usPerFlushByCategory[cat], 1), fmt(d?.usPerFlushByCategory[cat], 1)]),
-          ['**Node total** (process.cpuUsage)', fmt(a?.clientCpuUsPerFlush, 1), fmt(d?.clientCpuUsPerFlush, 1)],
-          ['**PostgreSQL total** (/proc)', fmt(a?.serverCpuUsPerFlush, 1), fmt(d?.serverCpuUsPerFlush, 1)],
+          ...categories.map((cat) => [
+            cat,
+            fmt(a?.usPerFlushByCategory[cat], 1),
+            fmt(d?.usPerFlushByCategory[cat], 1),
+          ]),
+          [
+            '**Node total** (process.cpuUsage)',
+            fmt(a?.clientCpuUsPerFlush, 1),
+            fmt(d?.clientCpuUsPerFlush, 1),
+          ],
+          [
+            '**PostgreSQL total** (/proc)',
+            fmt(a?.serverCpuUsPerFlush, 1),
+            fmt(d?.serverCpuUsPerFlush, 1),
+          ],
           ['flushes/s while profiled', fmt(a?.flushesPerSecond), fmt(d?.flushesPerSecond)],
         ],
       ),
@@ -242,19 +344,32 @@ export function renderReadme(results: BenchResults, chartFile: string, notes: st
       '',
       markdownTable(
         ['function', 'layer', 'share of samples'],
-        (a?.breakdown.topFunctions ?? []).map((fn) => [`\`${fn.name}\``, fn.category, `${(fn.share * 100).toFixed(1)}%`]),
+        (a?.breakdown.topFunctions ?? []).map((fn) => [
+          `\`${fn.name}\``,
+          fn.category,
+          `${(fn.share * 100).toFixed(1)}%`,
+        ]),
+        true,
       ),
       '',
       'Heaviest functions in d:',
       '',
       markdownTable(
         ['function', 'layer', 'share of samples'],
-        (d?.breakdown.topFunctions ?? []).map((fn) => [`\`${fn.name}\``, fn.category, `${(fn.share * 100).toFixed(1)}%`]),
+        (d?.breakdown.topFunctions ?? []).map((fn) => [
+          `\`${fn.name}\``,
+          fn.category,
+          `${(fn.share * 100).toFixed(1)}%`,
+        ]),
+        true,
       ),
       '',
     );
   } else {
-    push('Not profiled in this run (the profile runs by default in a full run; add `--cpu-prof` to a quick one).', '');
+    push(
+      'Not profiled in this run (the profile runs by default in a full run; add `--cpu-prof` to a quick one).',
+      '',
+    );
   }
 
   push(

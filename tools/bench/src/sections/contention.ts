@@ -51,7 +51,9 @@ export interface ContentionSectionResult {
 
 export async function runContentionSection(ctx: BenchContext): Promise<ContentionSectionResult> {
   const { settings } = ctx;
-  const ids = Array.from({ length: settings.contentionReplicas }, (_, i) => replicaId(ctx.replicaIdPrefix, i));
+  const ids = Array.from({ length: settings.contentionReplicas }, (_, i) =>
+    replicaId(ctx.replicaIdPrefix, i),
+  );
   const contenders = [
     { contender: 'a', lockMode: 'shared' },
     { contender: 'b', lockMode: 'exclusive' },
@@ -145,7 +147,17 @@ export async function runContentionSection(ctx: BenchContext): Promise<Contentio
   };
   ctx.out.table(
     `3. Writers under contention: ${settings.contentionReplicas} replicas, a cutover every ${settings.cutoverIntervalMs} ms (median of ${settings.contentionRounds} rounds × ${settings.contentionSeconds} s)`,
-    ['writer lock', 'flushes/s', 'flush p50 ms', 'flush p99 ms', 'flush max ms', 'cutovers/s', 'cutover p50 ms', 'cutover p99 ms', 'errors'],
+    [
+      'writer lock',
+      'flushes/s',
+      'flush p50 ms',
+      'flush p99 ms',
+      'flush max ms',
+      'cutovers/s',
+      'cutover p50 ms',
+      'cutover p99 ms',
+      'errors',
+    ],
     cells.map((c) => [
       `${c.contender} ${c.lockMode}`,
       fmt(c.flushesPerSecond),

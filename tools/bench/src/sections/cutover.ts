@@ -32,7 +32,8 @@ export async function runCutoverSection(ctx: BenchContext): Promise<CutoverSecti
   const store = new BoundaryUsageStore(prisma);
   const pool = createRawPool(ctx.db.databaseUrl, 2);
   const cutover: Record<Side, () => Promise<bigint>> = {
-    ours: async () => BigInt((await store.getAndResetSummary({ maxStalenessMs: MAX_STALENESS_MS })).replicas),
+    ours: async () =>
+      BigInt((await store.getAndResetSummary({ maxStalenessMs: MAX_STALENESS_MS })).replicas),
     raw: async () => BigInt((await rawCutover(pool, MAX_STALENESS_MS)).replicas),
   };
   try {
@@ -55,7 +56,14 @@ export async function runCutoverSection(ctx: BenchContext): Promise<CutoverSecti
       }
       const oursMs = median(samples.ours);
       const rawMs = median(samples.raw);
-      cells.push({ rows, oursMs, rawMs, oursOverRaw: ratio(oursMs, rawMs), oursRoundsMs: samples.ours, rawRoundsMs: samples.raw });
+      cells.push({
+        rows,
+        oursMs,
+        rawMs,
+        oursOverRaw: ratio(oursMs, rawMs),
+        oursRoundsMs: samples.ours,
+        rawRoundsMs: samples.raw,
+      });
       ctx.out.line(`  ${fmt(rows)} rows: ours ${fmtMs(oursMs)} ms, raw ${fmtMs(rawMs)} ms`);
     }
     ctx.out.table(

@@ -9,7 +9,12 @@ import { rotate, type BenchContext } from '../lib/context.js';
 import { runFleet, replicaId, type Fleet, type SegmentResult } from '../lib/fleet.js';
 import { fmt, fmtMs, fmtRatio } from '../lib/output.js';
 import { runPgbench } from '../lib/pgbench.js';
-import { createRawPool, rawFlushInteractive, rawFlushPrepared, rawFlushSingleStatement } from '../lib/raw-pg.js';
+import {
+  createRawPool,
+  rawFlushInteractive,
+  rawFlushPrepared,
+  rawFlushSingleStatement,
+} from '../lib/raw-pg.js';
 import type { FlushValues } from '../lib/raw-sql.js';
 import { median, ratio } from '../lib/stats.js';
 
@@ -28,11 +33,20 @@ export const FLUSH_CONTENDERS: readonly FlushContender[] = [
   { id: 'a', label: 'ours: shared lock, single statement (default)', roundTrips: 1 },
   { id: 'b', label: 'ours: exclusive lock (coder), single statement', roundTrips: 1 },
   { id: 'c', label: 'ours: shared lock, interactive', roundTrips: 5 },
-  { id: 'd', label: 'raw node-postgres: BEGIN, lock_timeout, shared lock, upsert, COMMIT', roundTrips: 5 },
+  {
+    id: 'd',
+    label: 'raw node-postgres: BEGIN, lock_timeout, shared lock, upsert, COMMIT',
+    roundTrips: 5,
+  },
   { id: 'e', label: 'pgbench: the same five statements as d', roundTrips: 5 },
   { id: 'f', label: "raw node-postgres: a's single statement", roundTrips: 1 },
   { id: 'g', label: 'ours: exclusive lock, interactive (coder, in full)', roundTrips: 5 },
-  { id: 'h', label: 'raw node-postgres: f as a named prepared statement', roundTrips: 1, onlyAt: [16] },
+  {
+    id: 'h',
+    label: 'raw node-postgres: f as a named prepared statement',
+    roundTrips: 1,
+    onlyAt: [16],
+  },
 ];
 
 /** Pool size of each replica's client: a replica runs one flush at a time, 2 leaves slack. */
@@ -108,7 +122,9 @@ export function openStoreFleet(
   ids: readonly string[],
   options: StoreOptions,
 ): Fleet {
-  const clients = ids.map(() => createPrismaClient({ databaseUrl, maxConnections: REPLICA_POOL_SIZE }));
+  const clients = ids.map(() =>
+    createPrismaClient({ databaseUrl, maxConnections: REPLICA_POOL_SIZE }),
+  );
   const flushers = ids.map((id, i) => {
     const store = new BoundaryUsageStore(clients[i], options);
     // The shape the tracker sends: counts as numbers, request deltas as bigints.
@@ -126,7 +142,10 @@ export function openStoreFleet(
         userIds: [],
       });
   });
-  return { flushers, close: async () => void (await Promise.all(clients.map((c) => c.$disconnect()))) };
+  return {
+    flushers,
+    close: async () => void (await Promise.all(clients.map((c) => c.$disconnect()))),
+  };
 }
 
 export function openRawFleet(
@@ -142,12 +161,22 @@ export function openRawFleet(
   return { flushers, close: async () => void (await Promise.all(pools.map((p) => p.end()))) };
 }
 
-export function openFleet(id: FlushContenderId, databaseUrl: string, ids: readonly string[]): Fleet {
+export function openFleet(
+  id: FlushContenderId,
+  databaseUrl: string,
+  ids: readonly string[],
+): Fleet {
   switch (id) {
     case 'a':
-      return openStoreFleet(databaseUrl, ids, { lockMode: 'shared', flushMode: 'single-statement' });
+      return openStoreFleet(databaseUrl, ids, {
+        lockMode: 'shared',
+        flushMode: 'single-statement',
+      });
     case 'b':
-      return openStoreFleet(databaseUrl, ids, { lockMode: 'exclusive', flushMode: 'single-statement' });
+      return openStoreFleet(databaseUrl, ids, {
+        lockMode: 'exclusive',
+        flushMode: 'single-statement',
+      });
     case 'c':
       return openStoreFleet(databaseUrl, ids, { lockMode: 'shared', flushMode: 'interactive' });
     case 'g':
@@ -222,7 +251,8 @@ export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionRe
           clientCpuUsPerFlush: result.cpu.clientUsPerOp,
           serverCpuUsPerFlush: result.cpu.serverUsPerOp,
         });
-        if (result.firstError && !firstErrors.has(contender.id)) firstErrors.set(contender.id, result.firstError);
+        if (result.firstError && !firstErrors.has(contender.id))
+          firstErrors.set(contender.id, result.firstError);
       }
     }
     const line: string[] = [];
@@ -240,8 +270,14 @@ export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionRe
   return { contenders, pgbench: ctx.pgbench ? 'measured' : 'not found', cells, ratios };
 }
 
-function summarizeCell(contender: FlushContenderId, replicas: number, rounds: FlushRound[]): FlushCell {
-  const server = rounds.map((r) => r.serverCpuUsPerFlush).filter((v): v is number => v !== undefined);
+function summarizeCell(
+  contender: FlushContenderId,
+  replicas: number,
+  rounds: FlushRound[],
+): FlushCell {
+  const server = rounds
+    .map((r) => r.serverCpuUsPerFlush)
+    .filter((v): v is number => v !== undefined);
   return {
     contender,
     replicas,
@@ -288,12 +324,30 @@ function printFlushTables(
   ]);
   ctx.out.table(
     `1. Flush throughput (median of ${ctx.settings.flushRounds} rounds × ${ctx.settings.flushSeconds} s)`,
-    ['contender', 'replicas', 'flushes/s', 'p50 ms', 'p99 ms', 'client µs/flush', 'server µs/flush', 'errors'],
+    [
+      'contender',
+      'replicas',
+      'flushes/s',
+      'p50 ms',
+      'p99 ms',
+      'client µs/flush',
+      'server µs/flush',
+      'errors',
+    ],
     rows,
   );
   ctx.out.table(
     'Flush ratios (throughput)',
-    ['replicas', 'a÷d ours/raw pg', 'a÷e ours/pgbench', 'a÷b shared/excl', 'a÷f same stmt', 'c÷d same 5 stmts', 'c÷g shared/excl itx', 'h÷f prepared'],
+    [
+      'replicas',
+      'a÷d ours/raw pg',
+      'a÷e ours/pgbench',
+      'a÷b shared/excl',
+      'a÷f same stmt',
+      'c÷d same 5 stmts',
+      'c÷g shared/excl itx',
+      'h÷f prepared',
+    ],
     ratios.map((r) => [
       String(r.replicas),
       fmtRatio(r.oursOverRawPg),

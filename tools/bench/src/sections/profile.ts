@@ -34,11 +34,18 @@ export interface ProfileSectionResult {
   contenders: ProfiledContender[];
 }
 
-export async function runProfileSection(ctx: BenchContext, directory?: string): Promise<ProfileSectionResult> {
+export async function runProfileSection(
+  ctx: BenchContext,
+  directory?: string,
+): Promise<ProfileSectionResult> {
   const { settings } = ctx;
-  const dir = directory ? resolve(directory) : mkdtempSync(join(tmpdir(), 'usagekit-bench-profiles-'));
+  const dir = directory
+    ? resolve(directory)
+    : mkdtempSync(join(tmpdir(), 'usagekit-bench-profiles-'));
   mkdirSync(dir, { recursive: true });
-  const ids = Array.from({ length: settings.profileReplicas }, (_, i) => replicaId(ctx.replicaIdPrefix, i));
+  const ids = Array.from({ length: settings.profileReplicas }, (_, i) =>
+    replicaId(ctx.replicaIdPrefix, i),
+  );
   const session = new Session();
   session.connect();
   const contenders: ProfiledContender[] = [];
@@ -66,7 +73,10 @@ export async function runProfileSection(ctx: BenchContext, directory?: string): 
         await starting;
         profile = ((await stopping) as { profile: CpuProfile } | undefined)?.profile;
         if (!profile) throw new Error('profiler produced no profile');
-        const file = join(dir, `flush-${contender}-${settings.profileReplicas}-replicas.cpuprofile`);
+        const file = join(
+          dir,
+          `flush-${contender}-${settings.profileReplicas}-replicas.cpuprofile`,
+        );
         writeFileSync(file, JSON.stringify(profile));
         const summary = breakdown(profile);
         const usPerFlushByCategory: Record<string, number> = {};
@@ -106,11 +116,20 @@ export async function runProfileSection(ctx: BenchContext, directory?: string): 
         fmt(a?.usPerFlushByCategory[category], 1),
         fmt(d?.usPerFlushByCategory[category], 1),
       ]),
-      ['total Node CPU (process.cpuUsage)', fmt(a?.clientCpuUsPerFlush, 1), fmt(d?.clientCpuUsPerFlush, 1)],
+      [
+        'total Node CPU (process.cpuUsage)',
+        fmt(a?.clientCpuUsPerFlush, 1),
+        fmt(d?.clientCpuUsPerFlush, 1),
+      ],
       ['PostgreSQL CPU (/proc)', fmt(a?.serverCpuUsPerFlush, 1), fmt(d?.serverCpuUsPerFlush, 1)],
       ['flushes/s while profiled', fmt(a?.flushesPerSecond), fmt(d?.flushesPerSecond)],
     ],
     [`profiles: ${dir}`],
   );
-  return { replicas: settings.profileReplicas, seconds: settings.profileSeconds, directory: dir, contenders };
+  return {
+    replicas: settings.profileReplicas,
+    seconds: settings.profileSeconds,
+    directory: dir,
+    contenders,
+  };
 }

@@ -49,7 +49,8 @@ export interface TrackerSectionResult {
   /** tracker ÷ baseline (speed). */
   trackerOverBaseline: number;
   /** The same calls over only 1,000 distinct ids, which stay in the CPU caches. */
-  hot: { distinctIds: number; trackerOpsPerSecond: number; baselineOpsPerSecond: number } | undefined;
+  hot:
+    { distinctIds: number; trackerOpsPerSecond: number; baselineOpsPerSecond: number } | undefined;
   /** Undefined without --expose-gc. */
   trackerBytesPerId: number | undefined;
   baselineBytesPerId: number | undefined;
@@ -102,7 +103,12 @@ interface Timing {
   cpuMs: number;
 }
 
-function timeTracker(target: Trackable, workspaces: string[], owners: string[], order: Uint32Array): Timing {
+function timeTracker(
+  target: Trackable,
+  workspaces: string[],
+  owners: string[],
+  order: Uint32Array,
+): Timing {
   const cpu = clientCpuUs();
   const started = performance.now();
   for (let i = 0; i < order.length; i++) {
@@ -112,7 +118,12 @@ function timeTracker(target: Trackable, workspaces: string[], owners: string[], 
   return { wallMs: performance.now() - started, cpuMs: (clientCpuUs() - cpu) / 1000 };
 }
 
-function timeBaseline(target: SetBaseline, workspaces: string[], owners: string[], order: Uint32Array): Timing {
+function timeBaseline(
+  target: SetBaseline,
+  workspaces: string[],
+  owners: string[],
+  order: Uint32Array,
+): Timing {
   const cpu = clientCpuUs();
   const started = performance.now();
   for (let i = 0; i < order.length; i++) {
@@ -123,7 +134,11 @@ function timeBaseline(target: SetBaseline, workspaces: string[], owners: string[
 }
 
 /** Which pair each call uses: every pair once first (in shuffled order), then uniformly random. */
-export function callOrder(calls: number, pairs: number, random: () => number = Math.random): Uint32Array {
+export function callOrder(
+  calls: number,
+  pairs: number,
+  random: () => number = Math.random,
+): Uint32Array {
   const order = new Uint32Array(calls);
   for (let i = 0; i < pairs && i < calls; i++) order[i] = i;
   for (let i = Math.min(pairs, calls) - 1; i > 0; i--) {
@@ -156,7 +171,8 @@ export async function runTrackerSection(ctx: BenchContext): Promise<TrackerSecti
     idStringBytes: undefined,
   };
   if (!Tracker) {
-    const skipReason = '@usagekit/boundary-usage does not export BoundaryUsageTracker with track(); tracker section skipped';
+    const skipReason =
+      '@usagekit/boundary-usage does not export BoundaryUsageTracker with track(); tracker section skipped';
     out.line(skipReason);
     return { ...empty, skipReason };
   }
@@ -171,7 +187,11 @@ export async function runTrackerSection(ctx: BenchContext): Promise<TrackerSecti
   timeTracker(new Tracker(), workspaces, owners, order);
   timeBaseline(new SetBaseline(), workspaces, owners, order);
 
-  const measure = (which: 'tracker' | 'baseline', callOrderToUse: Uint32Array, distinctIds: number) => {
+  const measure = (
+    which: 'tracker' | 'baseline',
+    callOrderToUse: Uint32Array,
+    distinctIds: number,
+  ) => {
     const before = gc ? settledHeap(gc) : 0;
     const target = which === 'tracker' ? new Tracker() : new SetBaseline();
     const timing =
@@ -191,8 +211,16 @@ export async function runTrackerSection(ctx: BenchContext): Promise<TrackerSecti
   for (let round = 0; round < settings.trackerRounds; round++) {
     await yieldToEventLoop(ctx.signal);
     const trackerFirst = round % 2 === 0;
-    const first = measure(trackerFirst ? 'tracker' : 'baseline', order, settings.trackerDistinctIds);
-    const second = measure(trackerFirst ? 'baseline' : 'tracker', order, settings.trackerDistinctIds);
+    const first = measure(
+      trackerFirst ? 'tracker' : 'baseline',
+      order,
+      settings.trackerDistinctIds,
+    );
+    const second = measure(
+      trackerFirst ? 'baseline' : 'tracker',
+      order,
+      settings.trackerDistinctIds,
+    );
     const tracker = trackerFirst ? first : second;
     const baseline = trackerFirst ? second : first;
     rounds.push({
@@ -212,9 +240,19 @@ export async function runTrackerSection(ctx: BenchContext): Promise<TrackerSecti
   for (let round = 0; round < settings.trackerRounds; round++) {
     await yieldToEventLoop(ctx.signal);
     const trackerFirst = round % 2 === 0;
-    const first = measure(trackerFirst ? 'tracker' : 'baseline', hotOrder, hotPairs * 2).opsPerSecond;
-    const second = measure(trackerFirst ? 'baseline' : 'tracker', hotOrder, hotPairs * 2).opsPerSecond;
-    hotRounds.push(trackerFirst ? { tracker: first, baseline: second } : { tracker: second, baseline: first });
+    const first = measure(
+      trackerFirst ? 'tracker' : 'baseline',
+      hotOrder,
+      hotPairs * 2,
+    ).opsPerSecond;
+    const second = measure(
+      trackerFirst ? 'baseline' : 'tracker',
+      hotOrder,
+      hotPairs * 2,
+    ).opsPerSecond;
+    hotRounds.push(
+      trackerFirst ? { tracker: first, baseline: second } : { tracker: second, baseline: first },
+    );
   }
 
   const trackerOps = median(rounds.map((r) => r.trackerOpsPerSecond));
@@ -233,13 +271,23 @@ export async function runTrackerSection(ctx: BenchContext): Promise<TrackerSecti
       trackerOpsPerSecond: median(hotRounds.map((r) => r.tracker)),
       baselineOpsPerSecond: median(hotRounds.map((r) => r.baseline)),
     },
-    trackerBytesPerId: gc ? median(rounds.map((r) => r.trackerBytesPerId ?? Number.NaN)) : undefined,
-    baselineBytesPerId: gc ? median(rounds.map((r) => r.baselineBytesPerId ?? Number.NaN)) : undefined,
+    trackerBytesPerId: gc
+      ? median(rounds.map((r) => r.trackerBytesPerId ?? Number.NaN))
+      : undefined,
+    baselineBytesPerId: gc
+      ? median(rounds.map((r) => r.baselineBytesPerId ?? Number.NaN))
+      : undefined,
     idStringBytes: gc ? idStringBytes(gc, settings.trackerDistinctIds) : undefined,
   };
   out.table(
     `4. Tracker.track(): ${fmt(settings.trackerCalls)} calls (median of ${settings.trackerRounds} rounds; calls per CPU-second)`,
-    ['contender', `calls/s, ${fmt(settings.trackerDistinctIds)} ids`, 'wall-clock calls/s', 'heap bytes / distinct id', `calls/s, ${fmt(hotPairs * 2)} ids`],
+    [
+      'contender',
+      `calls/s, ${fmt(settings.trackerDistinctIds)} ids`,
+      'wall-clock calls/s',
+      'heap bytes / distinct id',
+      `calls/s, ${fmt(hotPairs * 2)} ids`,
+    ],
     [
       [
         'BoundaryUsageTracker.track',

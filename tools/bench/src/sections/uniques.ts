@@ -63,7 +63,12 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
   const prisma = createPrismaClient({ databaseUrl: db.databaseUrl, maxConnections: 2 });
   const store = new BoundaryUsageStore(prisma);
   const pool = createRawPool(db.databaseUrl, 2);
-  const base = { uniqueWorkspacesCount: half, uniqueUsersCount: half, allowedRequests: 3n, deniedRequests: 1n };
+  const base = {
+    uniqueWorkspacesCount: half,
+    uniqueUsersCount: half,
+    allowedRequests: 3n,
+    deniedRequests: 1n,
+  };
   const ours = (replica: string, withIds: boolean) =>
     store.upsertStats({
       ...base,
@@ -133,7 +138,9 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
           }),
         );
         if (counted !== BigInt(settings.uniquesDistinctIds)) {
-          throw new Error(`uniques: the ${side} cutover counted ${counted} ids, expected ${settings.uniquesDistinctIds}`);
+          throw new Error(
+            `uniques: the ${side} cutover counted ${counted} ids, expected ${settings.uniquesDistinctIds}`,
+          );
         }
       }
     }
@@ -149,7 +156,8 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
     'cutover, 16 replicas, no ids',
     'cutover, 16 replicas + 100k ids',
   ];
-  const med = (key: string, field: keyof Sample) => median((samples.get(key) ?? []).map((s) => s[field]));
+  const med = (key: string, field: keyof Sample) =>
+    median((samples.get(key) ?? []).map((s) => s[field]));
   const cells: UniquesCell[] = operations.map((operation) => ({
     operation,
     oursMs: med(`ours:${operation}`, 'ms'),
@@ -161,14 +169,22 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
   const result: UniquesSectionResult = {
     distinctIds: settings.uniquesDistinctIds,
     cells,
-    flushUsPerId: ((ms('flush, 100k new ids') - ms('flush, no ids')) * 1000) / settings.uniquesDistinctIds,
+    flushUsPerId:
+      ((ms('flush, 100k new ids') - ms('flush, no ids')) * 1000) / settings.uniquesDistinctIds,
     cutoverUsPerId:
-      ((ms('cutover, 16 replicas + 100k ids') - ms('cutover, 16 replicas, no ids')) * 1000) / settings.uniquesDistinctIds,
+      ((ms('cutover, 16 replicas + 100k ids') - ms('cutover, 16 replicas, no ids')) * 1000) /
+      settings.uniquesDistinctIds,
   };
   ctx.out.table(
     `5. Exact uniques: ${fmt(settings.uniquesDistinctIds)} distinct ids per period (median of ${settings.uniquesRounds} rounds)`,
     ['operation', 'ours ms', 'raw pg ms', 'ours client CPU ms', 'raw client CPU ms'],
-    cells.map((c) => [c.operation, fmtMs(c.oursMs), fmtMs(c.rawMs), fmtMs(c.oursClientCpuMs), fmtMs(c.rawClientCpuMs)]),
+    cells.map((c) => [
+      c.operation,
+      fmtMs(c.oursMs),
+      fmtMs(c.rawMs),
+      fmtMs(c.oursClientCpuMs),
+      fmtMs(c.rawClientCpuMs),
+    ]),
     [
       `per distinct id, ours: flush +${result.flushUsPerId.toFixed(2)} µs, cutover +${result.cutoverUsPerId.toFixed(2)} µs`,
     ],
