@@ -29,7 +29,9 @@ export function main(argv: readonly string[]): void {
   const onSignal = (signal: NodeJS.Signals): void => {
     interrupts++;
     if (interrupts === 1) {
-      process.stderr.write(`\n${signal}: ending the run early; the report follows (again to abort at once)\n`);
+      process.stderr.write(
+        `\n${signal}: ending the run early; the report follows (again to abort at once)\n`,
+      );
       interrupt.abort();
       return;
     }
@@ -46,7 +48,9 @@ export function main(argv: readonly string[]): void {
       process.exitCode = report.balanced ? 0 : 1;
     },
     (error: unknown) => {
-      process.stderr.write(`simulator: the run failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.stderr.write(
+        `simulator: the run failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+      );
       process.exitCode = 1;
     },
   );

@@ -14,7 +14,10 @@ interface Finished {
 function runCli(args: string[], interrupt?: { when: string; afterMs: number }): Promise<Finished> {
   const env = { ...process.env };
   delete env['DATABASE_URL'];
-  const child = spawn(process.execPath, [RUN_SCRIPT, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [RUN_SCRIPT, ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   let signalled = false;
@@ -48,7 +51,16 @@ describe('the command line', () => {
     const result = await runCli(['--help']);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('Usage: npm start -- [flags]');
-    for (const flag of ['--replicas', '--duration', '--flush-interval', '--period', '--rate', '--lock-mode', '--json', '--chaos']) {
+    for (const flag of [
+      '--replicas',
+      '--duration',
+      '--flush-interval',
+      '--period',
+      '--rate',
+      '--lock-mode',
+      '--json',
+      '--chaos',
+    ]) {
       expect(result.stdout).toContain(flag);
     }
   }, 30_000);
@@ -56,7 +68,19 @@ describe('the command line', () => {
   it('ends early on Ctrl-C (SIGINT), still stops the replicas gracefully and prints a balanced report', async () => {
     const startedAt = Date.now();
     const result = await runCli(
-      ['--database-url', testServerUrl(), '--duration', '60s', '--replicas', '2', '--rate', '50', '--period', '2s', '--json'],
+      [
+        '--database-url',
+        testServerUrl(),
+        '--duration',
+        '60s',
+        '--replicas',
+        '2',
+        '--rate',
+        '50',
+        '--period',
+        '2s',
+        '--json',
+      ],
       { when: 'running 2 replicas', afterMs: 2_500 },
     );
     expect(result.code).toBe(0);

@@ -28,7 +28,9 @@ describe('TelemetryCollector', () => {
     expect(await post(collector.url, { n: 1 }, 'key-1')).toBe(202);
     expect(await post(collector.url, { n: 1 }, 'key-1')).toBe(202);
     expect(await post(collector.url, { n: 2 }, 'key-2')).toBe(202);
-    expect(collector.received().map((report) => [report.idempotencyKey, report.body, report.copies])).toEqual([
+    expect(
+      collector.received().map((report) => [report.idempotencyKey, report.body, report.copies]),
+    ).toEqual([
       ['key-1', { n: 1 }, 2],
       ['key-2', { n: 2 }, 1],
     ]);
@@ -48,14 +50,26 @@ describe('TelemetryCollector', () => {
     collector = await TelemetryCollector.start({
       refuseRate: 0.5,
       dropAcknowledgementRate: 0.5,
-      random: sequence(0.1, /* refused */ 0.9, 0.1 /* stored, acknowledgement dropped */, 0.9, 0.9 /* stored */),
+      random: sequence(
+        0.1,
+        /* refused */ 0.9,
+        0.1 /* stored, acknowledgement dropped */,
+        0.9,
+        0.9 /* stored */,
+      ),
     });
     expect(await post(collector.url, { n: 1 }, 'key-1')).toBe(503);
     expect(collector.received()).toEqual([]);
     expect(await post(collector.url, { n: 1 }, 'key-1')).toBe(500);
     expect(await post(collector.url, { n: 1 }, 'key-1')).toBe(202);
     expect(collector.received()).toHaveLength(1);
-    expect(collector.stats()).toMatchObject({ posts: 3, accepted: 1, duplicates: 1, refused: 1, acknowledgementsDropped: 1 });
+    expect(collector.stats()).toMatchObject({
+      posts: 3,
+      accepted: 1,
+      duplicates: 1,
+      refused: 1,
+      acknowledgementsDropped: 1,
+    });
     collector.stopChaos();
     expect(await post(collector.url, { n: 2 }, 'key-2')).toBe(202);
   });

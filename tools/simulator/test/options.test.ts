@@ -18,17 +18,24 @@ describe('parseOptions', () => {
   it('reads every flag, in both --flag value and --flag=value form', () => {
     const options = parseOptions(
       [
-        '--replicas', '3',
+        '--replicas',
+        '3',
         '--duration=45s',
-        '--flush-interval', '250ms',
-        '--period', '1m',
-        '--rate', '1000',
-        '--workspaces', '7',
+        '--flush-interval',
+        '250ms',
+        '--period',
+        '1m',
+        '--rate',
+        '1000',
+        '--workspaces',
+        '7',
         '--users=3',
-        '--lock-mode', 'exclusive',
+        '--lock-mode',
+        'exclusive',
         '--json',
         '--chaos',
-        '--database-url', 'postgresql://postgres@127.0.0.1:5432/postgres',
+        '--database-url',
+        'postgresql://postgres@127.0.0.1:5432/postgres',
         '--keep-database',
       ],
       {},
@@ -53,7 +60,9 @@ describe('parseOptions', () => {
   it('takes DATABASE_URL from the environment unless --database-url is given', () => {
     const env = { DATABASE_URL: 'postgres://a@host/db' };
     expect(parseOptions([], env).databaseUrl).toBe('postgres://a@host/db');
-    expect(parseOptions(['--database-url', 'postgres://b@host/db'], env).databaseUrl).toBe('postgres://b@host/db');
+    expect(parseOptions(['--database-url', 'postgres://b@host/db'], env).databaseUrl).toBe(
+      'postgres://b@host/db',
+    );
     expect(parseOptions([], { DATABASE_URL: '  ' }).databaseUrl).toBeUndefined();
   });
 
@@ -87,7 +96,10 @@ describe('parseOptions', () => {
     [['--lock-mode', 'none'], '--lock-mode must be shared or exclusive, got "none"'],
     [['--json=yes'], '--json is a switch and takes no value'],
     [['--chaos', '--replicas', '1'], '--chaos kills one replica, so it needs --replicas 2 or more'],
-    [['--database-url', 'mysql://x@y/z'], '--database-url must be a postgres:// or postgresql:// URL, got protocol mysql:'],
+    [
+      ['--database-url', 'mysql://x@y/z'],
+      '--database-url must be a postgres:// or postgresql:// URL, got protocol mysql:',
+    ],
     [['--database-url', 'not a url'], '--database-url must be a postgres:// or postgresql:// URL'],
     [['replicas=3'], 'unexpected argument "replicas=3"; flags start with --'],
   ])('rejects %j with a clear message', (argv, message) => {
@@ -95,6 +107,8 @@ describe('parseOptions', () => {
   });
 
   it('never echoes a password from a bad --database-url', () => {
-    expect(usageError(['--database-url', 'postgres://me:secret@host:notaport/db'])).not.toContain('secret');
+    expect(usageError(['--database-url', 'postgres://me:secret@host:notaport/db'])).not.toContain(
+      'secret',
+    );
   });
 });

@@ -1,8 +1,18 @@
-import { buildReport, DEFAULT_OPTIONS, formatReport, reportToJson, type RunObservations } from '../src/index.js';
+import {
+  buildReport,
+  DEFAULT_OPTIONS,
+  formatReport,
+  reportToJson,
+  type RunObservations,
+} from '../src/index.js';
 import type { ReceivedReport } from '../src/lib/collector.js';
 import type { ReplicaState } from '../src/lib/replica/protocol.js';
 
-function state(index: number, generated: [number, number], flushed: [number, number]): ReplicaState {
+function state(
+  index: number,
+  generated: [number, number],
+  flushed: [number, number],
+): ReplicaState {
   return {
     replicaId: `00000000-0000-4000-8000-00000000000${index}`,
     index,
@@ -10,7 +20,10 @@ function state(index: number, generated: [number, number], flushed: [number, num
     generated: { allowed: BigInt(generated[0]), denied: BigInt(generated[1]) },
     flushed: { allowed: BigInt(flushed[0]), denied: BigInt(flushed[1]) },
     flushResults: { allowed: BigInt(flushed[0]), denied: BigInt(flushed[1]) },
-    pending: { allowed: BigInt(generated[0] - flushed[0]), denied: BigInt(generated[1] - flushed[1]) },
+    pending: {
+      allowed: BigInt(generated[0] - flushed[0]),
+      denied: BigInt(generated[1] - flushed[1]),
+    },
     flushes: 3,
     batches: 3,
     duplicateBatches: 0,
@@ -24,7 +37,13 @@ function state(index: number, generated: [number, number], flushed: [number, num
   };
 }
 
-function snapshot(key: string, periodStart: string, allowed: number, denied: number, stale = 0): ReceivedReport {
+function snapshot(
+  key: string,
+  periodStart: string,
+  allowed: number,
+  denied: number,
+  stale = 0,
+): ReceivedReport {
   return {
     idempotencyKey: key,
     receivedAt: new Date(),
@@ -79,10 +98,23 @@ function observations(overrides: Partial<RunObservations> = {}): RunObservations
       snapshot('b', '2026-01-01T00:00:05.000Z', 100, 12),
       snapshot('a', '2026-01-01T00:00:00.000Z', 80, 8),
     ],
-    collector: { posts: 2, accepted: 2, duplicates: 0, refused: 0, acknowledgementsDropped: 0, malformed: 0 },
+    collector: {
+      posts: 2,
+      accepted: 2,
+      duplicates: 0,
+      refused: 0,
+      acknowledgementsDropped: 0,
+      malformed: 0,
+    },
     finalReportId: 'b',
     finalCollectionMs: 12,
-    lockWaits: { samples: 10, samplesWithWaiters: 0, maxWaiting: 0, meanWaiting: 0 },
+    lockWaits: {
+      intervalMs: 20,
+      samples: 10,
+      samplesWithWaiters: 0,
+      maxWaiting: 0,
+      meanWaiting: 0,
+    },
     backendsTerminated: 0,
     errors: {},
     leftover: { statsRows: 0, undeliveredReports: 0 },
@@ -102,7 +134,11 @@ describe('buildReport', () => {
       ['a', false],
       ['b', true],
     ]);
-    expect(report.periods[0]).toMatchObject({ uniqueWorkspaces: 3n, uniqueWorkspacesReplicaSum: 5n, replicas: 2 });
+    expect(report.periods[0]).toMatchObject({
+      uniqueWorkspaces: 3n,
+      uniqueWorkspacesReplicaSum: 5n,
+      replicas: 2,
+    });
     const text = formatReport(report);
     expect(text).toContain('BALANCED: generated 200 = flushed 200 = reported 200.');
     expect(JSON.parse(reportToJson(report)).account.reported.total).toBe(200);
@@ -118,7 +154,9 @@ describe('buildReport', () => {
   });
 
   it('does not balance when a report is missing', () => {
-    const report = buildReport(observations({ received: [snapshot('a', '2026-01-01T00:00:00.000Z', 80, 8)] }));
+    const report = buildReport(
+      observations({ received: [snapshot('a', '2026-01-01T00:00:00.000Z', 80, 8)] }),
+    );
     expect(report.balanced).toBe(false);
     expect(report.account.reportedMinusFlushed.total).toBe(-112n);
     expect(formatReport(report)).toContain('NOT BALANCED');
@@ -151,13 +189,27 @@ describe('buildReport', () => {
     expect(report.chaos).toBeNull(); // chaos flag off in these options
     expect(report.balanced).toBe(true);
 
-    const chaos = buildReport({ ...base, options: { ...base.options, chaos: true }, backendsTerminated: 3 });
-    expect(chaos.chaos?.killed).toMatchObject({ index: 1, ambiguousBatch: 'applied', lost: { total: 20n } });
-    expect(formatReport(chaos)).toContain('+ lost with the killed replica 20; nothing else lost or counted twice.');
+    const chaos = buildReport({
+      ...base,
+      options: { ...base.options, chaos: true },
+      backendsTerminated: 3,
+    });
+    expect(chaos.chaos?.killed).toMatchObject({
+      index: 1,
+      ambiguousBatch: 'applied',
+      lost: { total: 20n },
+    });
+    expect(formatReport(chaos)).toContain(
+      '+ lost with the killed replica 20; nothing else lost or counted twice.',
+    );
   });
 
   it('fails on anything left in the database or a failure during the run', () => {
-    expect(buildReport(observations({ leftover: { statsRows: 1, undeliveredReports: 0 } })).balanced).toBe(false);
-    expect(buildReport(observations({ failures: ['the final collection failed: boom'] })).balanced).toBe(false);
+    expect(
+      buildReport(observations({ leftover: { statsRows: 1, undeliveredReports: 0 } })).balanced,
+    ).toBe(false);
+    expect(
+      buildReport(observations({ failures: ['the final collection failed: boom'] })).balanced,
+    ).toBe(false);
   });
 });

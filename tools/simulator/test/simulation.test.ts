@@ -31,7 +31,11 @@ describe('runSimulation', () => {
     expect(unflushed.total).toBe(0n);
     expect(reportedMinusFlushed.total).toBe(0n);
 
-    expect(report.replicas.map((replica) => replica.outcome)).toEqual(['stopped', 'stopped', 'stopped']);
+    expect(report.replicas.map((replica) => replica.outcome)).toEqual([
+      'stopped',
+      'stopped',
+      'stopped',
+    ]);
     const withData = report.periods.filter((row) => row.replicas > 0);
     expect(withData.length).toBeGreaterThanOrEqual(2);
     expect(report.periods.filter((row) => row.finalCollection)).toHaveLength(1);
@@ -62,14 +66,17 @@ describe('runSimulation', () => {
     expect(report.balanced).toBe(true);
     const killed = report.chaos?.killed;
     expect(killed).toBeTruthy();
-    expect(report.replicas.filter((replica) => replica.outcome === 'killed').map((replica) => replica.index)).toEqual([
-      killed!.index,
-    ]);
+    expect(
+      report.replicas
+        .filter((replica) => replica.outcome === 'killed')
+        .map((replica) => replica.index),
+    ).toEqual([killed!.index]);
     expect(report.replicas.filter((replica) => replica.outcome === 'stopped')).toHaveLength(2);
     // The loss is the killed replica's tracked − flushed at the SIGKILL, and nothing else.
     expect(killed!.lost.total).toBe(killed!.tracked.total - killed!.flushed.total);
     expect(killed!.lost.total).toBeGreaterThanOrEqual(0n);
-    const { generated, flushed, reported, unflushed, reportedMinusFlushed, lostWithKilledReplica } = report.account;
+    const { generated, flushed, reported, unflushed, reportedMinusFlushed, lostWithKilledReplica } =
+      report.account;
     expect(lostWithKilledReplica).toEqual(killed!.lost);
     expect(unflushed.total).toBe(0n);
     expect(reportedMinusFlushed.total).toBe(0n);

@@ -11,11 +11,11 @@ export interface BackendTerminator {
 }
 
 /**
- * --chaos: every `meanIntervalMs` (±50 %), terminates one random replica backend of the
- * simulation database with pg_terminate_backend. Whatever the backend was doing (a flush, a
- * cutover, a delivery's bookkeeping, idle in the pool) fails with a lost connection; the
- * account must still balance. Only connections whose application_name marks them as a
- * replica's are candidates, so the simulator's own connection survives.
+ * --chaos: every `meanIntervalMs` (±50 %), terminates one replica backend of the simulation
+ * database with pg_terminate_backend, a busy one when there is one. Whatever it was doing (a
+ * flush, a cutover, a delivery's bookkeeping, or idling in the pool) fails with a lost
+ * connection; the account must still balance. Only connections whose application_name marks
+ * them as a replica's are candidates, so the simulator's own connection survives.
  */
 export function startBackendTerminator(options: {
   prisma: PrismaClient;
@@ -32,13 +32,15 @@ export function startBackendTerminator(options: {
       await sleep(delay, undefined, { signal: stopped.signal }).catch(() => undefined);
       if (stopped.signal.aborted) break;
       try {
-        const candidates = await options.prisma.$queryRaw<{ pid: number }[]>`
-          SELECT pid FROM pg_stat_activity
+        const candidates = await options.prisma.$queryRaw<{ pid: number; busy: boolean }[]>`
+          SELECT pid, state IS DISTINCT FROM 'idle' AS busy FROM pg_stat_activity
            WHERE datname = current_database()
              AND application_name LIKE ${`${REPLICA_APPLICATION_NAME_PREFIX}%`}
              AND pid <> pg_backend_pid()`;
-        if (candidates.length === 0) continue;
-        const victim = pickRandom(candidates, random);
+        // A backend in the middle of a flush or a cutover is the interesting victim (its
+        // client cannot know whether the commit happened); idle ones are the fallback.
+        const busy = candidates.filter((candidate) => candidate.busy);
+        const victim = pickRandom(busy.length > 0 ? busy : candidates, random);
         if (!victim) continue;
         const rows = await options.prisma.$queryRaw<{ terminated: boolean }[]>`
           SELECT pg_terminate_backend(${victim.pid}::int) AS terminated`;

@@ -68,7 +68,9 @@ export class TelemetryCollector {
   static async start(options: CollectorOptions = {}): Promise<TelemetryCollector> {
     const server = createServer();
     const collector = new TelemetryCollector(server, options);
-    server.on('request', (request: IncomingMessage, response: ServerResponse) => collector.handle(request, response));
+    server.on('request', (request: IncomingMessage, response: ServerResponse) =>
+      collector.handle(request, response),
+    );
     // Keep-alive sockets would hold close() open until they time out.
     server.keepAliveTimeout = 1_000;
     await new Promise<void>((resolve, reject) => {

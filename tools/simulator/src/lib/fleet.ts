@@ -9,7 +9,8 @@ import {
   type UnconfirmedBatch,
 } from './replica/protocol.js';
 
-export type ReplicaStatus = 'starting' | 'ready' | 'running' | 'frozen' | 'killed' | 'stopped' | 'crashed';
+export type ReplicaStatus =
+  'starting' | 'ready' | 'running' | 'frozen' | 'killed' | 'stopped' | 'crashed';
 
 const READY_TIMEOUT_MS = 90_000;
 const STOP_TIMEOUT_MS = 30_000;
@@ -72,7 +73,9 @@ export class ReplicaHandle {
    * Asks the replica to stop generating and flushing and to report where it stands; after the
    * answer its numbers cannot change, so they are exact at the SIGKILL that follows.
    */
-  async freeze(timeoutMs: number): Promise<{ state: ReplicaState; unconfirmedBatch: UnconfirmedBatch | undefined }> {
+  async freeze(
+    timeoutMs: number,
+  ): Promise<{ state: ReplicaState; unconfirmedBatch: UnconfirmedBatch | undefined }> {
     this.post({ type: 'freeze' });
     const answer = await this.waitFor('frozen', timeoutMs);
     if (answer.type !== 'frozen') throw new Error('unreachable');
@@ -144,7 +147,11 @@ export class ReplicaHandle {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(type);
-        reject(new Error(`no '${type}' from replica ${this.index} within ${timeoutMs / 1000}s${this.describeStderr()}`));
+        reject(
+          new Error(
+            `no '${type}' from replica ${this.index} within ${timeoutMs / 1000}s${this.describeStderr()}`,
+          ),
+        );
       }, timeoutMs);
       void this.exited.then(() => {
         clearTimeout(timer);

@@ -2,6 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { PrismaClient } from '@usagekit/db';
 
 export interface LockWaitSummary {
+  /** Time between two samples (plus the query's own time). */
+  intervalMs: number;
   /** pg_locks samples taken. */
   samples: number;
   /** Samples in which at least one backend waited for an advisory lock. */
@@ -21,9 +23,14 @@ export interface LockSampler {
  * Samples pg_locks every `intervalMs` for advisory locks of the simulation database that are
  * requested but not granted: backends queued behind the boundary usage lock. With
  * --lock-mode shared, flushes never wait for each other, only for a cutover; with exclusive
- * (coder's protocol) every flush queues behind every other one, which shows up here.
+ * (coder's protocol) every flush queues behind every other one. Waits shorter than the
+ * interval are mostly missed (a flush holds the lock for a few milliseconds); the flush
+ * latency includes every wait, so the two read together.
  */
-export function startLockSampler(options: { prisma: PrismaClient; intervalMs: number }): LockSampler {
+export function startLockSampler(options: {
+  prisma: PrismaClient;
+  intervalMs: number;
+}): LockSampler {
   const stopped = new AbortController();
   let samples = 0;
   let samplesWithWaiters = 0;
@@ -49,6 +56,7 @@ export function startLockSampler(options: { prisma: PrismaClient; intervalMs: nu
   })();
   return {
     summary: () => ({
+      intervalMs: options.intervalMs,
       samples,
       samplesWithWaiters,
       maxWaiting,

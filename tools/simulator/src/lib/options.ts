@@ -109,15 +109,24 @@ export function parseOptions(
   }
   const { values, positionals } = parsed;
   if (positionals.length > 0) {
-    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}; flags start with --`);
+    throw new UsageError(
+      `unexpected argument ${JSON.stringify(positionals[0])}; flags start with --`,
+    );
   }
   const lockMode = values['lock-mode'] ?? DEFAULT_OPTIONS.lockMode;
   if (lockMode !== 'shared' && lockMode !== 'exclusive') {
-    throw new UsageError(`--lock-mode must be shared or exclusive, got ${JSON.stringify(lockMode)}`);
+    throw new UsageError(
+      `--lock-mode must be shared or exclusive, got ${JSON.stringify(lockMode)}`,
+    );
   }
   const options: SimulatorOptions = {
     replicas: integerFlag('--replicas', values.replicas, DEFAULT_OPTIONS.replicas, LIMITS.replicas),
-    durationMs: durationFlag('--duration', values.duration, DEFAULT_OPTIONS.durationMs, LIMITS.durationMs),
+    durationMs: durationFlag(
+      '--duration',
+      values.duration,
+      DEFAULT_OPTIONS.durationMs,
+      LIMITS.durationMs,
+    ),
     flushIntervalMs: durationFlag(
       '--flush-interval',
       values['flush-interval'],
@@ -125,8 +134,18 @@ export function parseOptions(
       LIMITS.flushIntervalMs,
     ),
     periodMs: durationFlag('--period', values.period, DEFAULT_OPTIONS.periodMs, LIMITS.periodMs),
-    ratePerReplica: integerFlag('--rate', values.rate, DEFAULT_OPTIONS.ratePerReplica, LIMITS.ratePerReplica),
-    workspaces: integerFlag('--workspaces', values.workspaces, DEFAULT_OPTIONS.workspaces, LIMITS.workspaces),
+    ratePerReplica: integerFlag(
+      '--rate',
+      values.rate,
+      DEFAULT_OPTIONS.ratePerReplica,
+      LIMITS.ratePerReplica,
+    ),
+    workspaces: integerFlag(
+      '--workspaces',
+      values.workspaces,
+      DEFAULT_OPTIONS.workspaces,
+      LIMITS.workspaces,
+    ),
     users: integerFlag('--users', values.users, DEFAULT_OPTIONS.users, LIMITS.users),
     lockMode,
     json: values.json ?? false,
@@ -177,7 +196,8 @@ function describeParseError(error: unknown): string {
     return `${missing[1]} needs a value`;
   }
   const ambiguous = /Option '(--[\w-]+)' argument is ambiguous/.exec(message);
-  if (ambiguous) return `${ambiguous[1]} needs a value (write ${ambiguous[1]}=VALUE for one that starts with -)`;
+  if (ambiguous)
+    return `${ambiguous[1]} needs a value (write ${ambiguous[1]}=VALUE for one that starts with -)`;
   const noValue = /Option '(--[\w-]+)' does not take an argument/.exec(message);
   if (noValue) return `${noValue[1]} is a switch and takes no value`;
   return message;
@@ -251,7 +271,9 @@ function databaseUrlFlag(raw: string | undefined): string | undefined {
     );
   }
   if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
-    throw new UsageError(`--database-url must be a postgres:// or postgresql:// URL, got protocol ${url.protocol}`);
+    throw new UsageError(
+      `--database-url must be a postgres:// or postgresql:// URL, got protocol ${url.protocol}`,
+    );
   }
   return raw;
 }

@@ -39,8 +39,10 @@ export function createProgressView(
   mode: ProgressMode = 'auto',
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): ProgressView {
-  if (mode === 'none') return { update: () => undefined, message: () => undefined, finish: () => undefined };
-  const inPlace = mode === 'tty' || (mode === 'auto' && stream.isTTY === true && !env['NX_TASK_TARGET_PROJECT']);
+  if (mode === 'none')
+    return { update: () => undefined, message: () => undefined, finish: () => undefined };
+  const inPlace =
+    mode === 'tty' || (mode === 'auto' && stream.isTTY === true && !env['NX_TASK_TARGET_PROJECT']);
   return inPlace ? new InPlaceView(stream) : new PlainView(stream);
 }
 
@@ -66,7 +68,9 @@ class PlainView implements ProgressView {
   update(s: ProgressSnapshot): void {
     if (s.elapsedMs - this.lastPrintedAt < this.everyMs) return;
     this.lastPrintedAt = s.elapsedMs;
-    this.stream.write(`[${clockPart(s)}] replicas ${s.replicasRunning}/${s.replicas} · ${progressLine(s)}\n`);
+    this.stream.write(
+      `[${clockPart(s)}] replicas ${s.replicasRunning}/${s.replicas} · ${progressLine(s)}\n`,
+    );
   }
 
   message(line: string): void {
@@ -87,7 +91,10 @@ class InPlaceView implements ProgressView {
     const width = 24;
     const done = Math.min(width, Math.round((s.elapsedMs / s.durationMs) * width));
     const bar = `${'█'.repeat(done)}${'░'.repeat(width - done)}`;
-    this.draw([`${clockPart(s)} ${bar}  replicas ${s.replicasRunning}/${s.replicas} running`, progressLine(s)]);
+    this.draw([
+      `${clockPart(s)} ${bar}  replicas ${s.replicasRunning}/${s.replicas} running`,
+      progressLine(s),
+    ]);
   }
 
   message(line: string): void {
@@ -105,7 +112,9 @@ class InPlaceView implements ProgressView {
   private draw(lines: string[]): void {
     this.clear();
     const columns = this.stream.columns ?? 120;
-    const fitted = lines.map((line) => (line.length >= columns ? `${line.slice(0, columns - 2)}…` : line));
+    const fitted = lines.map((line) =>
+      line.length >= columns ? `${line.slice(0, columns - 2)}…` : line,
+    );
     this.stream.write(fitted.join('\n'));
     this.drawn = fitted;
   }

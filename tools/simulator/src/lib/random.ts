@@ -1,4 +1,7 @@
 /** A uniformly chosen element; undefined only for an empty list. */
-export function pickRandom<T>(items: readonly T[], random: () => number = Math.random): T | undefined {
+export function pickRandom<T>(
+  items: readonly T[],
+  random: () => number = Math.random,
+): T | undefined {
   return items[Math.floor(random() * items.length)];
 }

@@ -15,7 +15,12 @@ import { pickRandom } from './random.js';
 import { createProgressView, type ProgressMode, type ProgressView } from './progress.js';
 import { REPLICA_APPLICATION_NAME_PREFIX, type ReplicaConfig } from './replica/protocol.js';
 import { periodRows } from './report/periods.js';
-import { buildReport, type KilledReplica, type RunObservations, type SimulationReport } from './report/report.js';
+import {
+  buildReport,
+  type KilledReplica,
+  type RunObservations,
+  type SimulationReport,
+} from './report/report.js';
 import { addCounts } from './report/stats.js';
 
 export interface RunControls {
@@ -39,8 +44,14 @@ const HOUR_MS = 3_600_000;
  * Throws only when the run cannot start (PostgreSQL, the replicas); anything that goes wrong
  * after the traffic started ends up in the report as a failed check.
  */
-export async function runSimulation(options: SimulatorOptions, controls: RunControls = {}): Promise<SimulationReport> {
-  const view = createProgressView(controls.progressStream ?? process.stderr, controls.progress ?? 'auto');
+export async function runSimulation(
+  options: SimulatorOptions,
+  controls: RunControls = {},
+): Promise<SimulationReport> {
+  const view = createProgressView(
+    controls.progressStream ?? process.stderr,
+    controls.progress ?? 'auto',
+  );
   const database = await acquireSimulationDatabase({
     serverUrl: options.databaseUrl,
     keepDatabase: options.keepDatabase,
@@ -51,7 +62,7 @@ export async function runSimulation(options: SimulatorOptions, controls: RunCont
   let fleet: ReplicaHandle[] = [];
   try {
     collector = await TelemetryCollector.start(
-      options.chaos ? { refuseRate: 0.15, dropAcknowledgementRate: 0.1 } : {},
+      options.chaos ? { refuseRate: 0.25, dropAcknowledgementRate: 0.15 } : {},
     );
     prisma = createPrismaClient({
       databaseUrl: withApplicationName(database.databaseUrl, MAIN_APPLICATION_NAME),
@@ -113,7 +124,9 @@ interface SimulateInput {
   maxStalenessMs: number;
 }
 
-async function simulate(input: SimulateInput): Promise<Omit<RunObservations, 'databaseSource' | 'databaseName'>> {
+async function simulate(
+  input: SimulateInput,
+): Promise<Omit<RunObservations, 'databaseSource' | 'databaseName'>> {
   const { options, controls, view, prisma, collector, fleet } = input;
   const signal = controls.signal;
   const failures: string[] = [];
@@ -131,7 +144,7 @@ async function simulate(input: SimulateInput): Promise<Omit<RunObservations, 'da
       ` (flush every ${options.flushIntervalMs} ms, period ${options.periodMs} ms, lock mode ${options.lockMode}${options.chaos ? ', chaos' : ''})`,
   );
 
-  const sampler: LockSampler = startLockSampler({ prisma, intervalMs: 100 });
+  const sampler: LockSampler = startLockSampler({ prisma, intervalMs: 20 });
   let terminator: BackendTerminator | undefined;
   let killing: Promise<KilledReplica | undefined> | undefined;
   let killTimer: NodeJS.Timeout | undefined;
@@ -141,12 +154,19 @@ async function simulate(input: SimulateInput): Promise<Omit<RunObservations, 'da
       meanIntervalMs: controls.chaosTerminateEveryMs ?? 1_500,
       onError: (error) => countError('chaos', error),
     });
-    killTimer = setTimeout(() => {
-      killing = killOneReplica({ fleet, prisma, view, atMs: elapsed() }).catch((error: unknown) => {
-        failures.push(`killing a replica failed: ${error instanceof Error ? error.message : String(error)}`);
-        return undefined;
-      });
-    }, controls.chaosKillAtMs ?? options.durationMs / 2);
+    killTimer = setTimeout(
+      () => {
+        killing = killOneReplica({ fleet, prisma, view, atMs: elapsed() }).catch(
+          (error: unknown) => {
+            failures.push(
+              `killing a replica failed: ${error instanceof Error ? error.message : String(error)}`,
+            );
+            return undefined;
+          },
+        );
+      },
+      controls.chaosKillAtMs ?? options.durationMs / 2,
+    );
   }
 
   const progress = () => ({
@@ -159,13 +179,16 @@ async function simulate(input: SimulateInput): Promise<Omit<RunObservations, 'da
   });
   while (elapsed() < options.durationMs && !signal?.aborted) {
     view.update(progress());
-    await sleep(Math.min(250, options.durationMs - elapsed()), undefined, { signal }).catch(() => undefined);
+    await sleep(Math.min(250, options.durationMs - elapsed()), undefined, { signal }).catch(
+      () => undefined,
+    );
   }
   const trafficMs = elapsed();
   view.update(progress());
   const interrupted = signal?.aborted === true && trafficMs < options.durationMs;
   view.finish();
-  if (interrupted) view.message(`interrupted after ${(trafficMs / 1000).toFixed(1)}s; stopping gracefully…`);
+  if (interrupted)
+    view.message(`interrupted after ${(trafficMs / 1000).toFixed(1)}s; stopping gracefully…`);
 
   clearTimeout(killTimer);
   const killed = await killing;
@@ -177,12 +200,18 @@ async function simulate(input: SimulateInput): Promise<Omit<RunObservations, 'da
   await sampler.stop();
 
   view.message('collecting and delivering the last period…');
-  const final = await collectLastPeriod(input, (where, error) => countError(where, error)).catch((error: unknown) => {
-    failures.push(`the final collection failed: ${error instanceof Error ? error.message : String(error)}`);
-    return undefined;
-  });
+  const final = await collectLastPeriod(input, (where, error) => countError(where, error)).catch(
+    (error: unknown) => {
+      failures.push(
+        `the final collection failed: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      return undefined;
+    },
+  );
   const leftover = await countLeftovers(prisma).catch((error: unknown) => {
-    failures.push(`could not check what is left in the database: ${error instanceof Error ? error.message : String(error)}`);
+    failures.push(
+      `could not check what is left in the database: ${error instanceof Error ? error.message : String(error)}`,
+    );
     return undefined;
   });
 
@@ -196,7 +225,12 @@ async function simulate(input: SimulateInput): Promise<Omit<RunObservations, 'da
       index: replica.index,
       replicaId: replica.replicaId,
       pid: replica.pid,
-      outcome: replica.status === 'killed' ? 'killed' : replica.status === 'stopped' ? 'stopped' : 'crashed',
+      outcome:
+        replica.status === 'killed'
+          ? 'killed'
+          : replica.status === 'stopped'
+            ? 'stopped'
+            : 'crashed',
       state: replica.state,
       flushLatencyMs: replica.flushLatencyMs,
       cutoverLatencyMs: replica.cutoverLatencyMs,
@@ -257,7 +291,11 @@ async function killOneReplica(input: {
   await victim.kill();
   let unconfirmedBatchApplied: boolean | undefined;
   if (frozen.unconfirmedBatch && victim.replicaId) {
-    await waitForBackendsGone(input.prisma, `${REPLICA_APPLICATION_NAME_PREFIX}${victim.index}`, 10_000);
+    await waitForBackendsGone(
+      input.prisma,
+      `${REPLICA_APPLICATION_NAME_PREFIX}${victim.index}`,
+      10_000,
+    );
     const rows = await input.prisma.$queryRaw<{ last_sequence: bigint | string }[]>`
       SELECT last_sequence FROM boundary_usage_flush_sequences WHERE replica_id = ${victim.replicaId}::uuid`;
     const last = rows[0] ? BigInt(rows[0].last_sequence) : undefined;
@@ -265,7 +303,10 @@ async function killOneReplica(input: {
   }
   const state = frozen.state;
   const unflushed =
-    state.generated.allowed + state.generated.denied - state.flushed.allowed - state.flushed.denied -
+    state.generated.allowed +
+    state.generated.denied -
+    state.flushed.allowed -
+    state.flushed.denied -
     (unconfirmedBatchApplied && frozen.unconfirmedBatch
       ? frozen.unconfirmedBatch.allowed + frozen.unconfirmedBatch.denied
       : 0n);
@@ -283,7 +324,11 @@ async function killOneReplica(input: {
 }
 
 /** A backend that already received COMMIT finishes it before it exits; wait for that. */
-async function waitForBackendsGone(prisma: PrismaClient, applicationName: string, timeoutMs: number): Promise<void> {
+async function waitForBackendsGone(
+  prisma: PrismaClient,
+  applicationName: string,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const rows = await prisma.$queryRaw<{ n: number }[]>`
@@ -292,7 +337,9 @@ async function waitForBackendsGone(prisma: PrismaClient, applicationName: string
     if ((rows[0]?.n ?? 0) === 0) return;
     await sleep(50);
   }
-  throw new Error(`the killed replica's backends (${applicationName}) did not go away within ${timeoutMs / 1000}s`);
+  throw new Error(
+    `the killed replica's backends (${applicationName}) did not go away within ${timeoutMs / 1000}s`,
+  );
 }
 
 /**
@@ -310,7 +357,12 @@ async function collectLastPeriod(
 ): Promise<{ reportId: string | undefined; durationMs: number }> {
   const { options, prisma, collector } = input;
   let clockOffsetMs = 0;
-  const logger: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+  const logger: Logger = {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+  };
   const reporter = new TelemetryReporter({
     prisma,
     store: new BoundaryUsageStore(prisma, { lockMode: options.lockMode }),
@@ -347,7 +399,9 @@ async function collectLastPeriod(
   return { reportId: snapshot.reportId, durationMs };
 }
 
-async function countLeftovers(prisma: PrismaClient): Promise<{ statsRows: number; undeliveredReports: number }> {
+async function countLeftovers(
+  prisma: PrismaClient,
+): Promise<{ statsRows: number; undeliveredReports: number }> {
   const rows = await prisma.$queryRaw<{ stats_rows: number; undelivered: number }[]>`
     SELECT (SELECT count(*) FROM boundary_usage_stats)::int AS stats_rows,
            (SELECT count(*) FROM telemetry_reports WHERE delivered_at IS NULL)::int AS undelivered`;

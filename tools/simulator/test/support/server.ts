@@ -7,7 +7,8 @@ import { SERVER_URL_ENV, withAdminClient } from '@usagekit/testing';
  */
 export function testServerUrl(): string {
   const url = process.env[SERVER_URL_ENV];
-  if (!url) throw new Error(`${SERVER_URL_ENV} is not set; run through Jest with the workspace preset`);
+  if (!url)
+    throw new Error(`${SERVER_URL_ENV} is not set; run through Jest with the workspace preset`);
   return url;
 }
 

@@ -33,7 +33,9 @@ export interface AcquireDatabaseOptions {
  * always works in a database it created, so it never reads or deletes anyone else's rows, and
  * a chaos run's pg_terminate_backend can be limited to that database.
  */
-export async function acquireSimulationDatabase(options: AcquireDatabaseOptions): Promise<SimulationDatabase> {
+export async function acquireSimulationDatabase(
+  options: AcquireDatabaseOptions,
+): Promise<SimulationDatabase> {
   let kept: KeptPostgres | undefined;
   let serverUrl = options.serverUrl;
   if (!serverUrl) {
@@ -51,16 +53,16 @@ export async function acquireSimulationDatabase(options: AcquireDatabaseOptions)
   };
   try {
     const postgresMajorVersion = await serverMajorVersion(serverUrl);
-    await withAdminClient(serverUrl, (client) => client.query(`CREATE DATABASE ${quoteIdentifier(databaseName)}`)).catch(
-      (error: unknown) => {
-        throw new Error(
-          `cannot create the simulator's database on ${redactDatabaseUrl(serverUrl)}: ${
-            error instanceof Error ? error.message : String(error)
-          } (the URL's user needs CREATEDB)`,
-          { cause: error },
-        );
-      },
-    );
+    await withAdminClient(serverUrl, (client) =>
+      client.query(`CREATE DATABASE ${quoteIdentifier(databaseName)}`),
+    ).catch((error: unknown) => {
+      throw new Error(
+        `cannot create the simulator's database on ${redactDatabaseUrl(serverUrl)}: ${
+          error instanceof Error ? error.message : String(error)
+        } (the URL's user needs CREATEDB)`,
+        { cause: error },
+      );
+    });
     created = true;
     const databaseUrl = withDatabase(serverUrl, databaseName);
     options.onStatus?.('migrating…');
@@ -69,7 +71,9 @@ export async function acquireSimulationDatabase(options: AcquireDatabaseOptions)
     return {
       databaseUrl,
       databaseName,
-      source: kept ? `embedded PostgreSQL ${postgresMajorVersion}` : `PostgreSQL ${postgresMajorVersion} at ${redactDatabaseUrl(serverUrl)}`,
+      source: kept
+        ? `embedded PostgreSQL ${postgresMajorVersion}`
+        : `PostgreSQL ${postgresMajorVersion} at ${redactDatabaseUrl(serverUrl)}`,
       postgresMajorVersion,
       release: () => (releasing ??= release()),
     };

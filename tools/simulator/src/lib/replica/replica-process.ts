@@ -27,7 +27,9 @@ export function runReplicaProcess(): void {
   process.on('SIGINT', () => undefined);
   const config = JSON.parse(process.env[REPLICA_CONFIG_ENV] ?? 'null') as ReplicaConfig | null;
   if (!config) {
-    console.error(`replica: ${REPLICA_CONFIG_ENV} is not set; the simulator starts replicas itself`);
+    console.error(
+      `replica: ${REPLICA_CONFIG_ENV} is not set; the simulator starts replicas itself`,
+    );
     process.exit(1);
   }
   runReplica(config).catch((error: unknown) => {
@@ -56,13 +58,17 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
     info: ignore,
     // createPrismaClient reports a dropped idle connection here (the pool replaces it).
     warn: (message) => {
-      if (message.startsWith('usagekit: idle database connection failed')) countError('pool', 'IDLE_CONNECTION_LOST');
+      if (message.startsWith('usagekit: idle database connection failed'))
+        countError('pool', 'IDLE_CONNECTION_LOST');
     },
     error: ignore,
   };
 
   const prisma = createPrismaClient({
-    databaseUrl: withApplicationName(config.databaseUrl, `${REPLICA_APPLICATION_NAME_PREFIX}${config.index}`),
+    databaseUrl: withApplicationName(
+      config.databaseUrl,
+      `${REPLICA_APPLICATION_NAME_PREFIX}${config.index}`,
+    ),
     maxConnections: 4,
     logger,
   });
@@ -204,7 +210,11 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
       case 'freeze':
         traffic.stop();
         clearInterval(stateTimer);
-        void store.freeze().then(() => send({ type: 'frozen', state: state(), unconfirmedBatch: store.unconfirmed }));
+        void store
+          .freeze()
+          .then(() =>
+            send({ type: 'frozen', state: state(), unconfirmedBatch: store.unconfirmed }),
+          );
         break;
       case 'stop':
         void stop();

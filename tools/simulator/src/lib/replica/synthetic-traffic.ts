@@ -6,7 +6,12 @@ interface Workspace {
 }
 
 /** Receives each generated request; a boundary tracker's track() fits. */
-export type RequestSink = (workspaceId: string, ownerId: string, allowed: number, denied: number) => void;
+export type RequestSink = (
+  workspaceId: string,
+  ownerId: string,
+  allowed: number,
+  denied: number,
+) => void;
 
 export interface SyntheticTrafficOptions {
   /** This replica's position in the fleet (0-based) and the fleet size. */

@@ -35,8 +35,10 @@ export function formatReport(report: SimulationReport): string {
     countRow('flushed', a.flushed),
     countRow('reported', a.reported),
   ];
-  if (a.reportedStale.total > 0n) accountRows.push(countRow('  of which stale rows', a.reportedStale));
-  if (report.chaos?.killed) accountRows.push(countRow('lost with killed replica', a.lostWithKilledReplica));
+  if (a.reportedStale.total > 0n)
+    accountRows.push(countRow('  of which stale rows', a.reportedStale));
+  if (report.chaos?.killed)
+    accountRows.push(countRow('lost with killed replica', a.lostWithKilledReplica));
   accountRows.push(countRow('unflushed (live replicas)', a.unflushed));
   accountRows.push(countRow('reported − flushed', a.reportedMinusFlushed));
   lines.push(...table(accountRows, { indent: 2, rightAlignFrom: 1 }));
@@ -47,15 +49,31 @@ export function formatReport(report: SimulationReport): string {
     `Periods: ${report.periods.length} reports received` +
       ` (${report.collector.duplicates} duplicate deliveries ignored${finalMarked ? '; * = the final collection after the replicas stopped' : ''})`,
   );
-  lines.push('  uniques are exact across replicas; Σ is coder’s per-replica sum');
+  lines.push(
+    '  workspaces and users: exact distinct counts across replicas; coder Σ: the sum of per-replica counts',
+  );
   const periodTable: string[][] = [
-    ['#', 'period (UTC)', 'data window (UTC)', 'replicas', 'workspaces', 'Σ', 'users', 'Σ', 'allowed', 'denied', 'stale'],
+    [
+      '#',
+      'period (UTC)',
+      'data window (UTC)',
+      'replicas',
+      'workspaces',
+      'coder Σ',
+      'users',
+      'coder Σ',
+      'allowed',
+      'denied',
+      'stale',
+    ],
   ];
   report.periods.forEach((row, position) => {
     periodTable.push([
       `${position + 1}${row.finalCollection ? '*' : ''}`,
       `${clock(row.periodStart, false)} +${ms(row.periodDurationMs)}`,
-      row.windowStart && row.windowEnd ? `${clock(row.windowStart, true)}–${clock(row.windowEnd, true)}` : '(no rows)',
+      row.windowStart && row.windowEnd
+        ? `${clock(row.windowStart, true)}–${clock(row.windowEnd, true)}`
+        : '(no rows)',
       String(row.replicas),
       num(row.uniqueWorkspaces),
       num(row.uniqueWorkspacesReplicaSum),
@@ -63,7 +81,9 @@ export function formatReport(report: SimulationReport): string {
       num(row.uniqueUsersReplicaSum),
       num(row.allowed),
       num(row.denied),
-      row.staleReplicas > 0 ? `${row.staleReplicas} row(s): ${num(row.staleAllowed + row.staleDenied)}` : '-',
+      row.staleReplicas > 0
+        ? `${row.staleReplicas} row(s): ${num(row.staleAllowed + row.staleDenied)}`
+        : '-',
     ]);
   });
   lines.push(...table(periodTable, { indent: 2, rightAlignFrom: 3 }));
@@ -71,7 +91,18 @@ export function formatReport(report: SimulationReport): string {
 
   lines.push('Replicas');
   const replicaTable: string[][] = [
-    ['#', 'pid', 'replica id', 'ended', 'generated', 'flushed', 'unflushed', 'flushes', 'periods won', 'deliveries'],
+    [
+      '#',
+      'pid',
+      'replica id',
+      'ended',
+      'generated',
+      'flushed',
+      'unflushed',
+      'flushes',
+      'periods won',
+      'delivered/tried',
+    ],
   ];
   for (const replica of report.replicas) {
     replicaTable.push([
@@ -102,8 +133,12 @@ export function formatReport(report: SimulationReport): string {
   );
   const w = report.lockWaits;
   lines.push(
-    `Lock waits: a backend waited for the advisory lock in ${num(w.samplesWithWaiters)} of ${num(w.samples)} pg_locks samples` +
-      ` (at most ${w.maxWaiting} at once, ${w.meanWaiting.toFixed(2)} on average); lock timeouts: ${w.lockTimeouts}`,
+    `Lock waits (pg_locks sampled every ${w.intervalMs} ms): ` +
+      (w.samplesWithWaiters === 0
+        ? `no backend seen waiting for the advisory lock in ${num(w.samples)} samples`
+        : `a backend was waiting for the advisory lock in ${num(w.samplesWithWaiters)} of ${num(w.samples)} samples` +
+          ` (at most ${w.maxWaiting} at once)`) +
+      `; lock timeouts: ${w.lockTimeouts}`,
   );
   lines.push(`Errors by class: ${formatErrors(report.errors)}`);
   const c = report.collector;
@@ -130,7 +165,8 @@ export function formatReport(report: SimulationReport): string {
     );
   }
   lines.push('');
-  for (const check of report.checks) lines.push(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
+  for (const check of report.checks)
+    lines.push(`${check.ok ? 'ok  ' : 'FAIL'} ${check.name}: ${check.detail}`);
   lines.push('');
   lines.push(verdict(report));
   return lines.join('\n');
@@ -159,7 +195,9 @@ function latencyRow(label: string, value: LatencySummary): string[] {
 
 export function formatErrors(errors: Readonly<Record<string, number>>): string {
   const entries = Object.entries(errors).sort((x, y) => y[1] - x[1] || x[0].localeCompare(y[0]));
-  return entries.length === 0 ? 'none' : entries.map(([key, value]) => `${key} ×${value}`).join(', ');
+  return entries.length === 0
+    ? 'none'
+    : entries.map(([key, value]) => `${key} ×${value}`).join(', ');
 }
 
 export function num(value: number | bigint): string {
@@ -182,13 +220,16 @@ function clock(iso: string, withMillis: boolean): string {
 
 function table(rows: string[][], layout: { indent: number; rightAlignFrom: number }): string[] {
   const widths: number[] = [];
-  for (const row of rows) row.forEach((cell, column) => (widths[column] = Math.max(widths[column] ?? 0, cell.length)));
+  for (const row of rows)
+    row.forEach((cell, column) => (widths[column] = Math.max(widths[column] ?? 0, cell.length)));
   return rows.map(
     (row) =>
       ' '.repeat(layout.indent) +
       row
         .map((cell, column) =>
-          column >= layout.rightAlignFrom ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0),
+          column >= layout.rightAlignFrom
+            ? cell.padStart(widths[column] ?? 0)
+            : cell.padEnd(widths[column] ?? 0),
         )
         .join('  ')
         .trimEnd(),

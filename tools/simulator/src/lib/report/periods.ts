@@ -47,14 +47,17 @@ export function periodRows(
       );
     }
   }
-  rows.sort((a, b) => a.periodStart.localeCompare(b.periodStart) || a.reportId.localeCompare(b.reportId));
+  rows.sort(
+    (a, b) => a.periodStart.localeCompare(b.periodStart) || a.reportId.localeCompare(b.reportId),
+  );
   return { rows, problems };
 }
 
 function periodRow(report: ReceivedReport, finalReportId: string | undefined): PeriodRow {
   const body = asObject(report.body, 'body');
   const summary = asObject(body['boundary_usage_summary'], 'boundary_usage_summary');
-  const reportId = typeof body['report_id'] === 'string' ? body['report_id'] : report.idempotencyKey;
+  const reportId =
+    typeof body['report_id'] === 'string' ? body['report_id'] : report.idempotencyKey;
   return {
     reportId,
     periodStart: text(summary, 'period_start'),
@@ -77,7 +80,8 @@ function periodRow(report: ReceivedReport, finalReportId: string | undefined): P
 }
 
 function asObject(value: unknown, what: string): Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${what} is missing`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new Error(`${what} is missing`);
   return value as Record<string, unknown>;
 }
 

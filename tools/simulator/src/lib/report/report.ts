@@ -119,23 +119,22 @@ export interface SimulationReport {
   latency: { flush: LatencySummary; cutover: LatencySummary };
   lockWaits: LockWaitSummary & { lockTimeouts: number };
   errors: Record<string, number>;
-  chaos:
-    | {
-        backendsTerminated: number;
-        killed:
-          | {
-              index: number;
-              replicaId: string | null;
-              atMs: number;
-              tracked: Counts;
-              flushed: Counts;
-              lost: Counts;
-              ambiguousBatch: 'none' | 'applied' | 'not applied' | 'unknown';
-            }
-          | null;
-      }
-    | null;
-  /** Flush batches counted from FlushResult differ from the store's confirmations (see README). */
+  chaos: {
+    backendsTerminated: number;
+    killed: {
+      index: number;
+      replicaId: string | null;
+      atMs: number;
+      tracked: Counts;
+      flushed: Counts;
+      lost: Counts;
+      ambiguousBatch: 'none' | 'applied' | 'not applied' | 'unknown';
+    } | null;
+  } | null;
+  /**
+   * Requests the store confirmed that FlushResult of successful flushes does not account for,
+   * over replicas that stopped normally (see README, "Why the store counts flushes").
+   */
   flushResultShortfall: Counts;
   leftover: { statsRows: number; undeliveredReports: number } | null;
   checks: Check[];
@@ -189,11 +188,15 @@ export function buildReport(run: RunObservations): SimulationReport {
     }
     addCounts(errors, state.errors);
     const replicaFlushed =
-      killed?.unconfirmedBatch && killed.unconfirmedBatchApplied ? plus(state.flushed, killed.unconfirmedBatch) : state.flushed;
+      killed?.unconfirmedBatch && killed.unconfirmedBatchApplied
+        ? plus(state.flushed, killed.unconfirmedBatch)
+        : state.flushed;
     const remainder = minus(state.generated, replicaFlushed);
     generated = plus(generated, state.generated);
     flushed = plus(flushed, replicaFlushed);
-    flushResultShortfall = plus(flushResultShortfall, minus(state.flushed, state.flushResults));
+    // A killed replica froze mid-flush (its flush never returned), so only live ones compare.
+    if (!killed)
+      flushResultShortfall = plus(flushResultShortfall, minus(state.flushed, state.flushResults));
     if (killed) lost = plus(lost, remainder);
     else unflushed = plus(unflushed, remainder);
     replicaRows.push({
@@ -212,13 +215,20 @@ export function buildReport(run: RunObservations): SimulationReport {
       deliveriesAcknowledged: state.deliveriesAcknowledged,
     });
     if (replica.failure && !killed) {
-      checks.push({ name: `replica ${replica.index} stopped cleanly`, ok: false, detail: replica.failure });
+      checks.push({
+        name: `replica ${replica.index} stopped cleanly`,
+        ok: false,
+        detail: replica.failure,
+      });
     }
   }
   addCounts(errors, run.errors);
   if (run.finalCollectionMs !== undefined) cutoverLatency.push(run.finalCollectionMs);
 
-  const reportedFresh = periods.reduce<RequestCounts>((sum, row) => plus(sum, { allowed: row.allowed, denied: row.denied }), ZERO);
+  const reportedFresh = periods.reduce<RequestCounts>(
+    (sum, row) => plus(sum, { allowed: row.allowed, denied: row.denied }),
+    ZERO,
+  );
   const reportedStale = periods.reduce<RequestCounts>(
     (sum, row) => plus(sum, { allowed: row.staleAllowed, denied: row.staleDenied }),
     ZERO,
@@ -242,7 +252,8 @@ export function buildReport(run: RunObservations): SimulationReport {
       : `reported − flushed = ${fmt(reportedMinusFlushed.allowed + reportedMinusFlushed.denied)} (allowed ${fmt(reportedMinusFlushed.allowed)}, denied ${fmt(reportedMinusFlushed.denied)})`,
   });
   if (run.killed) {
-    const ambiguous = run.killed.unconfirmedBatch !== undefined && run.killed.unconfirmedBatchApplied === undefined;
+    const ambiguous =
+      run.killed.unconfirmedBatch !== undefined && run.killed.unconfirmedBatchApplied === undefined;
     checks.push({
       name: 'the killed replica’s loss is exactly its unflushed part',
       ok: !ambiguous,
@@ -259,9 +270,14 @@ export function buildReport(run: RunObservations): SimulationReport {
     });
   }
   if (problems.length > 0) {
-    checks.push({ name: 'every report received is a snapshot', ok: false, detail: problems.join('; ') });
+    checks.push({
+      name: 'every report received is a snapshot',
+      ok: false,
+      detail: problems.join('; '),
+    });
   }
-  for (const failure of run.failures) checks.push({ name: 'the run completed', ok: false, detail: failure });
+  for (const failure of run.failures)
+    checks.push({ name: 'the run completed', ok: false, detail: failure });
 
   const killed = run.killed;
   const lockTimeouts = Object.entries(errors)
@@ -310,7 +326,9 @@ export function buildReport(run: RunObservations): SimulationReport {
                 replicaId: killed.replicaId ?? null,
                 atMs: Math.round(killed.atMs),
                 tracked: counts(killed.state.generated),
-                flushed: counts(replicaRows.find((row) => row.index === killed.index)?.flushed ?? ZERO),
+                flushed: counts(
+                  replicaRows.find((row) => row.index === killed.index)?.flushed ?? ZERO,
+                ),
                 lost: counts(lost),
                 ambiguousBatch: !killed.unconfirmedBatch
                   ? 'none'

@@ -27,7 +27,10 @@ function round(value: number | null): number | null {
 }
 
 /** Adds counts by key into `into`. */
-export function addCounts(into: Record<string, number>, from: Readonly<Record<string, number>>): Record<string, number> {
+export function addCounts(
+  into: Record<string, number>,
+  from: Readonly<Record<string, number>>,
+): Record<string, number> {
   for (const [key, value] of Object.entries(from)) into[key] = (into[key] ?? 0) + value;
   return into;
 }
