@@ -153,3 +153,36 @@ describe('redactDatabaseUrl', () => {
     expect(redacted).toContain('admin:***@');
   });
 });
+
+describe('preparedStatements', () => {
+  // pg_prepared_statements lists the statements prepared in the current session; with one
+  // pooled connection every query below runs in the same session.
+  async function preparedInSession(client: PrismaClient): Promise<string[]> {
+    const rows = await client.$queryRaw<
+      { name: string }[]
+    >`SELECT name FROM pg_prepared_statements ORDER BY name`;
+    return rows.map((row) => row.name);
+  }
+
+  test('on: each distinct statement is prepared once per connection and reused', async () => {
+    const client = track(
+      createPrismaClient({
+        databaseUrl: database.databaseUrl,
+        maxConnections: 1,
+        preparedStatements: true,
+      }),
+    );
+    for (let i = 0; i < 3; i++) await client.$queryRaw`SELECT ${i}::int AS n`;
+    const names = await preparedInSession(client);
+    // The SELECT above (three runs, one statement) and the pg_prepared_statements query.
+    expect(names.filter((name) => name.startsWith('usagekit_'))).toHaveLength(2);
+  });
+
+  test('off (the default): nothing is prepared by name', async () => {
+    const client = track(
+      createPrismaClient({ databaseUrl: database.databaseUrl, maxConnections: 1 }),
+    );
+    await client.$queryRaw`SELECT 1 AS n`;
+    expect(await preparedInSession(client)).toEqual([]);
+  });
+});

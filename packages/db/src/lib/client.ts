@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { Pool } from 'pg';
 import { PrismaClient } from '../generated/prisma/client.js';
@@ -11,6 +12,15 @@ export interface CreatePrismaClientOptions {
   transactionOptions?: { maxWaitMs?: number; timeoutMs?: number };
   /** Where pool errors (an idle connection dropped by the server, say) are reported. */
   logger?: Logger;
+  /**
+   * Send every statement as a named prepared statement, planned once per connection. The
+   * flush's statement then costs PostgreSQL about a third of the CPU (docs/perf: 2.2× the
+   * flush throughput at 16 replicas). Off by default: named statements do not survive
+   * PgBouncer in transaction mode before 1.21 (and need max_prepared_statements after it).
+   * Each distinct SQL text is prepared once per connection, so enable it for clients that
+   * run a bounded set of statements, such as usagekit's.
+   */
+  preparedStatements?: boolean;
 }
 
 export const DEFAULT_TRANSACTION_MAX_WAIT_MS = 5_000;
@@ -42,6 +52,7 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
   });
   const adapter = new PrismaPg(pool, {
     disposeExternalPool: true,
+    statementNameGenerator: options.preparedStatements ? statementName : undefined,
     // A connection that breaks while checked out: the caller gets ConnectionLostError; this
     // leaves a trace in the logs too.
     onConnectionError: (error) =>
@@ -57,4 +68,9 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
       timeout: options.transactionOptions?.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS,
     },
   });
+}
+
+/** A name per distinct SQL text: node-postgres prepares it once per connection, then reuses it. */
+function statementName(query: { sql: string }): string {
+  return `usagekit_${createHash('sha1').update(query.sql).digest('hex').slice(0, 24)}`;
 }
