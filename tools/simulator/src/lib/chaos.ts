@@ -1,7 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PrismaClient } from '@usagekit/db';
+import type { ReplicaHandle } from './fleet.js';
+import type { ProgressView } from './progress.js';
 import { pickRandom } from './random.js';
 import { REPLICA_APPLICATION_NAME_PREFIX } from './replica/protocol.js';
+import type { KilledReplica } from './report/report.js';
 
 export interface BackendTerminator {
   /** Backends terminated so far. */
@@ -59,4 +62,75 @@ export function startBackendTerminator(options: {
       await loop;
     },
   };
+}
+
+/**
+ * --chaos: freezes one random replica (no more traffic or flushes, in-flight flushes settle),
+ * takes its last numbers and SIGKILLs it. What it had tracked but not flushed is the only loss
+ * the account allows. If its last flush failed, the database alone knows whether that batch
+ * committed: its flush sequence tells, once every backend of the dead replica is gone.
+ */
+export async function killOneReplica(input: {
+  fleet: readonly ReplicaHandle[];
+  prisma: PrismaClient;
+  view: ProgressView;
+  atMs: number;
+}): Promise<KilledReplica | undefined> {
+  const candidates = input.fleet.filter((replica) => replica.status === 'running' && replica.alive);
+  if (candidates.length === 0) return undefined;
+  const victim = pickRandom(candidates);
+  if (!victim) return undefined;
+  const frozen = await victim.freeze(10_000);
+  await victim.kill();
+  let unconfirmedBatchApplied: boolean | undefined;
+  if (frozen.unconfirmedBatch && victim.replicaId) {
+    await waitForBackendsGone(
+      input.prisma,
+      `${REPLICA_APPLICATION_NAME_PREFIX}${victim.index}`,
+      10_000,
+    );
+    const rows = await input.prisma.$queryRaw<{ last_sequence: bigint | string }[]>`
+      SELECT last_sequence FROM boundary_usage_flush_sequences WHERE replica_id = ${victim.replicaId}::uuid`;
+    const last = rows[0] ? BigInt(rows[0].last_sequence) : undefined;
+    unconfirmedBatchApplied = last !== undefined && last >= frozen.unconfirmedBatch.sequence;
+  }
+  const state = frozen.state;
+  const unflushed =
+    state.generated.allowed +
+    state.generated.denied -
+    state.flushed.allowed -
+    state.flushed.denied -
+    (unconfirmedBatchApplied && frozen.unconfirmedBatch
+      ? frozen.unconfirmedBatch.allowed + frozen.unconfirmedBatch.denied
+      : 0n);
+  input.view.message(
+    `chaos: replica ${victim.index} (pid ${victim.pid}) SIGKILLed at ${(input.atMs / 1000).toFixed(1)}s with ${unflushed} requests tracked but not flushed`,
+  );
+  return {
+    index: victim.index,
+    replicaId: victim.replicaId,
+    atMs: input.atMs,
+    state,
+    unconfirmedBatch: frozen.unconfirmedBatch,
+    unconfirmedBatchApplied,
+  };
+}
+
+/** A backend that already received COMMIT finishes it before it exits; wait for that. */
+async function waitForBackendsGone(
+  prisma: PrismaClient,
+  applicationName: string,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const rows = await prisma.$queryRaw<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pg_stat_activity
+       WHERE datname = current_database() AND application_name = ${applicationName}`;
+    if ((rows[0]?.n ?? 0) === 0) return;
+    await sleep(50);
+  }
+  throw new Error(
+    `the killed replica's backends (${applicationName}) did not go away within ${timeoutMs / 1000}s`,
+  );
 }
