@@ -77,7 +77,7 @@ Flags (durations take ms, s or m; a bare number means seconds):
   --database-url URL     use this PostgreSQL server instead of embedded PostgreSQL; the
                          simulator creates its own database there and drops it afterwards
                          (default: $DATABASE_URL, else embedded PostgreSQL)
-  --keep-database        do not drop the simulator's database at the end
+  --keep-database        with --database-url: do not drop the simulator's database at the end
   -h, --help             show this help
 
 Exit code: 0 when the account balances, 1 when it does not (or the run failed), 2 for bad flags.
