@@ -18,7 +18,7 @@ import {
 import type { FlushValues } from '../lib/raw-sql.js';
 import { median, ratio } from '../lib/stats.js';
 
-export type FlushContenderId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h';
+export type FlushContenderId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'j';
 
 export interface FlushContender {
   id: FlushContenderId;
@@ -46,6 +46,16 @@ export const FLUSH_CONTENDERS: readonly FlushContender[] = [
     label: 'raw node-postgres: f as a named prepared statement',
     roundTrips: 1,
     onlyAt: [16],
+  },
+  {
+    id: 'i',
+    label: 'ours: a with preparedStatements (createPrismaClient option)',
+    roundTrips: 1,
+  },
+  {
+    id: 'j',
+    label: 'ours: b with preparedStatements',
+    roundTrips: 1,
   },
 ];
 
@@ -92,6 +102,12 @@ export interface FlushRatios {
   sharedOverExclusiveInteractive: number;
   /** raw prepared (h) ÷ raw unprepared (f): what parsing and planning each flush costs. */
   preparedOverUnprepared: number;
+  /** ours with preparedStatements (i) ÷ ours default (a). */
+  oursPreparedOverOurs: number;
+  /** ours with preparedStatements (i) ÷ raw pg (d). */
+  oursPreparedOverRawPg: number;
+  /** shared ÷ exclusive, both with preparedStatements (i ÷ j). */
+  sharedOverExclusivePrepared: number;
 }
 
 export interface FlushSectionResult {
@@ -121,9 +137,10 @@ export function openStoreFleet(
   databaseUrl: string,
   ids: readonly string[],
   options: StoreOptions,
+  clientOptions: { preparedStatements?: boolean } = {},
 ): Fleet {
   const clients = ids.map(() =>
-    createPrismaClient({ databaseUrl, maxConnections: REPLICA_POOL_SIZE }),
+    createPrismaClient({ databaseUrl, maxConnections: REPLICA_POOL_SIZE, ...clientOptions }),
   );
   const flushers = ids.map((id, i) => {
     const store = new BoundaryUsageStore(clients[i], options);
@@ -187,6 +204,20 @@ export function openFleet(
       return openRawFleet(databaseUrl, ids, rawFlushSingleStatement);
     case 'h':
       return openRawFleet(databaseUrl, ids, rawFlushPrepared);
+    case 'i':
+      return openStoreFleet(
+        databaseUrl,
+        ids,
+        { lockMode: 'shared', flushMode: 'single-statement' },
+        { preparedStatements: true },
+      );
+    case 'j':
+      return openStoreFleet(
+        databaseUrl,
+        ids,
+        { lockMode: 'exclusive', flushMode: 'single-statement' },
+        { preparedStatements: true },
+      );
     case 'e':
       throw new Error('pgbench is not a Node fleet');
   }
@@ -303,6 +334,9 @@ export function flushRatios(cells: readonly FlushCell[], replicas: number): Flus
     interactiveOverRawPg: ratio(tput('c'), tput('d')),
     sharedOverExclusiveInteractive: ratio(tput('c'), tput('g')),
     preparedOverUnprepared: ratio(tput('h'), tput('f')),
+    oursPreparedOverOurs: ratio(tput('i'), tput('a')),
+    oursPreparedOverRawPg: ratio(tput('i'), tput('d')),
+    sharedOverExclusivePrepared: ratio(tput('i'), tput('j')),
   };
 }
 
@@ -347,6 +381,9 @@ function printFlushTables(
       'c÷d same 5 stmts',
       'c÷g shared/excl itx',
       'h÷f prepared',
+      'i÷a ours prepared',
+      'i÷d ours prepared/raw pg',
+      'i÷j shared/excl prepared',
     ],
     ratios.map((r) => [
       String(r.replicas),
@@ -357,6 +394,9 @@ function printFlushTables(
       fmtRatio(r.interactiveOverRawPg),
       fmtRatio(r.sharedOverExclusiveInteractive),
       fmtRatio(r.preparedOverUnprepared),
+      fmtRatio(r.oursPreparedOverOurs),
+      fmtRatio(r.oursPreparedOverRawPg),
+      fmtRatio(r.sharedOverExclusivePrepared),
     ]),
   );
 }
