@@ -145,3 +145,26 @@ test('exact uniques under concurrency: each period counts exactly the distinct i
     if (!carried.has(gen)) expect({ gen, ...counts }).toEqual({ gen, workspaces: 0n, users: 0n });
   }
 });
+
+test('flushes carrying the same new ids in opposite orders never deadlock', async () => {
+  // Two replicas insert the same new ids into boundary_usage_ids at the same moment. Unordered,
+  // each can hold one id's speculative insert while waiting for the other's: 40P01.
+  const errors: string[] = [];
+  const stores = [0, 1].map(() => new BoundaryUsageStore(db.client(1), patient));
+  for (let round = 0; round < 20 * ROUNDS; round++) {
+    const ids = Array.from({ length: 200 }, () => uuid());
+    await Promise.all(
+      [ids, [...ids].reverse()].map(async (order, i) => {
+        try {
+          await stores[i]!.upsertStats({
+            replicaId: uuid(), uniqueWorkspacesDelta: 0, uniqueUsersDelta: 0, uniqueWorkspacesCount: 0,
+            uniqueUsersCount: 0, allowedRequests: 1, deniedRequests: 0, workspaceIds: order, userIds: order,
+          });
+        } catch (error) {
+          errors.push(errorCode(error));
+        }
+      }),
+    );
+  }
+  expect(errors).toEqual([]);
+});

@@ -61,7 +61,12 @@ export interface FlushStatementRow {
 
 /**
  * The flush: one statement that (1) records the flush sequence, (2) inserts the ids it carries
- * into boundary_usage_ids, (3) upserts the replica's stats row. Each step reads the previous
+ * into boundary_usage_ids, (3) upserts the replica's stats row.
+ *
+ * The ids are inserted in (kind, id) order. Two flushes carrying the same new ids each wait on
+ * the other's uncommitted insert of a shared id (ON CONFLICT must know whether it commits);
+ * in opposite orders that is a deadlock (40P01, seen in the simulator's chaos runs and
+ * reproduced in the stress test). In one global order the second simply waits for the first. Each step reads the previous
  * CTE's output, so when the sequence says "already applied" nothing else is written.
  *
  * `gate` is the CTE the sequence step selects FROM. In the interactive transaction it is a
@@ -91,11 +96,13 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
   return Prisma.sql`${sequenceStep},
     ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
-      SELECT 'workspace', w FROM unnest(${params.workspaceIds as string[]}::uuid[]) AS w
+      SELECT kind, id FROM (
+        SELECT 'workspace' AS kind, w AS id FROM unnest(${params.workspaceIds as string[]}::uuid[]) AS w
+        UNION ALL
+        SELECT 'user', u FROM unnest(${params.userIds as string[]}::uuid[]) AS u
+      ) carried
        WHERE EXISTS (SELECT 1 FROM sequence)
-      UNION ALL
-      SELECT 'user', u FROM unnest(${params.userIds as string[]}::uuid[]) AS u
-       WHERE EXISTS (SELECT 1 FROM sequence)
+       ORDER BY kind, id
       ON CONFLICT DO NOTHING
     ),
     stats AS (

@@ -38,11 +38,13 @@ export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
         ),
     ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
-      SELECT 'workspace', w FROM unnest($3::uuid[]) AS w
+      SELECT kind, id FROM (
+        SELECT 'workspace' AS kind, w AS id FROM unnest($3::uuid[]) AS w
+        UNION ALL
+        SELECT 'user', u FROM unnest($4::uuid[]) AS u
+      ) carried
        WHERE EXISTS (SELECT 1 FROM sequence)
-      UNION ALL
-      SELECT 'user', u FROM unnest($4::uuid[]) AS u
-       WHERE EXISTS (SELECT 1 FROM sequence)
+       ORDER BY kind, id
       ON CONFLICT DO NOTHING
     ),
     stats AS (
@@ -81,11 +83,13 @@ export const FLUSH_WITH_SHARED_LOCK = `WITH
         ),
     ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
-      SELECT 'workspace', w FROM unnest($5::uuid[]) AS w
+      SELECT kind, id FROM (
+        SELECT 'workspace' AS kind, w AS id FROM unnest($5::uuid[]) AS w
+        UNION ALL
+        SELECT 'user', u FROM unnest($6::uuid[]) AS u
+      ) carried
        WHERE EXISTS (SELECT 1 FROM sequence)
-      UNION ALL
-      SELECT 'user', u FROM unnest($6::uuid[]) AS u
-       WHERE EXISTS (SELECT 1 FROM sequence)
+       ORDER BY kind, id
       ON CONFLICT DO NOTHING
     ),
     stats AS (
