@@ -214,6 +214,7 @@ describe('beyond coder', () => {
     const result = await tracker.flush(store, replica);
     expect(result).toMatchObject({ batches: 2, duplicates: 0, allowedRequests: 8n, deniedRequests: 4n });
     expect(tracker.pending()).toMatchObject({ allowedRequests: 0n, deniedRequests: 0n, unconfirmedBatch: false });
+    expect(tracker.confirmed()).toEqual({ allowedRequests: 8n, deniedRequests: 4n, batches: 2, duplicates: 0 });
     const summary = await summarize();
     expect([summary.uniqueWorkspaces, summary.uniqueUsers, summary.allowedRequests, summary.deniedRequests]).toEqual([2n, 1n, 8n, 4n]);
     expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueUsersReplicaSum]).toEqual([2n, 1n]);
@@ -301,4 +302,26 @@ test('one id in upper and lower case is one id, per replica and across replicas'
   expect([summary.uniqueWorkspaces, summary.uniqueUsers]).toEqual([1n, 1n]);
   // Two replica rows (the first flush used another replica id), each with one workspace.
   expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueUsersReplicaSum, summary.allowedRequests]).toEqual([2n, 2n, 3n]);
+});
+
+test('confirmed() counts a resent batch that succeeded even when the newer batch then fails', async () => {
+  const tracker = new BoundaryUsageTracker();
+  const replica = uuid();
+  let calls = 0;
+  // Upserts 1 and 3 go to a database that is not there; upsert 2 (the resend) to the real one.
+  const down = await unreachableStore();
+  class Flaky extends BoundaryUsageStore {
+    override async upsertStats(params: UpsertStatsParams): Promise<UpsertStatsResult> {
+      calls++;
+      return calls === 2 ? super.upsertStats(params) : down.upsertStats(params);
+    }
+  }
+  const flaky = new Flaky(prisma);
+  tracker.track(uuid(), uuid(), 5, 0);
+  await expect(tracker.flush(flaky, replica)).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
+  tracker.track(uuid(), uuid(), 7, 0);
+  await expect(tracker.flush(flaky, replica)).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
+  expect(tracker.confirmed()).toMatchObject({ allowedRequests: 5n, batches: 1 });
+  expect(tracker.pending()).toMatchObject({ allowedRequests: 7n, unconfirmedBatch: true });
+  expect((await summarize()).allowedRequests).toBe(5n);
 });

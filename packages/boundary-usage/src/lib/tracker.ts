@@ -64,6 +64,8 @@ export class BoundaryUsageTracker {
   private unconfirmed: Batch | undefined;
   private nextSequence: bigint;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Running totals of what the database is known to have from this tracker. */
+  private readonly applied = { allowedRequests: 0n, deniedRequests: 0n, batches: 0, duplicates: 0 };
 
   constructor(options: { firstSequence?: bigint } = {}) {
     // Sequences must keep rising across restarts of a replica that keeps its id; microseconds
@@ -127,6 +129,15 @@ export class BoundaryUsageTracker {
       deniedRequests: BigInt(this.denied) + this.deniedOverflow + (fromBatch?.deniedRequests ?? 0n),
       unconfirmedBatch: fromBatch !== undefined,
     };
+  }
+
+  /**
+   * Totals, since the tracker was created, of what the database is known to have from it:
+   * batches applied or found already applied. Unlike summing FlushResults, it also counts a
+   * resent batch that succeeded in a flush() whose newer batch then failed.
+   */
+  confirmed(): { allowedRequests: bigint; deniedRequests: bigint; batches: number; duplicates: number } {
+    return { ...this.applied };
   }
 
   /**
@@ -206,6 +217,10 @@ export class BoundaryUsageTracker {
       throw error instanceof InvalidInputError ? error : toDatabaseError(error);
     }
     this.unconfirmed = undefined;
+    this.applied.allowedRequests += batch.allowedRequests;
+    this.applied.deniedRequests += batch.deniedRequests;
+    this.applied.batches++;
+    if (!outcome.applied) this.applied.duplicates++;
     result.flushed = true;
     result.batches++;
     if (!outcome.applied) result.duplicates++;
