@@ -50,6 +50,24 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
       error: error.message,
     });
   });
+  // pg-pool drops its own 'error' listener from a connection as it hands it out, and
+  // adapter-pg adds one only once `await pool.connect()` has resumed. A FATAL that arrives in
+  // the same read as the new connection's ReadyForQuery (its backend terminated, or the server
+  // shutting down, just as it became ready) is emitted in between, to nobody: Node turns an
+  // unhandled 'error' event into an exception that kills the process, and every count not yet
+  // flushed dies with it (found by packages/telemetry/test/faults.test.ts). So each connection
+  // keeps a listener of its own for life; the connection is unusable afterwards, and the next
+  // query on it fails with ConnectionLostError, which callers retry.
+  pool.on('connect', (connection) => {
+    connection.on('error', (error) => {
+      // The pool or the adapter also listens, and reports it.
+      if (connection.listenerCount('error') > 1) return;
+      logger.warn('usagekit: database connection failed while being handed out', {
+        database: where,
+        error: error.message,
+      });
+    });
+  });
   const adapter = new PrismaPg(pool, {
     disposeExternalPool: true,
     statementNameGenerator: options.preparedStatements ? statementName : undefined,
