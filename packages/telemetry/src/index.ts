@@ -4,6 +4,7 @@ export type {
   TelemetryReporterOptions,
   TelemetryObserver,
   DeliveryAttempt,
+  DeliveryPass,
 } from './lib/options.js';
 export type { DeliveryResult } from './lib/deliver.js';
 export type { PurgeResult } from './lib/retention.js';
@@ -29,3 +30,5 @@ export { systemClock } from './lib/clock.js';
 export type { Clock } from './lib/clock.js';
 export { retryDelayMs } from './lib/backoff.js';
 export type { RetryBackoff } from './lib/backoff.js';
+export { createTelemetryMetrics } from './lib/metrics.js';
+export type { TelemetryMetricsOptions } from './lib/metrics.js';

@@ -21,6 +21,7 @@ export interface DeliveryResult {
 export async function deliverDue(settings: ResolvedReporterOptions): Promise<DeliveryResult> {
   const { prisma, deliveryBatchSize, deliveryLeaseMs, clock } = settings;
   const result: DeliveryResult = { delivered: 0, failed: 0 };
+  const startedAt = performance.now();
   for (let leased = 0; leased < deliveryBatchSize; leased++) {
     const now = readClock(clock);
     let rows: sql.LeasedReportRow[];
@@ -36,7 +37,43 @@ export async function deliverDue(settings: ResolvedReporterOptions): Promise<Del
     if (await deliverOne(settings, row)) result.delivered++;
     else result.failed++;
   }
+  if (settings.observer.onDeliveryPass) await reportPass(settings, result, startedAt);
   return result;
+}
+
+/**
+ * Tells observer.onDeliveryPass what the pass did and how much is still waiting. The backlog
+ * is read only for this hook; if that read fails the pass still succeeded, so it is logged
+ * and the hook skipped (a gauge keeps its last value) rather than failing the pass.
+ */
+async function reportPass(
+  settings: ResolvedReporterOptions,
+  result: DeliveryResult,
+  startedAt: number,
+): Promise<void> {
+  const { prisma, logger, observer, clock } = settings;
+  let backlog: sql.OutboxBacklogRow | undefined;
+  try {
+    [backlog] = await prisma.$queryRaw<sql.OutboxBacklogRow[]>(sql.outboxBacklog());
+  } catch (error) {
+    logger.warn('telemetry: could not read the outbox backlog for observer.onDeliveryPass', {
+      code: toDatabaseError(error).code,
+      error: describeError(error),
+    });
+    return;
+  }
+  const oldest = backlog?.oldest_created_at ?? null;
+  try {
+    observer.onDeliveryPass?.({
+      ...result,
+      pendingReports: Number(backlog?.pending ?? 0n),
+      oldestPendingAgeMs:
+        oldest === null ? null : Math.max(0, readClock(clock).getTime() - oldest.getTime()),
+      durationMs: performance.now() - startedAt,
+    });
+  } catch (error) {
+    logger.warn('telemetry: observer.onDeliveryPass threw', { error: describeError(error) });
+  }
 }
 
 /** When the earliest pending report is due (its backoff or lease ends), or null if none. */

@@ -19,13 +19,37 @@ export interface DeliveryAttempt {
   durationMs: number;
 }
 
+/** One delivery pass that ran to its end, and the outbox it left behind, for metrics. */
+export interface DeliveryPass {
+  /** Reports the sink accepted in this pass. */
+  delivered: number;
+  /** Reports whose send failed in this pass. */
+  failed: number;
+  /** Reports still undelivered after the pass: due, leased, or waiting out their backoff. */
+  pendingReports: number;
+  /** How long the oldest of them has waited, by the reporter's clock; null when none. */
+  oldestPendingAgeMs: number | null;
+  durationMs: number;
+}
+
 /**
  * Optional hooks, e.g. to feed metrics. Every method is optional; an exception thrown by one
  * is logged and otherwise ignored.
  */
 export interface TelemetryObserver {
+  /** A collection that finished: with a summary (this reporter won the period) or without. */
   onSnapshot?(snapshot: Snapshot, durationMs: number): void;
+  /** One report sent (or not) to the sink. */
   onDelivery?(attempt: DeliveryAttempt): void;
+  /**
+   * After every delivery pass that did not end in a database error. Only when this hook is set
+   * does a pass read the backlog: one more query (a count over the pending-reports index).
+   */
+  onDeliveryPass?(pass: DeliveryPass): void;
+  /**
+   * A collection, delivery pass or purge that failed, once per failure, whether it was called
+   * explicitly or by the schedule (the collection after its own retries).
+   */
   onError?(stage: 'collect' | 'deliver' | 'purge', error: unknown): void;
 }
 

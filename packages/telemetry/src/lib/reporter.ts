@@ -64,7 +64,7 @@ export class TelemetryReporter {
    * collection) and a typed DatabaseError is thrown. Sends nothing: see deliverPending().
    */
   collectSnapshot(): Promise<Snapshot> {
-    return this.serialized(() => collectSnapshot(this.settings));
+    return this.serialized(() => this.observed('collect', () => collectSnapshot(this.settings)));
   }
 
   /**
@@ -73,7 +73,7 @@ export class TelemetryReporter {
    * at the same time. Delivers reports written by any reporter, crashed ones included.
    */
   deliverPending(): Promise<DeliveryResult> {
-    return this.serialized(() => deliverDue(this.settings));
+    return this.serialized(() => this.observed('deliver', () => deliverDue(this.settings)));
   }
 
   /**
@@ -81,7 +81,7 @@ export class TelemetryReporter {
    * sequences idle for flushSequenceRetentionMs. Pending reports are always kept.
    */
   purgeExpired(): Promise<PurgeResult> {
-    return this.serialized(() => purgeExpired(this.settings));
+    return this.serialized(() => this.observed('purge', () => purgeExpired(this.settings)));
   }
 
   /**
@@ -120,8 +120,8 @@ export class TelemetryReporter {
         if (result.delivered + result.failed > 0)
           logger.info('telemetry: last delivery before stop', { ...result });
       },
-      (error: unknown) =>
-        this.reportError('deliver', 'telemetry: last delivery before stop failed', error),
+      // deliverPending() already told the observer.
+      (error: unknown) => this.logError('telemetry: last delivery before stop failed', error),
     );
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<'timeout'>((resolve) => {
@@ -215,25 +215,48 @@ export class TelemetryReporter {
     this.deliveryTimer.unref();
   }
 
-  /** Runs one step of a scheduled round; a failure is reported and gives undefined. */
+  /** Runs one step of a scheduled round; a failure is logged, observed and gives undefined. */
   private async attempt<T>(
     stage: Stage,
     message: string,
     step: () => Promise<T>,
   ): Promise<T | undefined> {
     try {
-      return await step();
+      return await this.observed(stage, step);
     } catch (error) {
-      this.reportError(stage, message, error);
+      this.logError(message, error);
       return undefined;
     }
   }
 
+  /**
+   * Runs one operation, explicit or scheduled; a failure goes to observer.onError, exactly
+   * once, and is rethrown. Metrics then count an application's own collectSnapshot() failures
+   * as well as the schedule's.
+   */
+  private async observed<T>(stage: Stage, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      this.notifyError(stage, error);
+      throw error;
+    }
+  }
+
+  /** For failures outside observed(): logged and passed to the observer. */
   private reportError(stage: Stage, message: string, error: unknown): void {
+    this.logError(message, error);
+    this.notifyError(stage, error);
+  }
+
+  private logError(message: string, error: unknown): void {
     this.settings.logger.error(message, {
       code: (error as { code?: unknown })?.code,
       error: describeError(error),
     });
+  }
+
+  private notifyError(stage: Stage, error: unknown): void {
     try {
       this.settings.observer.onError?.(stage, error);
     } catch (hookError) {

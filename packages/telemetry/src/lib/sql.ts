@@ -141,6 +141,20 @@ export function nextPendingAttempt(): Prisma.Sql {
     FROM telemetry_reports WHERE delivered_at IS NULL`;
 }
 
+export interface OutboxBacklogRow {
+  pending: bigint;
+  oldest_created_at: Date | null;
+}
+
+/**
+ * The undelivered reports and the oldest one's created_at, for the backlog metrics. Reads the
+ * pending-reports index (delivered_at, created_at); takes no locks.
+ */
+export function outboxBacklog(): Prisma.Sql {
+  return Prisma.sql`SELECT count(*) AS pending, min(created_at) AS oldest_created_at
+    FROM telemetry_reports WHERE delivered_at IS NULL`;
+}
+
 /**
  * Retention of the outbox: delivered reports older than the cutoff. Pending reports are never
  * deleted, however old. Locks the deleted rows; a row leased for delivery is pending, so this
