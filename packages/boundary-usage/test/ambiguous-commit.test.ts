@@ -46,28 +46,49 @@ describe.each(['single-statement', 'interactive'] as const)('%s flush', (flushMo
     await cut;
     expect(error).toMatchObject({ code: 'CONNECTION_LOST' });
     // It did commit: the row is there.
-    const rows = await prisma.$queryRaw<{ allowed_requests: bigint }[]>`SELECT allowed_requests FROM boundary_usage_stats`;
+    const rows = await prisma.$queryRaw<
+      { allowed_requests: bigint }[]
+    >`SELECT allowed_requests FROM boundary_usage_stats`;
     expect(rows.map((r) => r.allowed_requests)).toEqual([10n]);
     expect(tracker.pending()).toMatchObject({ allowedRequests: 10n, unconfirmedBatch: true });
 
     tracker.track(ws, user, 1, 0);
     const retry = await tracker.flush(store, replica);
-    expect(retry).toMatchObject({ batches: 2, duplicates: 1, allowedRequests: 11n, deniedRequests: 4n });
-    const summary = await new BoundaryUsageStore(prisma).getAndResetSummary({ maxStalenessMs: HOUR_MS });
-    expect([summary.allowedRequests, summary.deniedRequests, summary.uniqueWorkspaces, summary.uniqueUsers]).toEqual([11n, 4n, 1n, 1n]);
+    expect(retry).toMatchObject({
+      batches: 2,
+      duplicates: 1,
+      allowedRequests: 11n,
+      deniedRequests: 4n,
+    });
+    const summary = await new BoundaryUsageStore(prisma).getAndResetSummary({
+      maxStalenessMs: HOUR_MS,
+    });
+    expect([
+      summary.allowedRequests,
+      summary.deniedRequests,
+      summary.uniqueWorkspaces,
+      summary.uniqueUsers,
+    ]).toEqual([11n, 4n, 1n, 1n]);
   });
 
   test('control: the same retry without a flush sequence counts twice', async () => {
     const store = new BoundaryUsageStore(viaProxy, { flushMode });
     const params = {
-      replicaId: uuid(), uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, uniqueWorkspacesCount: 1,
-      uniqueUsersCount: 1, allowedRequests: 10, deniedRequests: 4,
+      replicaId: uuid(),
+      uniqueWorkspacesDelta: 1,
+      uniqueUsersDelta: 1,
+      uniqueWorkspacesCount: 1,
+      uniqueUsersCount: 1,
+      allowedRequests: 10,
+      deniedRequests: 4,
     };
     const cut = proxy.cutAfterNext(commitPoint[flushMode]);
     await expect(store.upsertStats(params)).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
     await cut;
     await store.upsertStats(params);
-    const summary = await new BoundaryUsageStore(prisma).getAndResetSummary({ maxStalenessMs: HOUR_MS });
+    const summary = await new BoundaryUsageStore(prisma).getAndResetSummary({
+      maxStalenessMs: HOUR_MS,
+    });
     expect(summary.allowedRequests).toBe(20n);
   });
 });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createPrismaClient, type PrismaClient } from '@usagekit/db';
+import { createPrismaClient, LockIds, type PrismaClient } from '@usagekit/db';
 import { createTestDatabase, type TestDatabase } from '@usagekit/testing';
 
 /**
@@ -39,7 +39,11 @@ export function gate(): { promise: Promise<void>; open: () => void } {
 }
 
 /** Polls until `check` returns true (bounded; throws if it never does). */
-export async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+export async function waitUntil(
+  check: () => Promise<boolean>,
+  what: string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;
@@ -58,4 +62,32 @@ export async function someoneWaitsForAdvisoryLock(observer: PrismaClient): Promi
 
 export async function clearTables(prisma: PrismaClient): Promise<void> {
   await prisma.$executeRaw`TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences`;
+}
+
+/**
+ * Holds the boundary-usage lock EXCLUSIVE in an open transaction on `holder`, as a cutover
+ * does, until the returned function is called. Resolves once `observer` sees it granted.
+ */
+export async function holdCutoverLock(
+  holder: PrismaClient,
+  observer: PrismaClient,
+): Promise<() => Promise<void>> {
+  const release = gate();
+  const held = holder.$transaction(
+    async (tx) => {
+      await tx.$executeRaw`SELECT pg_advisory_xact_lock(${LockIds.boundaryUsageStats}::bigint)`;
+      await release.promise;
+    },
+    { timeout: 60_000 },
+  );
+  await waitUntil(async () => {
+    const rows = await observer.$queryRaw<{ n: bigint }[]>`
+      SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+    return rows[0]!.n > 0n;
+  }, 'the lock is held');
+  return async () => {
+    release.open();
+    await held;
+  };
 }

@@ -1,7 +1,12 @@
-import { LockIds, type PrismaClient } from '@usagekit/db';
+import type { PrismaClient } from '@usagekit/db';
 import { Registry, register as globalRegistry } from 'prom-client';
-import { BoundaryUsageStore, BoundaryUsageTracker, createFlushMetrics, startFlushLoop } from '../src/index.js';
-import { clearTables, gate, useDatabase, uuid, waitUntil } from './helpers.js';
+import {
+  BoundaryUsageStore,
+  BoundaryUsageTracker,
+  createFlushMetrics,
+  startFlushLoop,
+} from '../src/index.js';
+import { clearTables, holdCutoverLock, useDatabase, uuid, waitUntil } from './helpers.js';
 
 const db = useDatabase();
 let prisma: PrismaClient;
@@ -11,39 +16,58 @@ beforeAll(() => {
 });
 beforeEach(() => clearTables(prisma));
 
-async function value(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+async function value(
+  registry: Registry,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
   const metric = await registry.getSingleMetric(name)?.get();
-  const match = metric?.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
+  const match = metric?.values.find((v) =>
+    Object.entries(labels).every(([k, l]) => v.labels[k] === l),
+  );
   return match?.value ?? 0;
 }
 
 test('flush metrics count flushes, requests, errors and retries on the given registry only', async () => {
   const registry = new Registry();
   const observer = createFlushMetrics(registry, { labels: { replica: 'r1' } });
-  const holder = db.client(1);
-  const observerClient = db.client(1);
-  const release = gate();
-  const held = holder.$transaction(async (tx) => {
-    await tx.$executeRaw`SELECT pg_advisory_xact_lock(${LockIds.boundaryUsageStats}::bigint)`;
-    await release.promise;
-  }, { timeout: 60_000 });
-  await waitUntil(async () => (await observerClient.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted`)[0]!.n > 0n, 'the lock is held');
+  const releaseLock = await holdCutoverLock(db.client(1), db.client(1));
 
   const tracker = new BoundaryUsageTracker();
   const loop = startFlushLoop({
-    tracker, store: new BoundaryUsageStore(db.client(2), { lockTimeoutMs: 50 }), replicaId: uuid(),
-    intervalMs: 10, maxAttempts: 1000, retryBackoff: { baseDelayMs: 5, maxDelayMs: 10 }, observer,
+    tracker,
+    store: new BoundaryUsageStore(db.client(2), { lockTimeoutMs: 50 }),
+    replicaId: uuid(),
+    intervalMs: 10,
+    maxAttempts: 1000,
+    retryBackoff: { baseDelayMs: 5, maxDelayMs: 10 },
+    observer,
   });
   tracker.track(uuid(), uuid(), 5, 2);
-  await waitUntil(async () => (await value(registry, 'usagekit_boundary_flush_retries_total')) >= 2, 'retries are counted');
-  release.open();
-  await held;
-  await waitUntil(async () => (await value(registry, 'usagekit_boundary_flushes_total', { outcome: 'flushed' })) >= 1, 'a flush is counted');
+  await waitUntil(
+    async () => (await value(registry, 'usagekit_boundary_flush_retries_total')) >= 2,
+    'retries are counted',
+  );
+  await releaseLock();
+  await waitUntil(
+    async () =>
+      (await value(registry, 'usagekit_boundary_flushes_total', { outcome: 'flushed' })) >= 1,
+    'a flush is counted',
+  );
   await loop.stop();
 
-  expect(await value(registry, 'usagekit_boundary_flushed_requests_total', { decision: 'allowed', replica: 'r1' })).toBe(5);
-  expect(await value(registry, 'usagekit_boundary_flushed_requests_total', { decision: 'denied' })).toBe(2);
-  expect(await value(registry, 'usagekit_boundary_flush_errors_total', { code: 'LOCK_TIMEOUT' })).toBeGreaterThanOrEqual(2);
+  expect(
+    await value(registry, 'usagekit_boundary_flushed_requests_total', {
+      decision: 'allowed',
+      replica: 'r1',
+    }),
+  ).toBe(5);
+  expect(
+    await value(registry, 'usagekit_boundary_flushed_requests_total', { decision: 'denied' }),
+  ).toBe(2);
+  expect(
+    await value(registry, 'usagekit_boundary_flush_errors_total', { code: 'LOCK_TIMEOUT' }),
+  ).toBeGreaterThanOrEqual(2);
   expect(await registry.metrics()).toContain('usagekit_boundary_flush_duration_seconds_bucket');
   expect(await globalRegistry.metrics()).not.toContain('usagekit_');
 });

@@ -1,6 +1,14 @@
 import { LockIds, type PrismaClient } from '@usagekit/db';
 import { BoundaryUsageStore, InvalidInputError, type UpsertStatsParams } from '../src/index.js';
-import { clearTables, gate, someoneWaitsForAdvisoryLock, useDatabase, uuid, waitUntil } from './helpers.js';
+import {
+  clearTables,
+  gate,
+  holdCutoverLock,
+  someoneWaitsForAdvisoryLock,
+  useDatabase,
+  uuid,
+  waitUntil,
+} from './helpers.js';
 
 const db = useDatabase();
 let prisma: PrismaClient;
@@ -28,7 +36,14 @@ function flush(replicaId: string, counts: Partial<UpsertStatsParams> = {}): Upse
 
 async function row(replicaId: string) {
   const rows = await prisma.$queryRaw<
-    { unique_workspaces_count: bigint; unique_users_count: bigint; allowed_requests: bigint; denied_requests: bigint; window_start: Date; updated_at: Date }[]
+    {
+      unique_workspaces_count: bigint;
+      unique_users_count: bigint;
+      allowed_requests: bigint;
+      denied_requests: bigint;
+      window_start: Date;
+      updated_at: Date;
+    }[]
   >`SELECT * FROM boundary_usage_stats WHERE replica_id = ${replicaId}::uuid`;
   return rows[0];
 }
@@ -43,7 +58,14 @@ describe.each(['single-statement', 'interactive'] as const)('upsertStats (%s)', 
   test('insert writes the unique deltas (5/3 with counts 999 gives 5/3) and reports a new period', async () => {
     const replicaId = uuid();
     const result = await modeStore.upsertStats(
-      flush(replicaId, { uniqueWorkspacesDelta: 5, uniqueUsersDelta: 3, uniqueWorkspacesCount: 999, uniqueUsersCount: 999, allowedRequests: 100, deniedRequests: 10 }),
+      flush(replicaId, {
+        uniqueWorkspacesDelta: 5,
+        uniqueUsersDelta: 3,
+        uniqueWorkspacesCount: 999,
+        uniqueUsersCount: 999,
+        allowedRequests: 100,
+        deniedRequests: 10,
+      }),
     );
     expect(result).toEqual({ newPeriod: true, applied: true });
     const stored = await row(replicaId);
@@ -54,10 +76,24 @@ describe.each(['single-statement', 'interactive'] as const)('upsertStats (%s)', 
   // coder UpsertBoundaryUsageStats_Update: uniques replaced {8, 5}, requests added.
   test('update replaces uniques with the cumulative counts and adds request deltas', async () => {
     const replicaId = uuid();
-    await modeStore.upsertStats(flush(replicaId, { uniqueWorkspacesDelta: 5, uniqueUsersDelta: 3, allowedRequests: 100, deniedRequests: 10 }));
+    await modeStore.upsertStats(
+      flush(replicaId, {
+        uniqueWorkspacesDelta: 5,
+        uniqueUsersDelta: 3,
+        allowedRequests: 100,
+        deniedRequests: 10,
+      }),
+    );
     const first = await row(replicaId);
     const result = await modeStore.upsertStats(
-      flush(replicaId, { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, uniqueWorkspacesCount: 8, uniqueUsersCount: 5, allowedRequests: 200, deniedRequests: 20 }),
+      flush(replicaId, {
+        uniqueWorkspacesDelta: 1,
+        uniqueUsersDelta: 1,
+        uniqueWorkspacesCount: 8,
+        uniqueUsersCount: 5,
+        allowedRequests: 200,
+        deniedRequests: 20,
+      }),
     );
     expect(result).toEqual({ newPeriod: false, applied: true });
     const second = await row(replicaId);
@@ -70,14 +106,22 @@ describe.each(['single-statement', 'interactive'] as const)('upsertStats (%s)', 
 
   test('a sequence already applied is skipped, also after a cutover', async () => {
     const replicaId = uuid();
-    const params = flush(replicaId, { uniqueWorkspacesDelta: 1, allowedRequests: 7, sequence: 100n, workspaceIds: [uuid()] });
+    const params = flush(replicaId, {
+      uniqueWorkspacesDelta: 1,
+      allowedRequests: 7,
+      sequence: 100n,
+      workspaceIds: [uuid()],
+    });
     expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: true, applied: true });
     expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: false, applied: false });
     const summary = await modeStore.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect(summary.allowedRequests).toBe(7n);
     expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: false, applied: false });
     expect(await row(replicaId)).toBeUndefined();
-    expect(await modeStore.upsertStats({ ...params, sequence: 101n })).toEqual({ newPeriod: true, applied: true });
+    expect(await modeStore.upsertStats({ ...params, sequence: 101n })).toEqual({
+      newPeriod: true,
+      applied: true,
+    });
   });
 });
 
@@ -85,32 +129,59 @@ describe('getAndResetSummary', () => {
   test('an empty table gives zeros, never "no row"', async () => {
     const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect(summary).toMatchObject({
-      uniqueWorkspaces: 0n, uniqueUsers: 0n, allowedRequests: 0n, deniedRequests: 0n,
-      uniqueWorkspacesReplicaSum: 0n, uniqueUsersReplicaSum: 0n, replicas: 0, staleReplicas: 0,
-      windowStart: null, windowEnd: null,
+      uniqueWorkspaces: 0n,
+      uniqueUsers: 0n,
+      allowedRequests: 0n,
+      deniedRequests: 0n,
+      uniqueWorkspacesReplicaSum: 0n,
+      uniqueUsersReplicaSum: 0n,
+      replicas: 0,
+      staleReplicas: 0,
+      windowStart: null,
+      windowEnd: null,
     });
   });
 
   // coder GetBoundaryUsageSummary_MultipleReplicas: {45, 25, 450, 45} summed over 3 replicas.
   test('sums every replica (coder: 45/25/450/45), then the table is empty', async () => {
-    for (const [ws, users, allowed, denied] of [[10, 5, 100, 10], [15, 8, 150, 15], [20, 12, 200, 20]]) {
+    for (const [ws, users, allowed, denied] of [
+      [10, 5, 100, 10],
+      [15, 8, 150, 15],
+      [20, 12, 200, 20],
+    ]) {
       await store.upsertStats(
-        flush(uuid(), { uniqueWorkspacesDelta: ws, uniqueUsersDelta: users, allowedRequests: allowed, deniedRequests: denied }),
+        flush(uuid(), {
+          uniqueWorkspacesDelta: ws,
+          uniqueUsersDelta: users,
+          allowedRequests: allowed,
+          deniedRequests: denied,
+        }),
       );
     }
     const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
-    expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueUsersReplicaSum, summary.allowedRequests, summary.deniedRequests]).toEqual([45n, 25n, 450n, 45n]);
+    expect([
+      summary.uniqueWorkspacesReplicaSum,
+      summary.uniqueUsersReplicaSum,
+      summary.allowedRequests,
+      summary.deniedRequests,
+    ]).toEqual([45n, 25n, 450n, 45n]);
     expect(summary.replicas).toBe(3);
     const again = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect([again.allowedRequests, again.replicas]).toEqual([0n, 0]);
   });
 
-  test('exact uniques: one user seen by three replicas counts once; replica sums keep coder\'s 3', async () => {
+  test("exact uniques: one user seen by three replicas counts once; replica sums keep coder's 3", async () => {
     const user = uuid();
     const workspaces = [uuid(), uuid(), uuid()];
     for (const workspace of workspaces) {
       await store.upsertStats(
-        flush(uuid(), { uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, allowedRequests: 1, workspaceIds: [workspace], userIds: [user] }),
+        flush(uuid(), {
+          uniqueWorkspacesDelta: 1,
+          uniqueUsersDelta: 1,
+          allowedRequests: 1,
+          workspaceIds: [workspace],
+          userIds: [user],
+        }),
       );
     }
     const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
@@ -128,8 +199,14 @@ describe('getAndResetSummary', () => {
 
   test('staleness: fresh counted, stale reported apart, the bound itself is fresh', async () => {
     const [fresh, stale, boundary] = [uuid(), uuid(), uuid()];
-    for (const [replicaId, allowed] of [[fresh, 1], [stale, 10], [boundary, 100]] as const) {
-      await store.upsertStats(flush(replicaId, { allowedRequests: allowed, deniedRequests: 1, uniqueWorkspacesDelta: 1 }));
+    for (const [replicaId, allowed] of [
+      [fresh, 1],
+      [stale, 10],
+      [boundary, 100],
+    ] as const) {
+      await store.upsertStats(
+        flush(replicaId, { allowedRequests: allowed, deniedRequests: 1, uniqueWorkspacesDelta: 1 }),
+      );
     }
     // now() is the cutover transaction's start; a row exactly maxStaleness older is fresh (>=).
     const maxStalenessMs = 60_000;
@@ -140,7 +217,12 @@ describe('getAndResetSummary', () => {
       expect(summary.allowedRequests).toBe(101n);
       expect(summary.replicas).toBe(2);
       expect(summary.staleReplicas).toBe(1);
-      expect(summary.stale).toEqual({ uniqueWorkspacesReplicaSum: 1n, uniqueUsersReplicaSum: 0n, allowedRequests: 10n, deniedRequests: 1n });
+      expect(summary.stale).toEqual({
+        uniqueWorkspacesReplicaSum: 1n,
+        uniqueUsersReplicaSum: 0n,
+        allowedRequests: 10n,
+        deniedRequests: 1n,
+      });
     });
     expect(await row(stale)).toBeUndefined();
   });
@@ -150,7 +232,9 @@ describe('getAndResetSummary', () => {
     await store.upsertStats(flush(a, { allowedRequests: 1 }));
     await store.upsertStats(flush(uuid(), { allowedRequests: 1 }));
     await store.upsertStats(flush(a, { allowedRequests: 1 }));
-    const rows = await prisma.$queryRaw<{ first: Date; last: Date }[]>`SELECT min(window_start) AS first, max(updated_at) AS last FROM boundary_usage_stats`;
+    const rows = await prisma.$queryRaw<
+      { first: Date; last: Date }[]
+    >`SELECT min(window_start) AS first, max(updated_at) AS last FROM boundary_usage_stats`;
     const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect(summary.windowStart?.getTime()).toBe(rows[0]!.first.getTime());
     expect(summary.windowEnd?.getTime()).toBe(rows[0]!.last.getTime());
@@ -182,67 +266,70 @@ describe('bad input', () => {
     const error = await store.upsertStats({ ...good(), ...override }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidInputError);
     expect(error).toMatchObject({ code: 'INVALID_INPUT', field });
-    const count = await prisma.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM boundary_usage_stats`;
+    const count = await prisma.$queryRaw<
+      { n: bigint }[]
+    >`SELECT count(*) AS n FROM boundary_usage_stats`;
     expect(count[0]!.n).toBe(0n);
   });
 
   test('maxStalenessMs must be positive', async () => {
-    await expect(store.getAndResetSummary({ maxStalenessMs: 0 })).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'maxStalenessMs' });
+    await expect(store.getAndResetSummary({ maxStalenessMs: 0 })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      field: 'maxStalenessMs',
+    });
   });
 
   test('options: lock timeout must be shorter than the transaction timeout', () => {
-    expect(() => new BoundaryUsageStore(prisma, { lockTimeoutMs: 5_000, transactionTimeoutMs: 5_000 })).toThrow(/lockTimeoutMs/);
-    expect(() => new BoundaryUsageStore(prisma, { lockMode: 'none' as 'shared' })).toThrow(InvalidInputError);
+    expect(
+      () => new BoundaryUsageStore(prisma, { lockTimeoutMs: 5_000, transactionTimeoutMs: 5_000 }),
+    ).toThrow(/lockTimeoutMs/);
+    expect(() => new BoundaryUsageStore(prisma, { lockMode: 'none' as 'shared' })).toThrow(
+      InvalidInputError,
+    );
   });
 
   test('a flush that would overflow int8 fails for that flush only; the row and cutovers still work', async () => {
     const replicaId = uuid();
     await store.upsertStats(flush(replicaId, { allowedRequests: 2n ** 63n - 10n }));
-    await expect(store.upsertStats(flush(replicaId, { allowedRequests: 100 }))).rejects.toMatchObject({ code: 'NUMERIC_OVERFLOW', sqlState: '22003' });
+    await expect(
+      store.upsertStats(flush(replicaId, { allowedRequests: 100 })),
+    ).rejects.toMatchObject({ code: 'NUMERIC_OVERFLOW', sqlState: '22003' });
     await store.upsertStats(flush(uuid(), { allowedRequests: 5 }));
     const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect(summary.allowedRequests).toBe(2n ** 63n - 10n + 5n);
-    expect(await store.upsertStats(flush(replicaId, { allowedRequests: 100 }))).toEqual({ newPeriod: true, applied: true });
+    expect(await store.upsertStats(flush(replicaId, { allowedRequests: 100 }))).toEqual({
+      newPeriod: true,
+      applied: true,
+    });
   });
 });
 
 describe('locking', () => {
-  async function holdExclusiveLock(holder: PrismaClient, until: Promise<void>): Promise<void> {
-    await holder.$transaction(
-      async (tx) => {
-        await tx.$executeRaw`SELECT pg_advisory_xact_lock(${LockIds.boundaryUsageStats}::bigint)`;
-        await until;
-      },
-      { timeout: 60_000 },
-    );
-  }
-
   test.each(['single-statement', 'interactive'] as const)(
     '%s: a writer blocked by the exclusive lock fails with LOCK_TIMEOUT (lock_timeout is set before the wait)',
     async (flushMode) => {
-      const holder = db.client(1);
-      const release = gate();
-      const observer = db.client(1);
-      const held = holdExclusiveLock(holder, release.promise);
-      await waitUntil(async () => (await observer.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted`)[0]!.n > 0n, 'the lock is held');
+      const releaseLock = await holdCutoverLock(db.client(1), db.client(1));
       const writer = new BoundaryUsageStore(db.client(1), { flushMode, lockTimeoutMs: 200 });
-      const error = await writer.upsertStats(flush(uuid(), { allowedRequests: 1 })).catch((e: unknown) => e);
-      release.open();
-      await held;
+      const error = await writer
+        .upsertStats(flush(uuid(), { allowedRequests: 1 }))
+        .catch((e: unknown) => e);
+      await releaseLock();
       expect(error).toMatchObject({ code: 'LOCK_TIMEOUT', sqlState: '55P03', retryable: true });
     },
   );
 
   test('single-statement: the lock is granted before anything is written', async () => {
-    const holder = db.client(1);
     const observer = db.client(1);
-    const release = gate();
-    const held = holdExclusiveLock(holder, release.promise);
-    await waitUntil(async () => (await observer.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted`)[0]!.n > 0n, 'the lock is held');
+    const releaseLock = await holdCutoverLock(db.client(1), observer);
     const writerClient = db.client(1);
-    const writer = new BoundaryUsageStore(writerClient, { lockTimeoutMs: 30_000, transactionTimeoutMs: 60_000 });
+    const writer = new BoundaryUsageStore(writerClient, {
+      lockTimeoutMs: 30_000,
+      transactionTimeoutMs: 60_000,
+    });
     const replicaId = uuid();
-    const writing = writer.upsertStats(flush(replicaId, { allowedRequests: 3, sequence: 1n, workspaceIds: [uuid()] }));
+    const writing = writer.upsertStats(
+      flush(replicaId, { allowedRequests: 3, sequence: 1n, workspaceIds: [uuid()] }),
+    );
     await waitUntil(() => someoneWaitsForAdvisoryLock(observer), 'the writer waits for the lock');
     // A transaction gets an xid at its first write. The waiting writer has none: its
     // sequence, ids and stats inserts have not run.
@@ -252,8 +339,7 @@ describe('locking', () => {
     expect(waiting).toHaveLength(1);
     expect(waiting[0]!.query).toContain('pg_advisory_xact_lock_shared');
     expect(waiting[0]!.xid).toBeNull();
-    release.open();
-    await held;
+    await releaseLock();
     expect(await writing).toEqual({ newPeriod: true, applied: true });
     expect((await row(replicaId))?.allowed_requests).toBe(3n);
   });
@@ -288,15 +374,25 @@ describe('locking', () => {
     let firstSummary: Awaited<ReturnType<BoundaryUsageStore['getAndResetSummary']>> | undefined;
     const cutover = cutoverClient.$transaction(
       async (tx) => {
-        firstSummary = await cutoverStore.getAndResetSummaryInTransaction(tx, { maxStalenessMs: HOUR_MS });
+        firstSummary = await cutoverStore.getAndResetSummaryInTransaction(tx, {
+          maxStalenessMs: HOUR_MS,
+        });
         await release.promise;
       },
       { timeout: 60_000 },
     );
     await waitUntil(async () => firstSummary !== undefined, 'the cutover ran');
-    const writer = new BoundaryUsageStore(db.client(1), { lockTimeoutMs: 30_000, transactionTimeoutMs: 60_000 });
-    const writing = writer.upsertStats(flush(early, { allowedRequests: 5, uniqueWorkspacesDelta: 1, uniqueWorkspacesCount: 42 }));
-    await waitUntil(() => someoneWaitsForAdvisoryLock(observer), 'the writer waits behind the cutover');
+    const writer = new BoundaryUsageStore(db.client(1), {
+      lockTimeoutMs: 30_000,
+      transactionTimeoutMs: 60_000,
+    });
+    const writing = writer.upsertStats(
+      flush(early, { allowedRequests: 5, uniqueWorkspacesDelta: 1, uniqueWorkspacesCount: 42 }),
+    );
+    await waitUntil(
+      () => someoneWaitsForAdvisoryLock(observer),
+      'the writer waits behind the cutover',
+    );
     release.open();
     await cutover;
     // The row was deleted by the cutover, so the waiting writer INSERTs: a new period, deltas only.

@@ -45,8 +45,12 @@ describe.each<[LockMode]>([['shared'], ['exclusive']])('%s lock mode', (lockMode
         try {
           await store.upsertStats({
             replicaId,
-            uniqueWorkspacesDelta: 1, uniqueUsersDelta: 1, uniqueWorkspacesCount: 1, uniqueUsersCount: 1,
-            allowedRequests: allowed, deniedRequests: denied,
+            uniqueWorkspacesDelta: 1,
+            uniqueUsersDelta: 1,
+            uniqueWorkspacesCount: 1,
+            uniqueUsersCount: 1,
+            allowedRequests: allowed,
+            deniedRequests: denied,
           });
           committedAllowed += allowed;
           committedDenied += denied;
@@ -71,7 +75,9 @@ describe.each<[LockMode]>([['shared'], ['exclusive']])('%s lock mode', (lockMode
     await Promise.all(writers);
     writing = false;
     await Promise.all(readers);
-    const final = await new BoundaryUsageStore(admin).getAndResetSummary({ maxStalenessMs: HOUR_MS });
+    const final = await new BoundaryUsageStore(admin).getAndResetSummary({
+      maxStalenessMs: HOUR_MS,
+    });
     reportedAllowed += final.allowedRequests;
     reportedDenied += final.deniedRequests;
 
@@ -106,14 +112,24 @@ test('exact uniques under concurrency: each period counts exactly the distinct i
       // Overlapping pools: writer w draws from a window of the shared pool.
       const workspaceIds = [pool[(w * 7 + i) % 60]!, pool[(w * 11 + i * 3) % 60]!];
       const userIds = [pool[(w * 5 + i * 2) % 30]!];
-      const gen = await client.$transaction(async (tx) => {
-        await store.upsertStatsInTransaction(tx, {
-          replicaId, uniqueWorkspacesDelta: 0, uniqueUsersDelta: 0, uniqueWorkspacesCount: 0,
-          uniqueUsersCount: 0, allowedRequests: 1, deniedRequests: 0, workspaceIds, userIds,
-        });
-        const rows = await tx.$queryRaw<{ gen: number }[]>`SELECT gen FROM test_generation`;
-        return rows[0]!.gen;
-      }, { timeout: 30_000 });
+      const gen = await client.$transaction(
+        async (tx) => {
+          await store.upsertStatsInTransaction(tx, {
+            replicaId,
+            uniqueWorkspacesDelta: 0,
+            uniqueUsersDelta: 0,
+            uniqueWorkspacesCount: 0,
+            uniqueUsersCount: 0,
+            allowedRequests: 1,
+            deniedRequests: 0,
+            workspaceIds,
+            userIds,
+          });
+          const rows = await tx.$queryRaw<{ gen: number }[]>`SELECT gen FROM test_generation`;
+          return rows[0]!.gen;
+        },
+        { timeout: 30_000 },
+      );
       const period = carried.get(gen) ?? { workspaces: new Set(), users: new Set() };
       workspaceIds.forEach((id) => period.workspaces.add(id));
       userIds.forEach((id) => period.users.add(id));
@@ -123,11 +139,21 @@ test('exact uniques under concurrency: each period counts exactly the distinct i
   const cutover = async () => {
     const client = db.client(1);
     const store = new BoundaryUsageStore(client, patient);
-    await client.$transaction(async (tx) => {
-      const summary = await store.getAndResetSummaryInTransaction(tx, { maxStalenessMs: HOUR_MS });
-      const rows = await tx.$queryRaw<{ gen: number }[]>`UPDATE test_generation SET gen = gen + 1 RETURNING gen - 1 AS gen`;
-      reported.set(rows[0]!.gen, { workspaces: summary.uniqueWorkspaces, users: summary.uniqueUsers });
-    }, { timeout: 30_000 });
+    await client.$transaction(
+      async (tx) => {
+        const summary = await store.getAndResetSummaryInTransaction(tx, {
+          maxStalenessMs: HOUR_MS,
+        });
+        const rows = await tx.$queryRaw<
+          { gen: number }[]
+        >`UPDATE test_generation SET gen = gen + 1 RETURNING gen - 1 AS gen`;
+        reported.set(rows[0]!.gen, {
+          workspaces: summary.uniqueWorkspaces,
+          users: summary.uniqueUsers,
+        });
+      },
+      { timeout: 30_000 },
+    );
   };
   const readers = Array.from({ length: 2 }, async () => {
     while (writing) await cutover();
@@ -139,7 +165,11 @@ test('exact uniques under concurrency: each period counts exactly the distinct i
 
   expect(carried.size).toBeGreaterThan(1);
   for (const [gen, ids] of carried) {
-    expect({ gen, ...reported.get(gen) }).toEqual({ gen, workspaces: BigInt(ids.workspaces.size), users: BigInt(ids.users.size) });
+    expect({ gen, ...reported.get(gen) }).toEqual({
+      gen,
+      workspaces: BigInt(ids.workspaces.size),
+      users: BigInt(ids.users.size),
+    });
   }
   for (const [gen, counts] of reported) {
     if (!carried.has(gen)) expect({ gen, ...counts }).toEqual({ gen, workspaces: 0n, users: 0n });
@@ -157,8 +187,15 @@ test('flushes carrying the same new ids in opposite orders never deadlock', asyn
       [ids, [...ids].reverse()].map(async (order, i) => {
         try {
           await stores[i]!.upsertStats({
-            replicaId: uuid(), uniqueWorkspacesDelta: 0, uniqueUsersDelta: 0, uniqueWorkspacesCount: 0,
-            uniqueUsersCount: 0, allowedRequests: 1, deniedRequests: 0, workspaceIds: order, userIds: order,
+            replicaId: uuid(),
+            uniqueWorkspacesDelta: 0,
+            uniqueUsersDelta: 0,
+            uniqueWorkspacesCount: 0,
+            uniqueUsersCount: 0,
+            allowedRequests: 1,
+            deniedRequests: 0,
+            workspaceIds: order,
+            userIds: order,
           });
         } catch (error) {
           errors.push(errorCode(error));

@@ -1,4 +1,4 @@
-import { createPrismaClient, LockIds, type PrismaClient } from '@usagekit/db';
+import { createPrismaClient, type PrismaClient } from '@usagekit/db';
 import { findFreePort } from '@usagekit/testing';
 import {
   BoundaryUsageStore,
@@ -7,7 +7,7 @@ import {
   type UpsertStatsParams,
   type UpsertStatsResult,
 } from '../src/index.js';
-import { clearTables, gate, useDatabase, uuid, waitUntil } from './helpers.js';
+import { clearTables, holdCutoverLock, useDatabase, uuid } from './helpers.js';
 
 const db = useDatabase();
 let prisma: PrismaClient;
@@ -23,12 +23,20 @@ beforeEach(() => clearTables(prisma));
 const summarize = () => store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
 const counts = async () => {
   const s = await summarize();
-  return [s.uniqueWorkspacesReplicaSum, s.uniqueUsersReplicaSum, s.allowedRequests, s.deniedRequests];
+  return [
+    s.uniqueWorkspacesReplicaSum,
+    s.uniqueUsersReplicaSum,
+    s.allowedRequests,
+    s.deniedRequests,
+  ];
 };
 
 /** A real store that runs a hook just before each upsert reaches the database. */
 class HookedStore extends BoundaryUsageStore {
-  constructor(client: PrismaClient, private readonly hook: () => void | Promise<void>) {
+  constructor(
+    client: PrismaClient,
+    private readonly hook: () => void | Promise<void>,
+  ) {
     super(client);
   }
   override async upsertStats(params: UpsertStatsParams): Promise<UpsertStatsResult> {
@@ -40,7 +48,9 @@ class HookedStore extends BoundaryUsageStore {
 /** A store whose database is not there: every call fails with a lost connection. */
 async function unreachableStore(): Promise<BoundaryUsageStore> {
   const port = await findFreePort();
-  return new BoundaryUsageStore(createPrismaClient({ databaseUrl: `postgresql://nobody@127.0.0.1:${port}/none` }));
+  return new BoundaryUsageStore(
+    createPrismaClient({ databaseUrl: `postgresql://nobody@127.0.0.1:${port}/none` }),
+  );
 }
 
 describe('coder tracker cases', () => {
@@ -78,7 +88,11 @@ describe('coder tracker cases', () => {
   test('request counts add up across flushes: 10 and 6', async () => {
     const tracker = new BoundaryUsageTracker();
     const [ws, user, replica] = [uuid(), uuid(), uuid()];
-    for (const [allowed, denied] of [[5, 3], [2, 1], [3, 2]] as const) {
+    for (const [allowed, denied] of [
+      [5, 3],
+      [2, 1],
+      [3, 2],
+    ] as const) {
       tracker.track(ws, user, allowed, denied);
       await tracker.flush(store, replica);
     }
@@ -137,7 +151,9 @@ describe('coder tracker cases', () => {
     });
     tracker.track(ws, user, 10, 5);
     await tracker.flush(hooked, replica);
-    const first = await prisma.$queryRaw<{ allowed_requests: bigint; denied_requests: bigint }[]>`SELECT allowed_requests, denied_requests FROM boundary_usage_stats`;
+    const first = await prisma.$queryRaw<
+      { allowed_requests: bigint; denied_requests: bigint }[]
+    >`SELECT allowed_requests, denied_requests FROM boundary_usage_stats`;
     expect([first[0]!.allowed_requests, first[0]!.denied_requests]).toEqual([10n, 5n]);
     await tracker.flush(hooked, replica);
     expect(await counts()).toEqual([1n, 1n, 30n, 15n]);
@@ -186,37 +202,54 @@ describe('beyond coder', () => {
     tracker.track(ws, user, 1, 0);
     await tracker.flush(store, replica);
     const summary = await summarize();
-    expect([summary.uniqueWorkspaces, summary.uniqueUsers, summary.uniqueWorkspacesReplicaSum, summary.allowedRequests]).toEqual([1n, 1n, 1n, 1n]);
+    expect([
+      summary.uniqueWorkspaces,
+      summary.uniqueUsers,
+      summary.uniqueWorkspacesReplicaSum,
+      summary.allowedRequests,
+    ]).toEqual([1n, 1n, 1n, 1n]);
   });
 
   test('a failed flush keeps its counts and ids; the retry counts them once', async () => {
     const tracker = new BoundaryUsageTracker();
     const replica = uuid();
-    const holder = db.client(1);
-    const observer = db.client(1);
-    const release = gate();
-    const held = holder.$transaction(
-      async (tx) => {
-        await tx.$executeRaw`SELECT pg_advisory_xact_lock(${LockIds.boundaryUsageStats}::bigint)`;
-        await release.promise;
-      },
-      { timeout: 60_000 },
-    );
-    await waitUntil(async () => (await observer.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted`)[0]!.n > 0n, 'the lock is held');
+    const releaseLock = await holdCutoverLock(db.client(1), db.client(1));
     const impatient = new BoundaryUsageStore(db.client(1), { lockTimeoutMs: 100 });
     const [ws, user] = [uuid(), uuid()];
     tracker.track(ws, user, 7, 3);
     await expect(tracker.flush(impatient, replica)).rejects.toMatchObject({ code: 'LOCK_TIMEOUT' });
     tracker.track(uuid(), user, 1, 1);
-    expect(tracker.pending()).toMatchObject({ allowedRequests: 8n, deniedRequests: 4n, unconfirmedBatch: true });
-    release.open();
-    await held;
+    expect(tracker.pending()).toMatchObject({
+      allowedRequests: 8n,
+      deniedRequests: 4n,
+      unconfirmedBatch: true,
+    });
+    await releaseLock();
     const result = await tracker.flush(store, replica);
-    expect(result).toMatchObject({ batches: 2, duplicates: 0, allowedRequests: 8n, deniedRequests: 4n });
-    expect(tracker.pending()).toMatchObject({ allowedRequests: 0n, deniedRequests: 0n, unconfirmedBatch: false });
-    expect(tracker.confirmed()).toEqual({ allowedRequests: 8n, deniedRequests: 4n, batches: 2, duplicates: 0 });
+    expect(result).toMatchObject({
+      batches: 2,
+      duplicates: 0,
+      allowedRequests: 8n,
+      deniedRequests: 4n,
+    });
+    expect(tracker.pending()).toMatchObject({
+      allowedRequests: 0n,
+      deniedRequests: 0n,
+      unconfirmedBatch: false,
+    });
+    expect(tracker.confirmed()).toEqual({
+      allowedRequests: 8n,
+      deniedRequests: 4n,
+      batches: 2,
+      duplicates: 0,
+    });
     const summary = await summarize();
-    expect([summary.uniqueWorkspaces, summary.uniqueUsers, summary.allowedRequests, summary.deniedRequests]).toEqual([2n, 1n, 8n, 4n]);
+    expect([
+      summary.uniqueWorkspaces,
+      summary.uniqueUsers,
+      summary.allowedRequests,
+      summary.deniedRequests,
+    ]).toEqual([2n, 1n, 8n, 4n]);
     expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueUsersReplicaSum]).toEqual([2n, 1n]);
   });
 
@@ -224,7 +257,10 @@ describe('beyond coder', () => {
     const tracker = new BoundaryUsageTracker();
     const replica = uuid();
     tracker.track(uuid(), uuid(), 4, 1);
-    await expect(tracker.flush(await unreachableStore(), replica)).rejects.toMatchObject({ code: 'CONNECTION_LOST', retryable: true });
+    await expect(tracker.flush(await unreachableStore(), replica)).rejects.toMatchObject({
+      code: 'CONNECTION_LOST',
+      retryable: true,
+    });
     await tracker.flush(store, replica);
     expect(await counts()).toEqual([1n, 1n, 4n, 1n]);
   });
@@ -265,7 +301,9 @@ describe('beyond coder', () => {
   ] as const)('bad %s is rejected and counts nothing', async (field, args) => {
     const tracker = new BoundaryUsageTracker();
     const [ws, owner, allowed, denied] = args();
-    expect(() => tracker.track(ws as string, owner as string, allowed as number, denied as number)).toThrow(InvalidInputError);
+    expect(() =>
+      tracker.track(ws as string, owner as string, allowed as number, denied as number),
+    ).toThrow(InvalidInputError);
     try {
       tracker.track(ws as string, owner as string, allowed as number, denied as number);
     } catch (error) {
@@ -301,7 +339,11 @@ test('one id in upper and lower case is one id, per replica and across replicas'
   const summary = await summarize();
   expect([summary.uniqueWorkspaces, summary.uniqueUsers]).toEqual([1n, 1n]);
   // Two replica rows (the first flush used another replica id), each with one workspace.
-  expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueUsersReplicaSum, summary.allowedRequests]).toEqual([2n, 2n, 3n]);
+  expect([
+    summary.uniqueWorkspacesReplicaSum,
+    summary.uniqueUsersReplicaSum,
+    summary.allowedRequests,
+  ]).toEqual([2n, 2n, 3n]);
 });
 
 test('confirmed() counts a resent batch that succeeded even when the newer batch then fails', async () => {

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench -- [flags]` lands here (see the "bench" target in ../package.json).
 // Run it with --expose-gc so the tracker's heap figures are exact; without it they are skipped.
-require('./register.js');
+// Loads the TypeScript sources directly (tools/scripts/register-ts.js says how).
+require('../../scripts/register-ts.js').register();
 require('../src/main.ts')
   .runCli(process.argv.slice(2))
   .then((code) => process.exit(code));

@@ -4,7 +4,7 @@
 // Plain JavaScript on purpose: it runs outside Jest's transform, so it loads the testing
 // package's TypeScript through the same swc Jest uses, registered just for this file.
 process.env.TZ = 'UTC';
-const { register } = require('./register-ts.js');
+const { register } = require('../register-ts.js');
 
 module.exports = async function globalSetup() {
   const restore = register();

@@ -1,4 +1,4 @@
-const { register } = require('./register-ts.js');
+const { register } = require('../register-ts.js');
 
 module.exports = async function globalTeardown() {
   const state = globalThis.__USAGEKIT_TEST_SERVER__;

@@ -2,7 +2,8 @@
 // The simulator's one executable. `node bin/run.js [flags]` is the CLI (`npm start`); the
 // simulator forks this same file with an internal role as the first argument for its replica
 // processes and for the process that keeps embedded PostgreSQL.
-require('./register.js');
+// Loads the TypeScript sources directly (tools/scripts/register-ts.js says how).
+require('../../scripts/register-ts.js').register();
 
 const role = process.argv[2];
 if (role === '__replica') {

@@ -1,15 +1,18 @@
-// Lets Jest's global setup/teardown (which run in plain Node, outside Jest's resolver and
-// transform) load the workspace's TypeScript sources: `.ts` files are compiled by swc, the
-// compiler Jest itself uses here; `@usagekit/<pkg>` resolves to that package's src/index.ts
-// (the `@usagekit/source` export condition, which plain Node does not know); and the `.js`
-// specifiers nodenext makes us write resolve to the `.ts` files beside them.
+// Lets plain Node run the workspace's TypeScript sources with no build step: the simulator
+// (`npm start` right after `npm ci`), the bench (always the working tree, never a stale
+// dist/), and Jest's global setup/teardown (which run outside Jest's resolver and transform).
+// `.ts` files are compiled by swc, the compiler Jest uses here, through pirates;
+// `@usagekit/<pkg>` resolves to that package's src/index.ts (the `@usagekit/source` export
+// condition, which plain Node does not apply); and the `.js` specifiers nodenext makes us
+// write resolve to the `.ts` files beside them. Inline source maps keep stack traces and
+// --cpu-prof output pointing at the .ts lines.
 const Module = require('node:module');
 const path = require('node:path');
 const fs = require('node:fs');
 const { addHook } = require('pirates');
 const { transformSync } = require('@swc/core');
 
-const workspaceRoot = path.resolve(__dirname, '../../..');
+const workspaceRoot = path.resolve(__dirname, '../..');
 
 function workspacePackageSource(request) {
   const match = /^@usagekit\/([a-z0-9-]+)$/.exec(request);
