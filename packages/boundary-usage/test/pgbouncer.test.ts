@@ -17,7 +17,7 @@ import {
   type LockMode,
   type StoreOptions,
 } from '../src/index.js';
-import { clearTables, useDatabase, uuid } from './helpers.js';
+import { clearTables, describeStress, runSeedStress, useDatabase, uuid } from './helpers.js';
 
 let bouncer: PgBouncer;
 let admin: PrismaClient;
@@ -129,70 +129,17 @@ describe.each<[LockMode, NonNullable<StoreOptions['flushMode']>]>([
   const FLUSHES_PER_WRITER = 40 * ROUNDS;
 
   test(`${WRITERS} writers and ${CUTOVERS} cutovers: no deadlock, no error, exact conservation`, async () => {
-    const errors: string[] = [];
-    let committedAllowed = 0n;
-    let committedDenied = 0n;
-    let reportedAllowed = 0n;
-    let reportedDenied = 0n;
-    let cutovers = 0;
-    let writing = true;
-    const options = { ...patient, lockMode, flushMode };
-
-    const writers = Array.from({ length: WRITERS }, async (_, w) => {
-      const store = new BoundaryUsageStore(bounced(2), options);
-      const replicaId = uuid();
-      for (let i = 0; i < FLUSHES_PER_WRITER; i++) {
-        const allowed = BigInt(1 + ((i * 7 + w) % 13));
-        const denied = BigInt((i + w) % 5);
-        try {
-          await store.upsertStats({
-            replicaId,
-            sequence: BigInt(i + 1),
-            uniqueWorkspacesDelta: 1,
-            uniqueUsersDelta: 1,
-            uniqueWorkspacesCount: 1,
-            uniqueUsersCount: 1,
-            allowedRequests: allowed,
-            deniedRequests: denied,
-          });
-          committedAllowed += allowed;
-          committedDenied += denied;
-        } catch (error) {
-          errors.push(String((error as { code?: unknown })?.code ?? error));
-        }
-      }
+    const result = await runSeedStress({
+      client: () => bounced(2),
+      storeOptions: { ...patient, lockMode, flushMode },
+      flushesPerWriter: FLUSHES_PER_WRITER,
+      writers: WRITERS,
+      cutovers: CUTOVERS,
     });
-    const readers = Array.from({ length: CUTOVERS }, async () => {
-      const store = new BoundaryUsageStore(bounced(2), options);
-      while (writing) {
-        try {
-          const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
-          reportedAllowed += summary.allowedRequests;
-          reportedDenied += summary.deniedRequests;
-          cutovers++;
-        } catch (error) {
-          errors.push(String((error as { code?: unknown })?.code ?? error));
-        }
-      }
-    });
-    await Promise.all(writers);
-    writing = false;
-    await Promise.all(readers);
-    const final = await new BoundaryUsageStore(admin).getAndResetSummary({
-      maxStalenessMs: HOUR_MS,
-    });
-    reportedAllowed += final.allowedRequests;
-    reportedDenied += final.deniedRequests;
-
-    console.log(
-      `[pgbouncer stress ${lockMode}/${flushMode}] rounds=${ROUNDS} flushes=${WRITERS * FLUSHES_PER_WRITER} ` +
-        `cutovers=${cutovers} errors=${errors.length} committed=${committedAllowed}/${committedDenied} ` +
-        `reported=${reportedAllowed}/${reportedDenied}`,
-    );
-    expect(errors).toEqual([]);
-    expect(cutovers).toBeGreaterThan(0);
-    expect(reportedAllowed).toBe(committedAllowed);
-    expect(reportedDenied).toBe(committedDenied);
+    console.log(describeStress(`pgbouncer stress ${lockMode}/${flushMode}`, ROUNDS, result));
+    expect(result.errors).toEqual([]);
+    expect(result.cutovers).toBeGreaterThan(0);
+    expect(result.reported).toEqual(result.committed);
   });
 });
 

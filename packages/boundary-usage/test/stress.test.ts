@@ -6,7 +6,7 @@
  */
 import type { PrismaClient } from '@usagekit/db';
 import { BoundaryUsageStore, type LockMode } from '../src/index.js';
-import { clearTables, useDatabase, uuid } from './helpers.js';
+import { clearTables, describeStress, runSeedStress, useDatabase, uuid } from './helpers.js';
 
 const db = useDatabase();
 const ROUNDS = Math.max(1, Number(process.env.USAGEKIT_STRESS_ROUNDS ?? 1));
@@ -28,68 +28,17 @@ function errorCode(error: unknown): string {
 
 describe.each<[LockMode]>([['shared'], ['exclusive']])('%s lock mode', (lockMode) => {
   test(`${WRITERS} writers and ${CUTOVERS} concurrent cutovers: no deadlock, exact conservation`, async () => {
-    const errors: string[] = [];
-    let committedAllowed = 0n;
-    let committedDenied = 0n;
-    let reportedAllowed = 0n;
-    let reportedDenied = 0n;
-    let cutovers = 0;
-    let writing = true;
-
-    const writers = Array.from({ length: WRITERS }, async (_, w) => {
-      const store = new BoundaryUsageStore(db.client(2), { ...patient, lockMode });
-      const replicaId = uuid();
-      for (let i = 0; i < FLUSHES_PER_WRITER; i++) {
-        const allowed = BigInt(1 + ((i * 7 + w) % 13));
-        const denied = BigInt((i + w) % 5);
-        try {
-          await store.upsertStats({
-            replicaId,
-            uniqueWorkspacesDelta: 1,
-            uniqueUsersDelta: 1,
-            uniqueWorkspacesCount: 1,
-            uniqueUsersCount: 1,
-            allowedRequests: allowed,
-            deniedRequests: denied,
-          });
-          committedAllowed += allowed;
-          committedDenied += denied;
-        } catch (error) {
-          errors.push(errorCode(error));
-        }
-      }
+    const result = await runSeedStress({
+      client: () => db.client(2),
+      storeOptions: { ...patient, lockMode },
+      flushesPerWriter: FLUSHES_PER_WRITER,
+      writers: WRITERS,
+      cutovers: CUTOVERS,
     });
-    const readers = Array.from({ length: CUTOVERS }, async () => {
-      const store = new BoundaryUsageStore(db.client(2), { ...patient, lockMode });
-      while (writing) {
-        try {
-          const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
-          reportedAllowed += summary.allowedRequests;
-          reportedDenied += summary.deniedRequests;
-          cutovers++;
-        } catch (error) {
-          errors.push(errorCode(error));
-        }
-      }
-    });
-    await Promise.all(writers);
-    writing = false;
-    await Promise.all(readers);
-    const final = await new BoundaryUsageStore(admin).getAndResetSummary({
-      maxStalenessMs: HOUR_MS,
-    });
-    reportedAllowed += final.allowedRequests;
-    reportedDenied += final.deniedRequests;
-
-    console.log(
-      `[stress ${lockMode}] rounds=${ROUNDS} flushes=${WRITERS * FLUSHES_PER_WRITER} cutovers=${cutovers} ` +
-        `errors=${errors.length} deadlocks=${errors.filter((c) => c === 'DEADLOCK').length} ` +
-        `committed=${committedAllowed}/${committedDenied} reported=${reportedAllowed}/${reportedDenied}`,
-    );
-    expect(errors).toEqual([]);
-    expect(cutovers).toBeGreaterThan(0);
-    expect(reportedAllowed).toBe(committedAllowed);
-    expect(reportedDenied).toBe(committedDenied);
+    console.log(describeStress(`stress ${lockMode}`, ROUNDS, result));
+    expect(result.errors).toEqual([]);
+    expect(result.cutovers).toBeGreaterThan(0);
+    expect(result.reported).toEqual(result.committed);
   });
 });
 

@@ -3,7 +3,9 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { BoundaryUsageStore, type UpsertStatsParams } from '@usagekit/boundary-usage';
 import { createPrismaClient, type PrismaClient } from '@usagekit/db';
-import { createTestDatabase, type TestDatabase } from '@usagekit/testing';
+import { createTestDatabase, gate, waitUntil, type TestDatabase } from '@usagekit/testing';
+
+export { gate, waitUntil };
 import {
   TelemetryReporter,
   type Clock,
@@ -202,23 +204,3 @@ export async function clearTables(prisma: PrismaClient): Promise<void> {
     telemetry_locks, telemetry_reports`;
 }
 
-/** Polls until `check` returns true (bounded; throws if it never does). */
-export async function waitUntil(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`timed out waiting until ${what}`);
-}
-
-/** A promise plus its resolver, for holding a sink at a chosen point. */
-export function gate(): { promise: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const promise = new Promise<void>((resolve) => (open = resolve));
-  return { promise, open };
-}

@@ -11,3 +11,4 @@ export { startCommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export type { CommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export { startPgBouncer } from './lib/pgbouncer.js';
 export type { PgBouncer } from './lib/pgbouncer.js';
+export { gate, waitUntil } from './lib/wait.js';

@@ -60,7 +60,7 @@ export async function startEmbeddedPostgres(
   // Without dataDir: a fresh temp dir holding `data`, removed again by stop().
   const ownDir =
     options.dataDir === undefined ? mkdtempSync(join(tmpdir(), 'usagekit-pg-')) : undefined;
-  const dataDir = options.dataDir ?? join(ownDir!, 'data');
+  const dataDir = options.dataDir ?? join(ownDir ?? tmpdir(), 'data');
   const removeOwnDir = (): void => {
     if (ownDir) rmSync(ownDir, { recursive: true, force: true });
   };
