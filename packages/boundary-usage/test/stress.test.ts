@@ -85,8 +85,7 @@ test('exact uniques under concurrency: each period counts exactly the distinct i
       carried.set(gen, period);
     }
   });
-  const cutover = async () => {
-    const client = db.client(1);
+  const cutover = async (client: PrismaClient) => {
     const store = new BoundaryUsageStore(client, patient);
     await client.$transaction(
       async (tx) => {
@@ -105,12 +104,13 @@ test('exact uniques under concurrency: each period counts exactly the distinct i
     );
   };
   const readers = Array.from({ length: 2 }, async () => {
-    while (writing) await cutover();
+    const client = db.client(1);
+    while (writing) await cutover(client);
   });
   await Promise.all(writers);
   writing = false;
   await Promise.all(readers);
-  await cutover();
+  await cutover(admin);
 
   expect(carried.size).toBeGreaterThan(1);
   for (const [gen, ids] of carried) {
