@@ -2,7 +2,12 @@ import { noopLogger, type DatabaseError, type Logger } from '@usagekit/db';
 import { backoffDelayMs, pause, type BackoffOptions } from './backoff.js';
 import type { BoundaryUsageStore } from './store.js';
 import type { BoundaryUsageTracker, FlushResult } from './tracker.js';
-import { assertPositiveInteger, assertPositiveMs, assertUuid, InvalidInputError } from './validation.js';
+import {
+  assertPositiveInteger,
+  assertPositiveMs,
+  assertUuid,
+  InvalidInputError,
+} from './validation.js';
 
 /** Optional observer of the loop, e.g. to feed metrics. Every method is optional. */
 export interface FlushLoopObserver {
@@ -56,8 +61,14 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
   if (!tracker) throw new InvalidInputError('tracker', tracker, 'a BoundaryUsageTracker');
   if (!store) throw new InvalidInputError('store', store, 'a BoundaryUsageStore');
   const replicaId = assertUuid('replicaId', options.replicaId);
-  const intervalMs = assertPositiveMs('intervalMs', options.intervalMs ?? DEFAULT_FLUSH_LOOP_OPTIONS.intervalMs);
-  const maxAttempts = assertPositiveInteger('maxAttempts', options.maxAttempts ?? DEFAULT_FLUSH_LOOP_OPTIONS.maxAttempts);
+  const intervalMs = assertPositiveMs(
+    'intervalMs',
+    options.intervalMs ?? DEFAULT_FLUSH_LOOP_OPTIONS.intervalMs,
+  );
+  const maxAttempts = assertPositiveInteger(
+    'maxAttempts',
+    options.maxAttempts ?? DEFAULT_FLUSH_LOOP_OPTIONS.maxAttempts,
+  );
   const finalFlushTimeoutMs = assertPositiveMs(
     'finalFlushTimeoutMs',
     options.finalFlushTimeoutMs ?? DEFAULT_FLUSH_LOOP_OPTIONS.finalFlushTimeoutMs,
@@ -67,7 +78,10 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
   const observer = options.observer ?? {};
   const ticking = new AbortController();
 
-  async function flushWithRetries(signal: AbortSignal | undefined, deadline = Infinity): Promise<FlushResult> {
+  async function flushWithRetries(
+    signal: AbortSignal | undefined,
+    deadline = Infinity,
+  ): Promise<FlushResult> {
     for (let attempt = 1; ; attempt++) {
       const startedAt = performance.now();
       try {
@@ -112,7 +126,10 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
         timer = setTimeout(() => resolve('timeout'), finalFlushTimeoutMs);
       });
       const outcome = await Promise.race([
-        flushWithRetries(undefined, deadline).then(() => 'flushed' as const, (error: unknown) => error),
+        flushWithRetries(undefined, deadline).then(
+          () => 'flushed' as const,
+          (error: unknown) => error,
+        ),
         timedOut,
       ]);
       clearTimeout(timer);

@@ -17,7 +17,10 @@ export interface FlushMetricsOptions {
  * `…_flush_errors_total{code}`, `…_flush_retries_total`, `…_flush_duplicates_total` (batches the
  * database already had: ambiguous commits resolved), `…_flushed_requests_total{decision}`.
  */
-export function createFlushMetrics(registry: Registry, options: FlushMetricsOptions = {}): FlushLoopObserver {
+export function createFlushMetrics(
+  registry: Registry,
+  options: FlushMetricsOptions = {},
+): FlushLoopObserver {
   const prefix = options.prefix ?? 'usagekit_';
   const labels = options.labels ?? {};
   const labelNames = Object.keys(labels);
@@ -65,8 +68,10 @@ export function createFlushMetrics(registry: Registry, options: FlushMetricsOpti
       duration.observe(labels, durationMs / 1000);
       if (result.duplicates > 0) duplicates.inc(labels, result.duplicates);
       // Counter.inc takes a number; counts this large per flush are far beyond 2^53 requests.
-      if (result.allowedRequests > 0n) requests.inc({ ...labels, decision: 'allowed' }, Number(result.allowedRequests));
-      if (result.deniedRequests > 0n) requests.inc({ ...labels, decision: 'denied' }, Number(result.deniedRequests));
+      if (result.allowedRequests > 0n)
+        requests.inc({ ...labels, decision: 'allowed' }, Number(result.allowedRequests));
+      if (result.deniedRequests > 0n)
+        requests.inc({ ...labels, decision: 'denied' }, Number(result.deniedRequests));
     },
     onError(error, _attempt, willRetry) {
       const code = (error as { code?: unknown })?.code;

@@ -54,11 +54,15 @@ export function emptySummary(): BoundaryUsageSummary {
 
 /** Checks and converts the cutover's row ($queryRaw's row type is an unchecked cast). */
 export function summaryFromRow(row: CutoverRow | undefined): BoundaryUsageSummary {
-  if (!row) throw new Error('getAndResetSummary: the cutover returned no row (it always returns one)');
+  if (!row)
+    throw new Error('getAndResetSummary: the cutover returned no row (it always returns one)');
   return {
     uniqueWorkspaces: toBigInt('unique_workspaces', row.unique_workspaces),
     uniqueUsers: toBigInt('unique_users', row.unique_users),
-    uniqueWorkspacesReplicaSum: toBigInt('unique_workspaces_replica_sum', row.unique_workspaces_replica_sum),
+    uniqueWorkspacesReplicaSum: toBigInt(
+      'unique_workspaces_replica_sum',
+      row.unique_workspaces_replica_sum,
+    ),
     uniqueUsersReplicaSum: toBigInt('unique_users_replica_sum', row.unique_users_replica_sum),
     allowedRequests: toBigInt('allowed_requests', row.allowed_requests),
     deniedRequests: toBigInt('denied_requests', row.denied_requests),
@@ -67,8 +71,14 @@ export function summaryFromRow(row: CutoverRow | undefined): BoundaryUsageSummar
     windowEnd: row.window_end,
     staleReplicas: Number(toBigInt('stale_replicas', row.stale_replicas)),
     stale: {
-      uniqueWorkspacesReplicaSum: toBigInt('stale_unique_workspaces_replica_sum', row.stale_unique_workspaces_replica_sum),
-      uniqueUsersReplicaSum: toBigInt('stale_unique_users_replica_sum', row.stale_unique_users_replica_sum),
+      uniqueWorkspacesReplicaSum: toBigInt(
+        'stale_unique_workspaces_replica_sum',
+        row.stale_unique_workspaces_replica_sum,
+      ),
+      uniqueUsersReplicaSum: toBigInt(
+        'stale_unique_users_replica_sum',
+        row.stale_unique_users_replica_sum,
+      ),
       allowedRequests: toBigInt('stale_allowed_requests', row.stale_allowed_requests),
       deniedRequests: toBigInt('stale_denied_requests', row.stale_denied_requests),
     },

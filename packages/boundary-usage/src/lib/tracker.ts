@@ -125,7 +125,8 @@ export class BoundaryUsageTracker {
   pending(): { allowedRequests: bigint; deniedRequests: bigint; unconfirmedBatch: boolean } {
     const fromBatch = this.unconfirmed;
     return {
-      allowedRequests: BigInt(this.allowed) + this.allowedOverflow + (fromBatch?.allowedRequests ?? 0n),
+      allowedRequests:
+        BigInt(this.allowed) + this.allowedOverflow + (fromBatch?.allowedRequests ?? 0n),
       deniedRequests: BigInt(this.denied) + this.deniedOverflow + (fromBatch?.deniedRequests ?? 0n),
       unconfirmedBatch: fromBatch !== undefined,
     };
@@ -136,7 +137,12 @@ export class BoundaryUsageTracker {
    * batches applied or found already applied. Unlike summing FlushResults, it also counts a
    * resent batch that succeeded in a flush() whose newer batch then failed.
    */
-  confirmed(): { allowedRequests: bigint; deniedRequests: bigint; batches: number; duplicates: number } {
+  confirmed(): {
+    allowedRequests: bigint;
+    deniedRequests: bigint;
+    batches: number;
+    duplicates: number;
+  } {
     return { ...this.applied };
   }
 
@@ -239,7 +245,12 @@ export class BoundaryUsageTracker {
    * from what the insert carried plus what was tracked since the batch was cut.
    */
   private restartPeriod(batch: Batch): void {
-    this.workspaces = restart(batch.workspaceIds, batch.epoch, this.workspacesSinceFlush, this.epoch);
+    this.workspaces = restart(
+      batch.workspaceIds,
+      batch.epoch,
+      this.workspacesSinceFlush,
+      this.epoch,
+    );
     this.users = restart(batch.userIds, batch.epoch, this.usersSinceFlush, this.epoch);
   }
 }

@@ -19,7 +19,8 @@ export const INT8_MAX = 9_223_372_036_854_775_807n;
 
 function describeValue(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`;
-  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
   if (typeof value === 'number') return String(value);
   if (value === null || value === undefined) return String(value);
   return `a ${typeof value}`;
