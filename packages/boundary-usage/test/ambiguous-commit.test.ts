@@ -71,6 +71,32 @@ describe.each(['single-statement', 'interactive'] as const)('%s flush', (flushMo
     ]).toEqual([11n, 4n, 1n, 1n]);
   });
 
+  test('a retried first flush of a period restarts the period sets, so replica sums stay right', async () => {
+    const store = new BoundaryUsageStore(viaProxy, { flushMode });
+    const tracker = new BoundaryUsageTracker();
+    const replica = uuid();
+    const [x, y, a, b, user] = [uuid(), uuid(), uuid(), uuid(), uuid()];
+    tracker.track(x, user, 1, 0);
+    tracker.track(y, user, 1, 0);
+    await tracker.flush(store, replica);
+    await new BoundaryUsageStore(prisma).getAndResetSummary({ maxStalenessMs: HOUR_MS });
+    // The tracker has not seen that cutover. Its next flush inserts (a new period), and the
+    // reply to that insert is lost.
+    tracker.track(a, user, 1, 0);
+    const cut = proxy.cutAfterNext(commitPoint[flushMode]);
+    await expect(tracker.flush(store, replica)).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
+    await cut;
+    tracker.track(b, user, 1, 0);
+    const retry = await tracker.flush(store, replica);
+    expect(retry).toMatchObject({ duplicates: 1, newPeriod: true });
+    const summary = await new BoundaryUsageStore(prisma).getAndResetSummary({
+      maxStalenessMs: HOUR_MS,
+    });
+    // {a, b} this period: without first_sequence the tracker would still count x and y (4).
+    expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueWorkspaces]).toEqual([2n, 2n]);
+    expect(summary.allowedRequests).toBe(2n);
+  });
+
   test('control: the same retry without a flush sequence counts twice', async () => {
     const store = new BoundaryUsageStore(viaProxy, { flushMode });
     const params = {

@@ -213,6 +213,7 @@ describe('usagekit_writer', () => {
     ['boundary_usage_stats', 'denied_requests'],
     ['boundary_usage_stats', 'updated_at'],
     ['boundary_usage_stats', 'xmax'],
+    ['boundary_usage_stats', 'first_sequence'],
     ['boundary_usage_flush_sequences', 'replica_id'],
     ['boundary_usage_flush_sequences', 'last_sequence'],
     ['boundary_usage_flush_sequences', 'updated_at'],

@@ -113,12 +113,22 @@ describe.each(['single-statement', 'interactive'] as const)('upsertStats (%s)', 
       workspaceIds: [uuid()],
     });
     expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: true, applied: true });
-    expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: false, applied: false });
+    // The duplicate learns that its applied copy started the period (first_sequence).
+    expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: true, applied: false });
+    expect(await modeStore.upsertStats({ ...params, sequence: 101n })).toEqual({
+      newPeriod: false,
+      applied: true,
+    });
+    expect(await modeStore.upsertStats({ ...params, sequence: 101n })).toEqual({
+      newPeriod: false,
+      applied: false,
+    });
     const summary = await modeStore.getAndResetSummary({ maxStalenessMs: HOUR_MS });
-    expect(summary.allowedRequests).toBe(7n);
+    expect(summary.allowedRequests).toBe(14n);
+    // After the cutover the row is gone: a duplicate no longer started anything.
     expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: false, applied: false });
     expect(await row(replicaId)).toBeUndefined();
-    expect(await modeStore.upsertStats({ ...params, sequence: 101n })).toEqual({
+    expect(await modeStore.upsertStats({ ...params, sequence: 102n })).toEqual({
       newPeriod: true,
       applied: true,
     });

@@ -139,14 +139,15 @@ $$;
 
 -- stats: INSERT all seven columns; ON CONFLICT (replica_id) DO UPDATE SET the counts and
 -- updated_at from parameters and from b.allowed_requests + EXCLUDED.allowed_requests (same
--- for denied) and EXCLUDED.updated_at; RETURNING (xmax = 0), a system column.
+-- for denied) and EXCLUDED.updated_at; RETURNING (xmax = 0), a system column; and, for a
+-- duplicate flush, whether first_sequence is its sequence.
 GRANT INSERT (replica_id, unique_workspaces_count, unique_users_count, allowed_requests,
-              denied_requests, window_start, updated_at)
+              denied_requests, window_start, updated_at, first_sequence)
    ON boundary_usage_stats TO usagekit_writer;
 GRANT UPDATE (unique_workspaces_count, unique_users_count, allowed_requests, denied_requests,
               updated_at)
    ON boundary_usage_stats TO usagekit_writer;
-GRANT SELECT (replica_id, allowed_requests, denied_requests, updated_at, xmax)
+GRANT SELECT (replica_id, allowed_requests, denied_requests, updated_at, xmax, first_sequence)
    ON boundary_usage_stats TO usagekit_writer;
 
 -- ids: INSERT (kind, id) … ON CONFLICT DO NOTHING without a target reads nothing.

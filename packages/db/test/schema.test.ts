@@ -98,6 +98,8 @@ describe('boundary_usage_stats', () => {
       { name: 'denied_requests', type: 'bigint', nullable: false, default: '0' },
       { name: 'window_start', type: timestamptz, nullable: false, default: now },
       { name: 'updated_at', type: timestamptz, nullable: false, default: now },
+      // Beyond coder: which flush sequence inserted the row (ambiguous-commit retries).
+      { name: 'first_sequence', type: 'bigint', nullable: true, default: null },
     ]);
   });
 

@@ -57,6 +57,7 @@ export interface FlushStatementParams {
 export interface FlushStatementRow {
   applied: boolean;
   new_period: boolean | null;
+  inserted_by_sequence: boolean;
 }
 
 /**
@@ -84,15 +85,23 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
   const replicaId = params.replicaId;
   const sequenceStep =
     params.sequence === undefined
-      ? Prisma.sql`sequence AS (SELECT true AS applied FROM ${gate})`
+      ? Prisma.sql`sequence AS (SELECT true AS applied, NULL::bigint AS number FROM ${gate})`
       : Prisma.sql`sequence AS (
           INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
           SELECT ${replicaId}::uuid, ${params.sequence}::bigint, now() FROM ${gate}
           ON CONFLICT (replica_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
-          RETURNING true AS applied
+          RETURNING true AS applied, s.last_sequence AS number
         )`;
+  // For a duplicate (nothing written now): did the earlier, applied copy of this flush insert
+  // the row that is there, i.e. start the period? Read under the same writer lock.
+  const insertedBySequence =
+    params.sequence === undefined
+      ? Prisma.sql`false AS inserted_by_sequence`
+      : Prisma.sql`EXISTS (SELECT 1 FROM boundary_usage_stats
+          WHERE replica_id = ${replicaId}::uuid AND first_sequence = ${params.sequence}::bigint)
+        AS inserted_by_sequence`;
   return Prisma.sql`${sequenceStep},
     ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
@@ -108,10 +117,10 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
     stats AS (
       INSERT INTO boundary_usage_stats AS b (
         replica_id, unique_workspaces_count, unique_users_count,
-        allowed_requests, denied_requests, window_start, updated_at)
+        allowed_requests, denied_requests, window_start, updated_at, first_sequence)
       SELECT ${replicaId}::uuid, ${params.uniqueWorkspacesDelta}::bigint,
              ${params.uniqueUsersDelta}::bigint, ${params.allowedRequests}::bigint,
-             ${params.deniedRequests}::bigint, now(), now()
+             ${params.deniedRequests}::bigint, now(), now(), sequence.number
         FROM sequence
       ON CONFLICT (replica_id) DO UPDATE SET
         unique_workspaces_count = ${params.uniqueWorkspacesCount}::bigint,
@@ -121,7 +130,8 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
         updated_at = EXCLUDED.updated_at
       RETURNING (xmax = 0) AS new_period
     )
-    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period`;
+    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
+      ${insertedBySequence}`;
 }
 
 /** The flush for an interactive transaction that already holds the writer lock. */

@@ -6,7 +6,13 @@ import {
 } from '@usagekit/db';
 import * as sql from './sql.js';
 import { summaryFromRow, type BoundaryUsageSummary } from './summary.js';
-import { assertCount, assertPositiveMs, assertUuid, InvalidInputError, INT8_MAX } from './validation.js';
+import {
+  assertCount,
+  assertPositiveMs,
+  assertUuid,
+  InvalidInputError,
+  INT8_MAX,
+} from './validation.js';
 
 export type { LockMode } from './sql.js';
 
@@ -64,7 +70,10 @@ export interface UpsertStatsParams {
 }
 
 export interface UpsertStatsResult {
-  /** True when this flush inserted the replica's row: the first flush of a new period. */
+  /**
+   * True when this flush inserted the replica's row: the first flush of a new period. For a
+   * duplicate, true when the earlier, applied copy did (and the row is still there).
+   */
   newPeriod: boolean;
   /** False when `sequence` showed the flush had already been applied (nothing written). */
   applied: boolean;
@@ -87,7 +96,11 @@ export class BoundaryUsageStore {
       throw new InvalidInputError('lockMode', merged.lockMode, "'shared' or 'exclusive'");
     }
     if (merged.flushMode !== 'single-statement' && merged.flushMode !== 'interactive') {
-      throw new InvalidInputError('flushMode', merged.flushMode, "'single-statement' or 'interactive'");
+      throw new InvalidInputError(
+        'flushMode',
+        merged.flushMode,
+        "'single-statement' or 'interactive'",
+      );
     }
     assertPositiveMs('lockTimeoutMs', merged.lockTimeoutMs);
     assertPositiveMs('transactionTimeoutMs', merged.transactionTimeoutMs);
@@ -109,9 +122,11 @@ export class BoundaryUsageStore {
     let rows: sql.FlushStatementRow[];
     try {
       if (flushMode === 'single-statement') {
-        [rows] = await this.prisma.$transaction(
-          [this.prisma.$queryRaw<sql.FlushStatementRow[]>(sql.flushWithLock(statementParams, lockMode, lockTimeoutMs))],
-        );
+        [rows] = await this.prisma.$transaction([
+          this.prisma.$queryRaw<sql.FlushStatementRow[]>(
+            sql.flushWithLock(statementParams, lockMode, lockTimeoutMs),
+          ),
+        ]);
       } else {
         return await this.prisma.$transaction(
           (tx) => this.flushInTransaction(tx, statementParams),
@@ -186,7 +201,10 @@ export class BoundaryUsageStore {
 
 function resultFromRow(row: sql.FlushStatementRow | undefined): UpsertStatsResult {
   if (!row) throw new Error('upsertStats: the flush statement returned no row');
-  return { applied: row.applied, newPeriod: row.applied && row.new_period === true };
+  // A duplicate reports newPeriod when its earlier, applied copy inserted the replica's row,
+  // so a tracker that never heard back still restarts its period sets.
+  const newPeriod = row.applied ? row.new_period === true : row.inserted_by_sequence === true;
+  return { applied: row.applied, newPeriod };
 }
 
 function definedOnly<T extends object>(options: T): Partial<T> {
@@ -201,13 +219,18 @@ function validateUpsert(params: UpsertStatsParams): sql.FlushStatementParams {
   }
   const workspaceIds = params.workspaceIds ?? [];
   const userIds = params.userIds ?? [];
-  if (!Array.isArray(workspaceIds)) throw new InvalidInputError('workspaceIds', workspaceIds, 'an array of uuids');
+  if (!Array.isArray(workspaceIds))
+    throw new InvalidInputError('workspaceIds', workspaceIds, 'an array of uuids');
   if (!Array.isArray(userIds)) throw new InvalidInputError('userIds', userIds, 'an array of uuids');
   workspaceIds.forEach((id, index) => assertUuid(`workspaceIds[${index}]`, id));
   userIds.forEach((id, index) => assertUuid(`userIds[${index}]`, id));
   let sequence: bigint | undefined;
   if (params.sequence !== undefined) {
-    if (typeof params.sequence !== 'bigint' || params.sequence <= 0n || params.sequence > INT8_MAX) {
+    if (
+      typeof params.sequence !== 'bigint' ||
+      params.sequence <= 0n ||
+      params.sequence > INT8_MAX
+    ) {
       throw new InvalidInputError('sequence', params.sequence, 'a positive bigint that fits int8');
     }
     sequence = params.sequence;

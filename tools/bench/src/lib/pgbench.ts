@@ -84,6 +84,8 @@ export function pgbenchScript(): string {
   const bindings: Record<string, string> = {
     $10: ':ws_count',
     $11: ':user_count',
+    $12: replica,
+    $13: ':seq',
     $1: replica,
     $2: ':seq',
     $3: ':empty',

@@ -26,7 +26,8 @@ export const TAKE_EXCLUSIVE_LOCK = `SELECT pg_advisory_xact_lock($1::bigint)`;
 /**
  * sql.ts flushAfterLock() with a sequence: the flush for a transaction that already holds the
  * writer lock. Params: $1 replica, $2 sequence, $3 workspace ids, $4 user ids, $5 replica,
- * $6/$7 unique deltas, $8 allowed, $9 denied, $10/$11 cumulative unique counts.
+ * $6/$7 unique deltas, $8 allowed, $9 denied, $10/$11 cumulative unique counts, $12 replica
+ * and $13 sequence again (did this sequence insert the row?).
  */
 export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
           INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
@@ -34,7 +35,7 @@ export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
           ON CONFLICT (replica_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
-          RETURNING true AS applied
+          RETURNING true AS applied, s.last_sequence AS number
         ),
     ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
@@ -50,10 +51,10 @@ export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
     stats AS (
       INSERT INTO boundary_usage_stats AS b (
         replica_id, unique_workspaces_count, unique_users_count,
-        allowed_requests, denied_requests, window_start, updated_at)
+        allowed_requests, denied_requests, window_start, updated_at, first_sequence)
       SELECT $5::uuid, $6::bigint,
              $7::bigint, $8::bigint,
-             $9::bigint, now(), now()
+             $9::bigint, now(), now(), sequence.number
         FROM sequence
       ON CONFLICT (replica_id) DO UPDATE SET
         unique_workspaces_count = $10::bigint,
@@ -63,12 +64,15 @@ export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
         updated_at = EXCLUDED.updated_at
       RETURNING (xmax = 0) AS new_period
     )
-    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period`;
+    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
+      EXISTS (SELECT 1 FROM boundary_usage_stats
+          WHERE replica_id = $12::uuid AND first_sequence = $13::bigint)
+        AS inserted_by_sequence`;
 
 /**
  * sql.ts flushWithLock(…, 'shared', …) with a sequence: lock_timeout, the shared lock and the
  * flush in ONE statement (the store's default flush). Params: $1 lock timeout, $2 key, then
- * the flush's parameters shifted by two ($3 replica … $13 cumulative users).
+ * the flush's parameters shifted by two ($3 replica … $15 sequence).
  */
 export const FLUSH_WITH_SHARED_LOCK = `WITH
     config AS MATERIALIZED (SELECT set_config('lock_timeout', $1, true) AS v),
@@ -79,7 +83,7 @@ export const FLUSH_WITH_SHARED_LOCK = `WITH
           ON CONFLICT (replica_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
-          RETURNING true AS applied
+          RETURNING true AS applied, s.last_sequence AS number
         ),
     ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
@@ -95,10 +99,10 @@ export const FLUSH_WITH_SHARED_LOCK = `WITH
     stats AS (
       INSERT INTO boundary_usage_stats AS b (
         replica_id, unique_workspaces_count, unique_users_count,
-        allowed_requests, denied_requests, window_start, updated_at)
+        allowed_requests, denied_requests, window_start, updated_at, first_sequence)
       SELECT $7::uuid, $8::bigint,
              $9::bigint, $10::bigint,
-             $11::bigint, now(), now()
+             $11::bigint, now(), now(), sequence.number
         FROM sequence
       ON CONFLICT (replica_id) DO UPDATE SET
         unique_workspaces_count = $12::bigint,
@@ -108,7 +112,10 @@ export const FLUSH_WITH_SHARED_LOCK = `WITH
         updated_at = EXCLUDED.updated_at
       RETURNING (xmax = 0) AS new_period
     )
-    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period`;
+    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
+      EXISTS (SELECT 1 FROM boundary_usage_stats
+          WHERE replica_id = $14::uuid AND first_sequence = $15::bigint)
+        AS inserted_by_sequence`;
 
 /** sql.ts getAndResetSummary(): the cutover, under the exclusive lock. Params: $1 staleness ms. */
 export const CUTOVER = `WITH
@@ -166,6 +173,8 @@ export function flushAfterLockParams(v: FlushValues): unknown[] {
     v.deniedRequests.toString(),
     v.uniqueWorkspacesCount.toString(),
     v.uniqueUsersCount.toString(),
+    v.replicaId,
+    v.sequence.toString(),
   ];
 }
 
