@@ -8,6 +8,11 @@ export type { BackoffOptions } from './lib/backoff.js';
 export { backoffDelayMs } from './lib/backoff.js';
 export type { BoundaryUsageSummary, StaleTotals } from './lib/summary.js';
 export { emptySummary } from './lib/summary.js';
-export { InvalidInputError, isUuid } from './lib/validation.js';
+export {
+  InvalidInputError,
+  isUuid,
+  assertPositiveInteger,
+  assertPositiveMs,
+} from './lib/validation.js';
 export { createFlushMetrics } from './lib/metrics.js';
 export type { FlushMetricsOptions } from './lib/metrics.js';

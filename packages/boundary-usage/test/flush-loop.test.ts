@@ -121,4 +121,12 @@ test('rejects bad options with a typed error', () => {
   expect(() => startFlushLoop({ tracker, store, replicaId: uuid(), maxAttempts: 1.5 })).toThrow(
     /maxAttempts/,
   );
+  expect(() =>
+    startFlushLoop({
+      tracker,
+      store,
+      replicaId: uuid(),
+      retryBackoff: { baseDelayMs: -5, maxDelayMs: 100 },
+    }),
+  ).toThrow(/retryBackoff.baseDelayMs/);
 });

@@ -73,7 +73,11 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
     'finalFlushTimeoutMs',
     options.finalFlushTimeoutMs ?? DEFAULT_FLUSH_LOOP_OPTIONS.finalFlushTimeoutMs,
   );
-  const backoff = options.retryBackoff ?? DEFAULT_FLUSH_LOOP_OPTIONS.retryBackoff;
+  const requestedBackoff = options.retryBackoff ?? DEFAULT_FLUSH_LOOP_OPTIONS.retryBackoff;
+  const backoff: BackoffOptions = {
+    baseDelayMs: assertPositiveMs('retryBackoff.baseDelayMs', requestedBackoff?.baseDelayMs),
+    maxDelayMs: assertPositiveMs('retryBackoff.maxDelayMs', requestedBackoff?.maxDelayMs),
+  };
   const logger = options.logger ?? noopLogger;
   const observer = options.observer ?? {};
   const ticking = new AbortController();

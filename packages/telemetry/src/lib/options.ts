@@ -1,6 +1,8 @@
 import {
   DEFAULT_STORE_OPTIONS,
   InvalidInputError,
+  assertPositiveInteger,
+  assertPositiveMs,
   type BoundaryUsageStore,
 } from '@usagekit/boundary-usage';
 import { noopLogger, type Logger, type PrismaClient } from '@usagekit/db';
@@ -158,11 +160,11 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   }
   const sink = resolveSink(options.sink);
 
-  const snapshotFrequencyMs = positiveMs(
+  const snapshotFrequencyMs = assertPositiveMs(
     'snapshotFrequencyMs',
     options.snapshotFrequencyMs ?? DEFAULT_REPORTER_OPTIONS.snapshotFrequencyMs,
   );
-  const maxStalenessMs = positiveMs(
+  const maxStalenessMs = assertPositiveMs(
     'maxStalenessMs',
     options.maxStalenessMs ?? 2 * snapshotFrequencyMs,
   );
@@ -186,8 +188,11 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   const storeOptions: Partial<typeof DEFAULT_STORE_OPTIONS> =
     (store as { options?: Partial<typeof DEFAULT_STORE_OPTIONS> }).options ?? {};
   const storeLockTimeoutMs = storeOptions.lockTimeoutMs ?? DEFAULT_STORE_OPTIONS.lockTimeoutMs;
-  const lockTimeoutMs = positiveMs('lockTimeoutMs', options.lockTimeoutMs ?? storeLockTimeoutMs);
-  const transactionTimeoutMs = positiveMs(
+  const lockTimeoutMs = assertPositiveMs(
+    'lockTimeoutMs',
+    options.lockTimeoutMs ?? storeLockTimeoutMs,
+  );
+  const transactionTimeoutMs = assertPositiveMs(
     'transactionTimeoutMs',
     options.transactionTimeoutMs ??
       storeOptions.transactionTimeoutMs ??
@@ -204,22 +209,22 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   }
   const maxWaitMs = storeOptions.maxWaitMs ?? DEFAULT_STORE_OPTIONS.maxWaitMs;
 
-  const collectAttempts = positiveInteger(
+  const collectAttempts = assertPositiveInteger(
     'collectAttempts',
     options.collectAttempts ?? DEFAULT_REPORTER_OPTIONS.collectAttempts,
   );
-  const deliveryTimeoutMs = positiveMs(
+  const deliveryTimeoutMs = assertPositiveMs(
     'deliveryTimeoutMs',
     options.deliveryTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.deliveryTimeoutMs,
   );
-  const deliveryBatchSize = positiveInteger(
+  const deliveryBatchSize = assertPositiveInteger(
     'deliveryBatchSize',
     options.deliveryBatchSize ?? DEFAULT_REPORTER_OPTIONS.deliveryBatchSize,
   );
   const backoff = options.retryBackoff ?? DEFAULT_REPORTER_OPTIONS.retryBackoff;
   const retryBackoff = {
-    baseDelayMs: positiveMs('retryBackoff.baseDelayMs', backoff?.baseDelayMs),
-    maxDelayMs: positiveMs('retryBackoff.maxDelayMs', backoff?.maxDelayMs),
+    baseDelayMs: assertPositiveMs('retryBackoff.baseDelayMs', backoff?.baseDelayMs),
+    maxDelayMs: assertPositiveMs('retryBackoff.maxDelayMs', backoff?.maxDelayMs),
   };
   if (retryBackoff.maxDelayMs < retryBackoff.baseDelayMs) {
     throw new InvalidInputError(
@@ -248,15 +253,15 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     deliveryLeaseMs: 2 * deliveryTimeoutMs,
     deliveryBatchSize,
     retryBackoff,
-    reportRetentionMs: positiveMs(
+    reportRetentionMs: assertPositiveMs(
       'reportRetentionMs',
       options.reportRetentionMs ?? DEFAULT_REPORTER_OPTIONS.reportRetentionMs,
     ),
-    flushSequenceRetentionMs: positiveMs(
+    flushSequenceRetentionMs: assertPositiveMs(
       'flushSequenceRetentionMs',
       options.flushSequenceRetentionMs ?? DEFAULT_REPORTER_OPTIONS.flushSequenceRetentionMs,
     ),
-    stopTimeoutMs: positiveMs(
+    stopTimeoutMs: assertPositiveMs(
       'stopTimeoutMs',
       options.stopTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.stopTimeoutMs,
     ),
@@ -273,14 +278,4 @@ function resolveSink(sink: unknown): Sink {
     );
   }
   return sink as Sink;
-}
-
-function positiveMs(field: string, value: unknown): number {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;
-  throw new InvalidInputError(field, value, 'a positive integer number of milliseconds');
-}
-
-function positiveInteger(field: string, value: unknown): number {
-  if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;
-  throw new InvalidInputError(field, value, 'a positive integer');
 }
