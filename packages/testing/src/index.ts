@@ -12,3 +12,5 @@ export type { CommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export { startPgBouncer } from './lib/pgbouncer.js';
 export type { PgBouncer } from './lib/pgbouncer.js';
 export { gate, waitUntil } from './lib/wait.js';
+export { startFreezingProxy } from './lib/freezing-proxy.js';
+export type { FreezingProxy } from './lib/freezing-proxy.js';

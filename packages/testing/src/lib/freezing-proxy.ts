@@ -1,0 +1,119 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { findFreePort } from './free-port.js';
+
+export interface FreezingProxy {
+  /** The database URL rewritten to go through the proxy (127.0.0.1). */
+  databaseUrl: string;
+  /**
+   * Existing connections go silent: bytes in either direction are held, never delivered, and
+   * nothing is closed (no FIN, no RST), as when a network partitions, a NAT or load balancer
+   * drops the flow, or a failover leaves clients talking to a dead primary. With
+   * `newConnections: true`, connections opened while frozen are accepted and go silent too.
+   */
+  freeze(options?: { newConnections?: boolean }): void;
+  /**
+   * Ends the partition. Connections that were frozen are destroyed silently (their bytes are
+   * dropped, as a real partition would have dropped them); new connections work again.
+   * With `resumeFrozen: true` the held bytes are delivered instead (a network that stalled
+   * and came back).
+   */
+  thaw(options?: { resumeFrozen?: boolean }): void;
+  /** Connections currently open through the proxy, frozen or not. */
+  openConnections(): number;
+  close(): Promise<void>;
+}
+
+interface Pair {
+  client: Socket;
+  upstream: Socket;
+  frozen: boolean;
+  heldToServer: Buffer[];
+  heldToClient: Buffer[];
+}
+
+/**
+ * A TCP proxy that can partition the network under a PostgreSQL client without closing
+ * anything: the client's socket stays open and writable, the server's backend sees no
+ * disconnect, and only deadlines (client-side timers, server-side timeouts) can end the wait.
+ * That is the failure a plain `pg_terminate_backend` or server restart never shows: a dead
+ * peer that says nothing. Loopback only, no TLS; it does not parse the protocol.
+ */
+export async function startFreezingProxy(databaseUrl: string): Promise<FreezingProxy> {
+  const target = new URL(databaseUrl);
+  const targetHost = target.hostname;
+  const targetPort = Number(target.port || 5432);
+  const port = await findFreePort();
+  const pairs = new Set<Pair>();
+  let freezeNew = false;
+
+  const server: Server = createServer((client) => {
+    const upstream = connect(targetPort, targetHost);
+    const pair: Pair = {
+      client,
+      upstream,
+      frozen: freezeNew,
+      heldToServer: [],
+      heldToClient: [],
+    };
+    pairs.add(pair);
+    const closeBoth = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', closeBoth);
+    upstream.on('error', closeBoth);
+    client.on('close', closeBoth);
+    upstream.on('close', closeBoth);
+    client.on('data', (chunk: Buffer) => {
+      if (pair.frozen) pair.heldToServer.push(chunk);
+      else upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (pair.frozen) pair.heldToClient.push(chunk);
+      else client.write(chunk);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+
+  const proxied = new URL(databaseUrl);
+  proxied.hostname = '127.0.0.1';
+  proxied.port = String(port);
+
+  return {
+    databaseUrl: proxied.toString(),
+    freeze(options = {}) {
+      for (const pair of pairs) pair.frozen = true;
+      freezeNew = options.newConnections === true;
+    },
+    thaw(options = {}) {
+      freezeNew = false;
+      for (const pair of [...pairs]) {
+        if (!pair.frozen) continue;
+        if (options.resumeFrozen) {
+          pair.frozen = false;
+          for (const chunk of pair.heldToServer.splice(0)) pair.upstream.write(chunk);
+          for (const chunk of pair.heldToClient.splice(0)) pair.client.write(chunk);
+        } else {
+          // A partition that healed: the old flows are gone. Destroying without flushing
+          // the held bytes is what a client sees once its peer's state was lost.
+          pairs.delete(pair);
+          pair.client.destroy();
+          pair.upstream.destroy();
+        }
+      }
+    },
+    openConnections: () => pairs.size,
+    close: async () => {
+      for (const pair of pairs) {
+        pair.client.destroy();
+        pair.upstream.destroy();
+      }
+      pairs.clear();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
