@@ -25,6 +25,8 @@ export {
   ConnectionLostError,
   TransactionTimeoutError,
   NumericOverflowError,
+  DeadlineExceededError,
+  PermissionDeniedError,
   toDatabaseError,
   sqlStateOf,
 } from './lib/errors.js';

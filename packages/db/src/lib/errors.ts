@@ -14,6 +14,8 @@ export type DatabaseErrorCode =
   | 'CONNECTION_LOST'
   | 'TRANSACTION_TIMEOUT'
   | 'NUMERIC_OVERFLOW'
+  | 'DEADLINE_EXCEEDED'
+  | 'PERMISSION_DENIED'
   | 'DATABASE_ERROR';
 
 export class DatabaseError extends Error {
@@ -82,14 +84,77 @@ export class NumericOverflowError extends DatabaseError {
   override readonly code = 'NUMERIC_OVERFLOW';
 }
 
+/**
+ * A call was abandoned at a client-side deadline: nothing answered in time (a silent network,
+ * a frozen server, a lock holder that vanished). Its connection was destroyed, never reused,
+ * so the retry runs on a fresh one. Whether a COMMIT in flight took effect is unknown, as
+ * with a lost connection.
+ */
+export class DeadlineExceededError extends DatabaseError {
+  override readonly name = 'DeadlineExceededError';
+  override readonly code = 'DEADLINE_EXCEEDED';
+  override readonly retryable = true;
+  /** What was abandoned, e.g. 'statement' or 'flush', and after how long. */
+  readonly operation: string;
+  readonly deadlineMs: number;
+
+  constructor(operation: string, deadlineMs: number, options: { cause?: unknown } = {}) {
+    super(
+      `Abandoned the ${operation} after ${deadlineMs} ms without an answer from PostgreSQL (silent network, frozen server or a lock that never came); it is retried on a fresh connection.`,
+      options,
+    );
+    this.operation = operation;
+    this.deadlineMs = deadlineMs;
+  }
+}
+
+/**
+ * The role lacks a privilege (SQLSTATE 42501). Never retried: the same statement fails the
+ * same way until an operator grants it (packages/db/sql/roles.sql lists what each role needs).
+ */
+export class PermissionDeniedError extends DatabaseError {
+  override readonly name = 'PermissionDeniedError';
+  override readonly code = 'PERMISSION_DENIED';
+  /** The database role that was refused, when known. */
+  readonly role: string | undefined;
+  /** The object named by PostgreSQL ("table boundary_usage_stats"), when it named one. */
+  readonly object: string | undefined;
+
+  constructor(
+    message: string,
+    options: { sqlState?: string; cause?: unknown; role?: string; object?: string } = {},
+  ) {
+    super(message, options);
+    this.role = options.role;
+    this.object = options.object;
+  }
+}
+
 const CONNECTION_SQLSTATES = new Set([
-  '08000', '08001', '08003', '08004', '08006', '08007', '57P01', '57P02', '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006',
+  '08007',
+  '57P01',
+  '57P02',
+  '57P03',
 ]);
 const CONNECTION_ERRNOS = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
 ]);
 const CONNECTION_ADAPTER_KINDS = new Set([
-  'ConnectionClosed', 'DatabaseNotReachable', 'SocketTimeout', 'TooManyConnections',
+  'ConnectionClosed',
+  'DatabaseNotReachable',
+  'SocketTimeout',
+  'TooManyConnections',
 ]);
 const CONNECTION_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017']);
 const CONNECTION_MESSAGES =
@@ -170,7 +235,7 @@ function isTransactionTimeout(error: unknown): boolean {
 
 function describe(error: unknown): string {
   const message = stringOrUndefined(asShape(error)?.message);
-  return message ? message.split('\n').filter(Boolean).slice(-1)[0] ?? message : String(error);
+  return message ? (message.split('\n').filter(Boolean).slice(-1)[0] ?? message) : String(error);
 }
 
 /**
@@ -199,6 +264,8 @@ export function toDatabaseError(error: unknown): DatabaseError {
       return new StatementTimeoutError(`Statement cancelled or timed out. (${detail})`, options);
     case '22003':
       return new NumericOverflowError(`A value is out of range for its type. (${detail})`, options);
+    case '42501':
+      return permissionDenied(error, detail, options);
   }
   if ((sqlState && CONNECTION_SQLSTATES.has(sqlState)) || looksLikeLostConnection(error)) {
     return new ConnectionLostError(
@@ -213,4 +280,30 @@ export function toDatabaseError(error: unknown): DatabaseError {
     );
   }
   return new DatabaseError(`Database error${sqlState ? ` ${sqlState}` : ''}: ${detail}`, options);
+}
+
+/** Finds a `role` some layer attached to the error (the connection's user), if any. */
+function roleOf(error: unknown): string | undefined {
+  for (const level of causeChain(error)) {
+    const role = stringOrUndefined((level as { role?: unknown }).role);
+    if (role) return role;
+  }
+  return undefined;
+}
+
+function permissionDenied(
+  error: unknown,
+  detail: string,
+  options: { sqlState?: string; cause?: unknown },
+): PermissionDeniedError {
+  // PostgreSQL says "permission denied for table boundary_usage_stats" (or "… for function",
+  // "… for sequence", "… for schema"); the role is not in the message.
+  const object = /permission denied for (\w+ "?[\w.]+"?)/i.exec(detail)?.[1];
+  const role = roleOf(error);
+  const who = role ? `role "${role}"` : 'the connecting role';
+  const what = object ?? 'an object';
+  return new PermissionDeniedError(
+    `Permission denied: ${who} may not use ${what}. Grant it (packages/db/sql/roles.sql lists what usagekit's roles need); not retried. (${detail})`,
+    { ...options, role, object },
+  );
 }
