@@ -1,7 +1,11 @@
-export { BoundaryUsageStore, DEFAULT_STORE_OPTIONS } from './lib/store.js';
+export { BoundaryUsageStore, DEFAULT_STORE_OPTIONS, NIL_WRITER_ID } from './lib/store.js';
 export type { StoreOptions, UpsertStatsParams, UpsertStatsResult, LockMode } from './lib/store.js';
-export { BoundaryUsageTracker } from './lib/tracker.js';
-export type { FlushResult } from './lib/tracker.js';
+export {
+  BoundaryUsageTracker,
+  DEFAULT_TRACKER_OPTIONS,
+  SequenceConflictError,
+} from './lib/tracker.js';
+export type { FlushResult, TrackerOptions } from './lib/tracker.js';
 export { startFlushLoop, DEFAULT_FLUSH_LOOP_OPTIONS } from './lib/flush-loop.js';
 export type { FlushLoop, FlushLoopOptions, FlushLoopObserver } from './lib/flush-loop.js';
 export type { BackoffOptions } from './lib/backoff.js';

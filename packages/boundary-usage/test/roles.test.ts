@@ -194,6 +194,7 @@ describe('usagekit_writer', () => {
       expect(await store.upsertStats(flushParams(replicaId, 2n))).toEqual({
         newPeriod: false,
         applied: false,
+        storedSequence: 2n,
       });
       expect(await statsRows()).toEqual([{ replica_id: replicaId, allowed_requests: 10n }]);
       const [ids] = await admin.$queryRaw<
@@ -207,31 +208,39 @@ describe('usagekit_writer', () => {
   });
 
   // Column-level SELECT only where the flush reads: take any one of them away and it fails.
+  // `duplicate`: read only by the separate statement of a flush that was not applied.
   test.each([
-    ['boundary_usage_stats', 'replica_id'],
-    ['boundary_usage_stats', 'allowed_requests'],
-    ['boundary_usage_stats', 'denied_requests'],
-    ['boundary_usage_stats', 'updated_at'],
-    ['boundary_usage_stats', 'xmax'],
-    ['boundary_usage_stats', 'first_sequence'],
-    ['boundary_usage_flush_sequences', 'replica_id'],
-    ['boundary_usage_flush_sequences', 'last_sequence'],
-    ['boundary_usage_flush_sequences', 'updated_at'],
-  ])('SELECT (%s.%s) is needed by the flush', async (table, column) => {
+    ['boundary_usage_stats', 'replica_id', 'applied'],
+    ['boundary_usage_stats', 'allowed_requests', 'applied'],
+    ['boundary_usage_stats', 'denied_requests', 'applied'],
+    ['boundary_usage_stats', 'updated_at', 'applied'],
+    ['boundary_usage_stats', 'xmax', 'applied'],
+    ['boundary_usage_stats', 'first_sequence', 'duplicate'],
+    ['boundary_usage_stats', 'first_writer_id', 'duplicate'],
+    ['boundary_usage_flush_sequences', 'replica_id', 'applied'],
+    ['boundary_usage_flush_sequences', 'writer_id', 'applied'],
+    ['boundary_usage_flush_sequences', 'last_sequence', 'applied'],
+    ['boundary_usage_flush_sequences', 'updated_at', 'applied'],
+  ] as const)('SELECT (%s.%s) is needed by the flush (%s)', async (table, column, path) => {
     const store = new BoundaryUsageStore(writer);
     const replicaId = uuid();
-    await store.upsertStats(flushParams(replicaId, 1n));
+    const writerId = uuid();
+    await store.upsertStats({ ...flushParams(replicaId, 1n), writerId });
+    const next = path === 'applied' ? 2n : 1n;
     await admin.$executeRawUnsafe(`REVOKE SELECT (${column}) ON ${table} FROM usagekit_writer`);
     try {
-      const refused = await failure(() => store.upsertStats(flushParams(replicaId, 2n)));
+      const refused = await failure(() =>
+        store.upsertStats({ ...flushParams(replicaId, next), writerId }),
+      );
       expect(refused.sqlState).toBe('42501');
     } finally {
       await applyRoles({ databaseUrl: db.database().databaseUrl });
     }
-    expect(await store.upsertStats(flushParams(replicaId, 2n))).toEqual({
-      newPeriod: false,
-      applied: true,
-    });
+    expect(await store.upsertStats({ ...flushParams(replicaId, next), writerId })).toEqual(
+      path === 'applied'
+        ? { newPeriod: false, applied: true }
+        : { newPeriod: true, applied: false, storedSequence: 1n },
+    );
   });
 
   test('cannot run the cutover or DELETE stats (42501, a typed DatabaseError)', async () => {

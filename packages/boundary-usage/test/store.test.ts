@@ -114,7 +114,11 @@ describe.each(['single-statement', 'interactive'] as const)('upsertStats (%s)', 
     });
     expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: true, applied: true });
     // The duplicate learns that its applied copy started the period (first_sequence).
-    expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: true, applied: false });
+    expect(await modeStore.upsertStats(params)).toEqual({
+      newPeriod: true,
+      applied: false,
+      storedSequence: 100n,
+    });
     expect(await modeStore.upsertStats({ ...params, sequence: 101n })).toEqual({
       newPeriod: false,
       applied: true,
@@ -122,11 +126,16 @@ describe.each(['single-statement', 'interactive'] as const)('upsertStats (%s)', 
     expect(await modeStore.upsertStats({ ...params, sequence: 101n })).toEqual({
       newPeriod: false,
       applied: false,
+      storedSequence: 101n,
     });
     const summary = await modeStore.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect(summary.allowedRequests).toBe(14n);
     // After the cutover the row is gone: a duplicate no longer started anything.
-    expect(await modeStore.upsertStats(params)).toEqual({ newPeriod: false, applied: false });
+    expect(await modeStore.upsertStats(params)).toEqual({
+      newPeriod: false,
+      applied: false,
+      storedSequence: 101n,
+    });
     expect(await row(replicaId)).toBeUndefined();
     expect(await modeStore.upsertStats({ ...params, sequence: 102n })).toEqual({
       newPeriod: true,

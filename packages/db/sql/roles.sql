@@ -130,35 +130,39 @@ $$;
 -- ---------------------------------------------------------------------------------------
 -- usagekit_writer: the flush statement (sql.ts flushBody), nothing more.
 --
--- The statement is three INSERT … ON CONFLICT CTEs. PostgreSQL needs INSERT on the columns
+-- The statement is two or three INSERT … ON CONFLICT CTEs (the ids CTE only when it carries ids),
+-- plus a separate read when a flush was not applied. PostgreSQL needs INSERT on the columns
 -- written, UPDATE on the columns the DO UPDATE sets, and SELECT on every column the statement
 -- READS: the conflict target, the DO UPDATE expressions and WHERE (including EXCLUDED.x),
 -- and RETURNING. Column-level SELECT keeps the rest unreadable (e.g. window_start, other
 -- replicas' counts, the ids table), and there is no DELETE anywhere.
 -- ---------------------------------------------------------------------------------------
 
--- stats: INSERT all seven columns; ON CONFLICT (replica_id) DO UPDATE SET the counts and
+-- stats: INSERT all nine columns; ON CONFLICT (replica_id) DO UPDATE SET the counts and
 -- updated_at from parameters and from b.allowed_requests + EXCLUDED.allowed_requests (same
 -- for denied) and EXCLUDED.updated_at; RETURNING (xmax = 0), a system column; and, for a
--- duplicate flush, whether first_sequence is its sequence.
+-- flush not applied, the separate re-read of whether (first_writer_id, first_sequence) is its
+-- own (sql.ts readNotApplied).
 GRANT INSERT (replica_id, unique_workspaces_count, unique_users_count, allowed_requests,
-              denied_requests, window_start, updated_at, first_sequence)
+              denied_requests, window_start, updated_at, first_sequence, first_writer_id)
    ON boundary_usage_stats TO usagekit_writer;
 GRANT UPDATE (unique_workspaces_count, unique_users_count, allowed_requests, denied_requests,
               updated_at)
    ON boundary_usage_stats TO usagekit_writer;
-GRANT SELECT (replica_id, allowed_requests, denied_requests, updated_at, xmax, first_sequence)
+GRANT SELECT (replica_id, allowed_requests, denied_requests, updated_at, xmax, first_sequence,
+              first_writer_id)
    ON boundary_usage_stats TO usagekit_writer;
 
 -- ids: INSERT (kind, id) … ON CONFLICT DO NOTHING without a target reads nothing.
 GRANT INSERT (kind, id) ON boundary_usage_ids TO usagekit_writer;
 
--- flush sequences: INSERT … ON CONFLICT (replica_id) DO UPDATE SET last_sequence, updated_at
--- from EXCLUDED WHERE s.last_sequence < EXCLUDED.last_sequence RETURNING true.
-GRANT INSERT (replica_id, last_sequence, updated_at)
+-- flush sequences: INSERT … ON CONFLICT (replica_id, writer_id) DO UPDATE SET last_sequence,
+-- updated_at from EXCLUDED WHERE s.last_sequence < EXCLUDED.last_sequence RETURNING true; for a
+-- flush not applied, the re-read of the writer's stored last_sequence.
+GRANT INSERT (replica_id, writer_id, last_sequence, updated_at)
    ON boundary_usage_flush_sequences TO usagekit_writer;
 GRANT UPDATE (last_sequence, updated_at) ON boundary_usage_flush_sequences TO usagekit_writer;
-GRANT SELECT (replica_id, last_sequence, updated_at)
+GRANT SELECT (replica_id, writer_id, last_sequence, updated_at)
    ON boundary_usage_flush_sequences TO usagekit_writer;
 
 -- ---------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ describe('boundary_usage_stats', () => {
       { name: 'updated_at', type: timestamptz, nullable: false, default: now },
       // Beyond coder: which flush sequence inserted the row (ambiguous-commit retries).
       { name: 'first_sequence', type: 'bigint', nullable: true, default: null },
+      // …and which writer (tracker instance) flushed it.
+      { name: 'first_writer_id', type: 'uuid', nullable: true, default: null },
     ]);
   });
 
@@ -254,17 +256,27 @@ describe('boundary_usage_ids', () => {
 });
 
 describe('boundary_usage_flush_sequences', () => {
-  test('keeps the last flush sequence per replica', async () => {
+  test('keeps the last flush sequence per replica and writer', async () => {
     expect(await columns('boundary_usage_flush_sequences')).toEqual([
       { name: 'replica_id', type: 'uuid', nullable: false, default: null },
       { name: 'last_sequence', type: 'bigint', nullable: false, default: null },
       { name: 'updated_at', type: timestamptz, nullable: false, default: now },
+      {
+        name: 'writer_id',
+        type: 'uuid',
+        nullable: false,
+        default: "'00000000-0000-0000-0000-000000000000'::uuid",
+      },
     ]);
     expect(await constraintColumns('boundary_usage_flush_sequences', 'PRIMARY KEY')).toEqual([
-      ['replica_id'],
+      ['replica_id', 'writer_id'],
     ]);
     expect(await indexes('boundary_usage_flush_sequences')).toEqual([
-      { name: 'boundary_usage_flush_sequences_pkey', unique: true, columns: ['replica_id'] },
+      {
+        name: 'boundary_usage_flush_sequences_pkey',
+        unique: true,
+        columns: ['replica_id', 'writer_id'],
+      },
       {
         name: 'idx_boundary_usage_flush_sequences_updated_at',
         unique: false,

@@ -13,6 +13,13 @@ import {
 export interface FlushLoopObserver {
   onFlush?(result: FlushResult, durationMs: number): void;
   onError?(error: unknown, attempt: number, willRetry: boolean): void;
+  /**
+   * A flush attempt was abandoned at a deadline (DEADLINE_EXCEEDED: the tracker's
+   * flushDeadlineMs, or a deadline of the database layer). Also reported to onError.
+   */
+  onAbandoned?(error: unknown, attempt: number): void;
+  /** Batches found the stored sequence ahead and were resequenced and resent (`count` > 0). */
+  onSequenceRecoveries?(count: number): void;
 }
 
 export interface FlushLoopOptions {
@@ -27,15 +34,20 @@ export interface FlushLoopOptions {
   /** Attempts per tick for retryable errors (deadlock, lock timeout, lost connection…). */
   maxAttempts?: number;
   retryBackoff?: BackoffOptions;
-  /** Upper bound on stop()'s final flush, retries included. */
+  /**
+   * Upper bound on stop(): waiting for a flush in flight plus the final flush, retries
+   * included. stop() resolves by then whatever the database does.
+   */
   finalFlushTimeoutMs?: number;
   observer?: FlushLoopObserver;
 }
 
 export interface FlushLoop {
   /**
-   * Stops the timer, waits for a flush in flight, then flushes once more (bounded by
-   * finalFlushTimeoutMs). Idempotent: every call returns the same promise.
+   * Stops the timer, waits for a flush in flight, then flushes once more; resolves within
+   * finalFlushTimeoutMs in all (what could not be flushed by then stays in the tracker, and a
+   * flush still running is left to its own deadline). Idempotent: every call returns the same
+   * promise.
    */
   stop(): Promise<void>;
   /** Flushes now, with retries, outside the schedule (never overlapping a running flush). */
@@ -88,11 +100,21 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
   ): Promise<FlushResult> {
     for (let attempt = 1; ; attempt++) {
       const startedAt = performance.now();
+      const recoveriesBefore = tracker.sequenceRecoveries();
+      const reportRecoveries = () => {
+        const recovered = tracker.sequenceRecoveries() - recoveriesBefore;
+        if (recovered > 0) observer.onSequenceRecoveries?.(recovered);
+      };
       try {
         const result = await tracker.flush(store, replicaId);
+        reportRecoveries();
         observer.onFlush?.(result, performance.now() - startedAt);
         return result;
       } catch (error) {
+        reportRecoveries();
+        if ((error as { code?: unknown })?.code === 'DEADLINE_EXCEEDED') {
+          observer.onAbandoned?.(error, attempt);
+        }
         const retryable = (error as Partial<DatabaseError>)?.retryable === true;
         const delay = backoffDelayMs(attempt - 1, backoff);
         const willRetry =
@@ -123,17 +145,22 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
   function stop(): Promise<void> {
     stopping ??= (async () => {
       ticking.abort();
-      await loop;
+      // One timer bounds both waits: a flush in flight (which the tracker's flushDeadlineMs
+      // ends on its own, but that may be longer) and the final flush. Without it a flush stuck
+      // on a silent connection kept stop() from returning at all (issue 11, item 1).
       const deadline = Date.now() + finalFlushTimeoutMs;
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), finalFlushTimeoutMs);
       });
       const outcome = await Promise.race([
-        flushWithRetries(undefined, deadline).then(
-          () => 'flushed' as const,
-          (error: unknown) => error,
-        ),
+        loop
+          // No final flush may start after stop() has returned.
+          .then(() => (Date.now() < deadline ? flushWithRetries(undefined, deadline) : undefined))
+          .then(
+            () => 'flushed' as const,
+            (error: unknown) => error,
+          ),
         timedOut,
       ]);
       clearTimeout(timer);

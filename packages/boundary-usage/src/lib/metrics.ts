@@ -15,7 +15,9 @@ export interface FlushMetricsOptions {
  *
  * Series: `<prefix>boundary_flushes_total{outcome}` (flushed | idle), `…_flush_duration_seconds`,
  * `…_flush_errors_total{code}`, `…_flush_retries_total`, `…_flush_duplicates_total` (batches the
- * database already had: ambiguous commits resolved), `…_flushed_requests_total{decision}`.
+ * database already had: ambiguous commits resolved), `…_flushed_requests_total{decision}`,
+ * `…_flush_abandoned_total` (attempts abandoned at a deadline) and
+ * `…_flush_sequence_recoveries_total` (batches resequenced above a stored sequence).
  */
 export function createFlushMetrics(
   registry: Registry,
@@ -56,6 +58,18 @@ export function createFlushMetrics(
     labelNames,
     registers,
   });
+  const abandoned = new Counter({
+    name: `${prefix}boundary_flush_abandoned_total`,
+    help: 'Flush attempts abandoned at a deadline (DEADLINE_EXCEEDED: a silent connection, a frozen server); the batch is kept and resent with its sequence.',
+    labelNames,
+    registers,
+  });
+  const recoveries = new Counter({
+    name: `${prefix}boundary_flush_sequence_recoveries_total`,
+    help: "Batches that found their writer's stored flush sequence ahead and were resequenced and resent instead of dropped.",
+    labelNames,
+    registers,
+  });
   const requests = new Counter({
     name: `${prefix}boundary_flushed_requests_total`,
     help: 'Requests written to the database, by decision.',
@@ -72,6 +86,12 @@ export function createFlushMetrics(
         requests.inc({ ...labels, decision: 'allowed' }, Number(result.allowedRequests));
       if (result.deniedRequests > 0n)
         requests.inc({ ...labels, decision: 'denied' }, Number(result.deniedRequests));
+    },
+    onAbandoned() {
+      abandoned.inc(labels);
+    },
+    onSequenceRecoveries(count) {
+      recoveries.inc(labels, count);
     },
     onError(error, _attempt, willRetry) {
       const code = (error as { code?: unknown })?.code;

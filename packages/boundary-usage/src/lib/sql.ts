@@ -42,7 +42,12 @@ export function takeCutoverLock(): Prisma.Sql {
 
 export interface FlushStatementParams {
   replicaId: string;
-  /** When set, the flush applies only if it is above the replica's last applied sequence. */
+  /**
+   * The tracker instance that flushes (a random uuid per tracker). Sequences are kept per
+   * (replica, writer), so writers sharing a replica id never refuse each other's flushes.
+   */
+  writerId: string;
+  /** When set, the flush applies only if it is above this writer's last applied sequence. */
   sequence: bigint | undefined;
   uniqueWorkspacesDelta: bigint;
   uniqueUsersDelta: bigint;
@@ -57,18 +62,23 @@ export interface FlushStatementParams {
 export interface FlushStatementRow {
   applied: boolean;
   new_period: boolean | null;
-  inserted_by_sequence: boolean;
 }
 
 /**
  * The flush: one statement that (1) records the flush sequence, (2) inserts the ids it carries
- * into boundary_usage_ids, (3) upserts the replica's stats row.
+ * into boundary_usage_ids, (3) upserts the replica's stats row. Each step reads the previous
+ * CTE's output, so when the sequence says "not above the last applied one" nothing else is
+ * written; what the database holds instead is read by a separate statement
+ * ({@link readNotApplied}), only on that rare path.
  *
- * The ids are inserted in (kind, id) order. Two flushes carrying the same new ids each wait on
- * the other's uncommitted insert of a shared id (ON CONFLICT must know whether it commits);
- * in opposite orders that is a deadlock (40P01, seen in the simulator's chaos runs and
- * reproduced in the stress test). In one global order the second simply waits for the first. Each step reads the previous
- * CTE's output, so when the sequence says "already applied" nothing else is written.
+ * The common flush (issue 13) carries a sequence and no new ids: then there is no ids CTE at
+ * all. PostgreSQL parses and plans an unprepared statement on every call, so the text it
+ * never needs is left out rather than fed two empty arrays.
+ *
+ * When there are ids, they are inserted in (kind, id) order. Two flushes carrying the same new
+ * ids each wait on the other's uncommitted insert of a shared id (ON CONFLICT must know whether
+ * it commits); in opposite orders that is a deadlock (40P01, seen in the simulator's chaos runs
+ * and reproduced in the stress test). In one global order the second simply waits for the first.
  *
  * `gate` is the CTE the sequence step selects FROM. In the interactive transaction it is a
  * constant row (the lock was taken by an earlier statement). In the single-statement form it
@@ -78,32 +88,28 @@ export interface FlushStatementRow {
  *
  * Upsert semantics (coder #21805): INSERT (first flush of a period) writes the unique *deltas*;
  * UPDATE replaces the unique counts with the replica's cumulative counts for the period and
- * *adds* the request deltas. window_start is set only on INSERT. `xmax = 0` is true only for a
- * freshly inserted tuple: the ON CONFLICT UPDATE path stamps xmax with our transaction id.
+ * *adds* the request deltas. window_start, first_sequence and first_writer_id are set only on
+ * INSERT. `xmax = 0` is true only for a freshly inserted tuple: the ON CONFLICT UPDATE path
+ * stamps xmax with our transaction id.
  */
 function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
   const replicaId = params.replicaId;
-  const sequenceStep =
-    params.sequence === undefined
-      ? Prisma.sql`sequence AS (SELECT true AS applied, NULL::bigint AS number FROM ${gate})`
-      : Prisma.sql`sequence AS (
-          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
-          SELECT ${replicaId}::uuid, ${params.sequence}::bigint, now() FROM ${gate}
-          ON CONFLICT (replica_id) DO UPDATE
+  const withSequence = params.sequence !== undefined;
+  const sequenceStep = withSequence
+    ? Prisma.sql`sequence AS (
+          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, writer_id, last_sequence, updated_at)
+          SELECT ${replicaId}::uuid, ${params.writerId}::uuid, ${params.sequence}::bigint, now() FROM ${gate}
+          ON CONFLICT (replica_id, writer_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
-          RETURNING true AS applied, s.last_sequence AS number
-        )`;
-  // For a duplicate (nothing written now): did the earlier, applied copy of this flush insert
-  // the row that is there, i.e. start the period? Read under the same writer lock.
-  const insertedBySequence =
-    params.sequence === undefined
-      ? Prisma.sql`false AS inserted_by_sequence`
-      : Prisma.sql`EXISTS (SELECT 1 FROM boundary_usage_stats
-          WHERE replica_id = ${replicaId}::uuid AND first_sequence = ${params.sequence}::bigint)
-        AS inserted_by_sequence`;
-  return Prisma.sql`${sequenceStep},
-    ids AS (
+          RETURNING s.last_sequence AS number
+        )`
+    : Prisma.sql`sequence AS (SELECT NULL::bigint AS number FROM ${gate})`;
+  const firstWriter = withSequence ? Prisma.sql`${params.writerId}::uuid` : Prisma.sql`NULL::uuid`;
+  const idsStep =
+    params.workspaceIds.length === 0 && params.userIds.length === 0
+      ? Prisma.empty
+      : Prisma.sql`ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
       SELECT kind, id FROM (
         SELECT 'workspace' AS kind, w AS id FROM unnest(${params.workspaceIds as string[]}::uuid[]) AS w
@@ -113,14 +119,16 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
        WHERE EXISTS (SELECT 1 FROM sequence)
        ORDER BY kind, id
       ON CONFLICT DO NOTHING
-    ),
+    ),`;
+  return Prisma.sql`${sequenceStep},
+    ${idsStep}
     stats AS (
       INSERT INTO boundary_usage_stats AS b (
         replica_id, unique_workspaces_count, unique_users_count,
-        allowed_requests, denied_requests, window_start, updated_at, first_sequence)
+        allowed_requests, denied_requests, window_start, updated_at, first_sequence, first_writer_id)
       SELECT ${replicaId}::uuid, ${params.uniqueWorkspacesDelta}::bigint,
              ${params.uniqueUsersDelta}::bigint, ${params.allowedRequests}::bigint,
-             ${params.deniedRequests}::bigint, now(), now(), sequence.number
+             ${params.deniedRequests}::bigint, now(), now(), sequence.number, ${firstWriter}
         FROM sequence
       ON CONFLICT (replica_id) DO UPDATE SET
         unique_workspaces_count = ${params.uniqueWorkspacesCount}::bigint,
@@ -130,8 +138,40 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
         updated_at = EXCLUDED.updated_at
       RETURNING (xmax = 0) AS new_period
     )
-    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
-      ${insertedBySequence}`;
+    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period`;
+}
+
+export interface NotAppliedRow {
+  /** The writer's stored last_sequence now (NULL when retention deleted its row meanwhile). */
+  stored_sequence: bigint | null;
+  /** Whether the row now there was inserted by this writer's flush with this sequence. */
+  inserted_by_sequence: boolean;
+}
+
+/**
+ * What the database holds for a flush that was NOT applied (its sequence was not above the
+ * writer's stored one): the stored sequence, so a first send can continue above it, and
+ * whether the applied copy of a resent batch inserted the replica's row (started the period).
+ *
+ * A separate statement, after the flush statement has finished, on purpose (issue 11, item 5):
+ * the flush statement's snapshot is taken before it waits (for the writer lock, and for the
+ * sequence row an overlapping original of the same batch holds until it commits), so when a
+ * retry overlapped its original across a cutover, a read inside that statement saw the old
+ * period's row and answered "did not start the period" although the original had just
+ * inserted the new row. This statement starts after both committed, so it sees the new row.
+ *
+ * No lock: it only reads. A cutover that deletes the row in between makes it answer false,
+ * which is harmless: the period the original started has then been reported, and the
+ * tracker's next flush INSERTs and restarts its period sets itself.
+ */
+export function readNotApplied(params: FlushStatementParams): Prisma.Sql {
+  return Prisma.sql`SELECT
+    (SELECT last_sequence FROM boundary_usage_flush_sequences
+      WHERE replica_id = ${params.replicaId}::uuid AND writer_id = ${params.writerId}::uuid)
+      AS stored_sequence,
+    EXISTS (SELECT 1 FROM boundary_usage_stats
+      WHERE replica_id = ${params.replicaId}::uuid AND first_writer_id = ${params.writerId}::uuid
+        AND first_sequence = ${params.sequence ?? null}::bigint) AS inserted_by_sequence`;
 }
 
 /** The flush for an interactive transaction that already holds the writer lock. */

@@ -10,6 +10,7 @@ import {
   assertCount,
   assertPositiveMs,
   assertUuid,
+  canonicalUuid,
   InvalidInputError,
   INT8_MAX,
 } from './validation.js';
@@ -62,12 +63,21 @@ export interface UpsertStatsParams {
   workspaceIds?: readonly string[];
   userIds?: readonly string[];
   /**
-   * The flush's sequence number for this replica. When given, a flush whose sequence is not
-   * above the last applied one is skipped (`applied: false`): a retry after an ambiguous
-   * commit can never count twice.
+   * The flush's sequence number for this replica and writer. When given, a flush whose
+   * sequence is not above the writer's last applied one is skipped (`applied: false`): a
+   * retry after an ambiguous commit can never count twice.
    */
   sequence?: bigint;
+  /**
+   * Who flushes: a uuid per tracker instance (BoundaryUsageTracker.writerId). Sequences are
+   * kept per (replica, writer), so two processes sharing a replica id both count. Default: the
+   * nil uuid, one writer per replica (only for callers that manage sequences themselves).
+   */
+  writerId?: string;
 }
+
+/** The writer id of callers that pass none: one sequence per replica, as before writer ids. */
+export const NIL_WRITER_ID = '00000000-0000-0000-0000-000000000000';
 
 export interface UpsertStatsResult {
   /**
@@ -75,8 +85,18 @@ export interface UpsertStatsResult {
    * duplicate, true when the earlier, applied copy did (and the row is still there).
    */
   newPeriod: boolean;
-  /** False when `sequence` showed the flush had already been applied (nothing written). */
+  /**
+   * False when the writer's stored sequence was not below `sequence` (nothing written): the
+   * batch was applied before (a retry after an ambiguous commit), or the stored sequence is
+   * ahead of this writer (see `storedSequence`).
+   */
   applied: boolean;
+  /**
+   * Only when not applied: the writer's last applied sequence, read after the flush (0n when
+   * the writer has no row any more). A batch's first send that is not applied must continue
+   * above it instead of being taken as a duplicate.
+   */
+  storedSequence?: bigint;
 }
 
 /**
@@ -119,24 +139,26 @@ export class BoundaryUsageStore {
   async upsertStats(params: UpsertStatsParams): Promise<UpsertStatsResult> {
     const statementParams = validateUpsert(params);
     const { lockMode, lockTimeoutMs, flushMode } = this.options;
-    let rows: sql.FlushStatementRow[];
+    let result: UpsertStatsResult;
     try {
       if (flushMode === 'single-statement') {
-        [rows] = await this.prisma.$transaction([
+        const [rows] = await this.prisma.$transaction([
           this.prisma.$queryRaw<sql.FlushStatementRow[]>(
             sql.flushWithLock(statementParams, lockMode, lockTimeoutMs),
           ),
         ]);
+        result = resultFromRow(rows[0]);
       } else {
-        return await this.prisma.$transaction(
+        result = await this.prisma.$transaction(
           (tx) => this.flushInTransaction(tx, statementParams),
           this.transactionOptions(),
         );
       }
+      // Not applied: what the database holds is read by a statement of its own (item 5).
+      return result.applied ? result : await readNotApplied(this.prisma, statementParams);
     } catch (error) {
       throw toDatabaseError(error);
     }
-    return resultFromRow(rows[0]);
   }
 
   /**
@@ -148,7 +170,9 @@ export class BoundaryUsageStore {
     tx: Prisma.TransactionClient,
     params: UpsertStatsParams,
   ): Promise<UpsertStatsResult> {
-    return this.flushInTransaction(tx, validateUpsert(params));
+    const statementParams = validateUpsert(params);
+    const result = await this.flushInTransaction(tx, statementParams);
+    return result.applied ? result : readNotApplied(tx, statementParams);
   }
 
   private async flushInTransaction(
@@ -199,12 +223,29 @@ export class BoundaryUsageStore {
   }
 }
 
+/** An applied flush's answer; a flush not applied is answered by {@link readNotApplied}. */
 function resultFromRow(row: sql.FlushStatementRow | undefined): UpsertStatsResult {
   if (!row) throw new Error('upsertStats: the flush statement returned no row');
-  // A duplicate reports newPeriod when its earlier, applied copy inserted the replica's row,
-  // so a tracker that never heard back still restarts its period sets.
-  const newPeriod = row.applied ? row.new_period === true : row.inserted_by_sequence === true;
-  return { applied: row.applied, newPeriod };
+  return { applied: row.applied, newPeriod: row.applied && row.new_period === true };
+}
+
+/**
+ * A flush that was not applied: reads, in a statement of its own (sql.ts readNotApplied says
+ * why it must not be the flush's), the writer's stored sequence and whether the applied copy
+ * of this batch inserted the replica's row. A duplicate then reports newPeriod when its
+ * earlier copy started the period, so a tracker that never heard back still restarts its
+ * period sets.
+ */
+async function readNotApplied(
+  client: Pick<PrismaClient, '$queryRaw'>,
+  params: sql.FlushStatementParams,
+): Promise<UpsertStatsResult> {
+  const [row] = await client.$queryRaw<sql.NotAppliedRow[]>(sql.readNotApplied(params));
+  return {
+    applied: false,
+    newPeriod: row?.inserted_by_sequence === true,
+    storedSequence: row?.stored_sequence ?? 0n,
+  };
 }
 
 function definedOnly<T extends object>(options: T): Partial<T> {
@@ -235,8 +276,11 @@ function validateUpsert(params: UpsertStatsParams): sql.FlushStatementParams {
     }
     sequence = params.sequence;
   }
+  const writerId =
+    params.writerId === undefined ? NIL_WRITER_ID : canonicalUuid('writerId', params.writerId);
   return {
     replicaId: assertUuid('replicaId', params.replicaId),
+    writerId,
     sequence,
     uniqueWorkspacesDelta: assertCount('uniqueWorkspacesDelta', params.uniqueWorkspacesDelta),
     uniqueUsersDelta: assertCount('uniqueUsersDelta', params.uniqueUsersDelta),

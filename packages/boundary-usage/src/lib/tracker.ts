@@ -1,6 +1,75 @@
-import { toDatabaseError } from '@usagekit/db';
+import { randomUUID } from 'node:crypto';
+import { DeadlineExceededError, noopLogger, toDatabaseError, type Logger } from '@usagekit/db';
 import type { BoundaryUsageStore, UpsertStatsResult } from './store.js';
-import { InvalidInputError, assertUuid, canonicalUuid } from './validation.js';
+import {
+  InvalidInputError,
+  assertPositiveMs,
+  assertUuid,
+  canonicalUuid,
+  INT8_MAX,
+} from './validation.js';
+
+export interface TrackerOptions {
+  /**
+   * The first flush sequence of this tracker; default 1. Sequences are per writer id, which is
+   * new for every tracker, so they need not encode time (a clock that steps back cannot hurt).
+   */
+  firstSequence?: bigint;
+  /**
+   * Upper bound on one flush() call, resent batch and sequence recoveries included. On expiry
+   * the call rejects with DeadlineExceededError (code DEADLINE_EXCEEDED, retryable); the batch
+   * stays unconfirmed and is resent with the same sequence, so the abandoned call may still
+   * land without counting twice. Default 25 s: above @usagekit/db's 15 s statement deadline,
+   * so that one answers first when it exists, and this one holds when it does not.
+   */
+  flushDeadlineMs?: number;
+  /** Where sequence recoveries are reported (a warning each). */
+  logger?: Logger;
+}
+
+export const DEFAULT_TRACKER_OPTIONS = {
+  firstSequence: 1n,
+  flushDeadlineMs: 25_000,
+} as const;
+
+/** Resequencing attempts per batch before the flush fails with SequenceConflictError. */
+const MAX_SEQUENCE_RECOVERIES = 3;
+
+/**
+ * A batch's first send kept finding the writer's stored sequence ahead of it, even after
+ * continuing above it: something else writes with this tracker's writer id. Nothing was
+ * written; the batch stays in the tracker.
+ */
+export class SequenceConflictError extends Error {
+  override readonly name = 'SequenceConflictError';
+  readonly code = 'SEQUENCE_CONFLICT';
+  readonly retryable = true;
+  constructor(
+    readonly replicaId: string,
+    readonly writerId: string,
+    readonly storedSequence: bigint,
+  ) {
+    super(
+      `Flush of replica ${replicaId} (writer ${writerId}) found the stored sequence ${storedSequence} ahead of it ${MAX_SEQUENCE_RECOVERIES + 1} times in a row; another process is writing with the same writer id.`,
+    );
+  }
+}
+
+/**
+ * Errors after which the batch certainly did not commit: the statement failed (and with it its
+ * autocommit transaction, or the interactive transaction was rolled back) before any COMMIT
+ * could take effect. Any other failure (a lost connection, a deadline, an unknown error) may
+ * have come after PostgreSQL committed.
+ */
+const NOT_COMMITTED = new Set([
+  'LOCK_TIMEOUT',
+  'DEADLOCK',
+  'SERIALIZATION_FAILURE',
+  'STATEMENT_TIMEOUT',
+  'NUMERIC_OVERFLOW',
+  'PERMISSION_DENIED',
+  'INVALID_INPUT',
+]);
 
 /** What one flush() did. */
 export interface FlushResult {
@@ -18,11 +87,19 @@ export interface FlushResult {
   batches: number;
   /** Batches the database had already applied (a retry after an ambiguous commit). */
   duplicates: number;
+  /** Times a batch found the writer's stored sequence ahead and was resequenced and resent. */
+  sequenceRecoveries: number;
 }
 
 /** One flush's payload. Kept unchanged, with its sequence, until the database has it. */
 interface Batch {
   sequence: bigint;
+  /**
+   * Whether an earlier send may have committed (it failed with an unknown outcome). Only then
+   * may "not applied" mean "already applied"; a batch no send of which can have landed that
+   * finds the stored sequence ahead is resequenced instead.
+   */
+  mayHaveLanded: boolean;
   epoch: number;
   workspaceIds: string[];
   userIds: string[];
@@ -66,11 +143,37 @@ export class BoundaryUsageTracker {
   private queue: Promise<unknown> = Promise.resolve();
   /** Running totals of what the database is known to have from this tracker. */
   private readonly applied = { allowedRequests: 0n, deniedRequests: 0n, batches: 0, duplicates: 0 };
+  private recoveries = 0;
+  private readonly flushDeadlineMs: number;
+  private readonly logger: Logger;
+  /**
+   * This tracker's identity as a writer: a random uuid, new for every instance. The database
+   * keeps flush sequences per (replica id, writer id), so two processes that share a replica
+   * id (a blue/green overlap), or a restarted process whose clock reads earlier, never have
+   * their flushes refused as "already applied" (issue 11, item 4).
+   */
+  readonly writerId: string = randomUUID();
 
-  constructor(options: { firstSequence?: bigint } = {}) {
-    // Sequences must keep rising across restarts of a replica that keeps its id; microseconds
-    // since the epoch do, unless a process flushes more than a thousand times a millisecond.
-    this.nextSequence = options.firstSequence ?? BigInt(Date.now()) * 1000n;
+  constructor(options: TrackerOptions = {}) {
+    const firstSequence = options.firstSequence ?? DEFAULT_TRACKER_OPTIONS.firstSequence;
+    if (typeof firstSequence !== 'bigint' || firstSequence <= 0n || firstSequence > INT8_MAX) {
+      throw new InvalidInputError(
+        'firstSequence',
+        firstSequence,
+        'a positive bigint that fits int8',
+      );
+    }
+    this.nextSequence = firstSequence;
+    this.flushDeadlineMs = assertPositiveMs(
+      'flushDeadlineMs',
+      options.flushDeadlineMs ?? DEFAULT_TRACKER_OPTIONS.flushDeadlineMs,
+    );
+    this.logger = options.logger ?? noopLogger;
+  }
+
+  /** Times, since the tracker was created, a batch was resequenced above a stored sequence. */
+  sequenceRecoveries(): number {
+    return this.recoveries;
   }
 
   /**
@@ -153,12 +256,25 @@ export class BoundaryUsageTracker {
    */
   flush(store: BoundaryUsageStore, replicaId: string): Promise<FlushResult> {
     assertUuid('replicaId', replicaId);
-    const run = this.queue.then(() => this.flushOnce(store, replicaId));
+    const run = this.queue.then(async () => {
+      const deadline = new FlushDeadline(this.flushDeadlineMs);
+      try {
+        return await this.flushOnce(store, replicaId, deadline);
+      } finally {
+        deadline.clear();
+      }
+    });
+    // The next flush waits for this one to settle, which the deadline bounds: a call abandoned
+    // there keeps running in the background, but nothing waits for it any more.
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async flushOnce(store: BoundaryUsageStore, replicaId: string): Promise<FlushResult> {
+  private async flushOnce(
+    store: BoundaryUsageStore,
+    replicaId: string,
+    deadline: FlushDeadline,
+  ): Promise<FlushResult> {
     const result: FlushResult = {
       flushed: false,
       newPeriod: false,
@@ -168,9 +284,10 @@ export class BoundaryUsageTracker {
       userIds: 0,
       batches: 0,
       duplicates: 0,
+      sequenceRecoveries: 0,
     };
-    if (this.unconfirmed) await this.send(store, replicaId, this.unconfirmed, result);
-    if (this.active) await this.send(store, replicaId, this.cutBatch(), result);
+    if (this.unconfirmed) await this.send(store, replicaId, this.unconfirmed, result, deadline);
+    if (this.active) await this.send(store, replicaId, this.cutBatch(), result, deadline);
     return result;
   }
 
@@ -178,6 +295,7 @@ export class BoundaryUsageTracker {
   private cutBatch(): Batch {
     const batch: Batch = {
       sequence: this.nextSequence++,
+      mayHaveLanded: false,
       epoch: this.epoch,
       workspaceIds: this.workspacesSinceFlush,
       userIds: this.usersSinceFlush,
@@ -202,25 +320,59 @@ export class BoundaryUsageTracker {
     replicaId: string,
     batch: Batch,
     result: FlushResult,
+    deadline: FlushDeadline,
   ): Promise<void> {
     this.unconfirmed = batch;
     let outcome: UpsertStatsResult;
-    try {
-      outcome = await store.upsertStats({
+    for (let recoveries = 0; ; recoveries++) {
+      // Out of time before sending: this send cannot have landed, so it must not mark the
+      // batch as possibly applied.
+      deadline.throwIfExpired();
+      try {
+        outcome = await deadline.race(
+          store.upsertStats({
+            replicaId,
+            writerId: this.writerId,
+            sequence: batch.sequence,
+            uniqueWorkspacesDelta: batch.workspaceIds.length,
+            uniqueUsersDelta: batch.userIds.length,
+            uniqueWorkspacesCount: batch.uniqueWorkspacesCount,
+            uniqueUsersCount: batch.uniqueUsersCount,
+            allowedRequests: batch.allowedRequests,
+            deniedRequests: batch.deniedRequests,
+            workspaceIds: batch.workspaceIds,
+            userIds: batch.userIds,
+          }),
+        );
+      } catch (error) {
+        // The batch stays `unconfirmed` and is resent first, with the same sequence.
+        const typed = error instanceof InvalidInputError ? error : toDatabaseError(error);
+        if (!NOT_COMMITTED.has(typed.code)) batch.mayHaveLanded = true;
+        throw typed;
+      }
+      const stored = outcome.storedSequence ?? 0n;
+      // Only a resend of a batch that may have landed can be a real duplicate: its sequence is
+      // then the stored one (or, were the writer id reused, below it).
+      if (outcome.applied || (batch.mayHaveLanded && stored >= batch.sequence)) break;
+      // A first send refused: the stored sequence is ahead of this writer (its row was written
+      // by another process with the same writer id, or moved by hand). Nothing was written, so
+      // the batch may take a sequence above the stored one and go again; dropping it here
+      // would lose it silently (issue 11, item 4).
+      if (recoveries >= MAX_SEQUENCE_RECOVERIES) {
+        throw new SequenceConflictError(replicaId, this.writerId, stored);
+      }
+      const previous = batch.sequence;
+      if (stored >= batch.sequence) batch.sequence = stored + 1n;
+      if (this.nextSequence <= batch.sequence) this.nextSequence = batch.sequence + 1n;
+      this.recoveries++;
+      result.sequenceRecoveries++;
+      this.logger.warn('boundary usage flush sequence was behind the stored one; resent above it', {
         replicaId,
-        sequence: batch.sequence,
-        uniqueWorkspacesDelta: batch.workspaceIds.length,
-        uniqueUsersDelta: batch.userIds.length,
-        uniqueWorkspacesCount: batch.uniqueWorkspacesCount,
-        uniqueUsersCount: batch.uniqueUsersCount,
-        allowedRequests: batch.allowedRequests,
-        deniedRequests: batch.deniedRequests,
-        workspaceIds: batch.workspaceIds,
-        userIds: batch.userIds,
+        writerId: this.writerId,
+        storedSequence: String(stored),
+        previousSequence: String(previous),
+        sequence: String(batch.sequence),
       });
-    } catch (error) {
-      // The batch stays `unconfirmed` and is resent first, with the same sequence.
-      throw error instanceof InvalidInputError ? error : toDatabaseError(error);
     }
     this.unconfirmed = undefined;
     this.applied.allowedRequests += batch.allowedRequests;
@@ -265,4 +417,40 @@ function restart(
   for (const id of carried) fresh.set(id, carriedEpoch);
   for (const id of sinceCut) fresh.set(id, currentEpoch);
   return fresh;
+}
+
+/**
+ * One flush() call's deadline. `race` settles with the call or rejects with
+ * DeadlineExceededError once the time is up; the call itself is not cancelled (a statement
+ * on a silent connection cannot be), it is only no longer waited for.
+ */
+class FlushDeadline {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly expired: Promise<never>;
+  private expiredWith: DeadlineExceededError | undefined;
+
+  constructor(deadlineMs: number) {
+    this.expired = new Promise<never>((_, reject) => {
+      this.timer = setTimeout(() => {
+        this.expiredWith = new DeadlineExceededError('flush', deadlineMs);
+        reject(this.expiredWith);
+      }, deadlineMs);
+    });
+    // Nobody may be racing when it fires (between two sends); that is not an unhandled error.
+    this.expired.catch(() => undefined);
+  }
+
+  race<T>(work: Promise<T>): Promise<T> {
+    // An abandoned call that fails later has nobody listening: not an unhandled rejection.
+    work.catch(() => undefined);
+    return Promise.race([work, this.expired]);
+  }
+
+  throwIfExpired(): void {
+    if (this.expiredWith) throw this.expiredWith;
+  }
+
+  clear(): void {
+    clearTimeout(this.timer);
+  }
 }

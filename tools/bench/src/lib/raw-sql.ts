@@ -32,7 +32,7 @@ export const TAKE_EXCLUSIVE_LOCK = `SELECT pg_advisory_xact_lock($1::bigint)`;
 export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
           INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
           SELECT $1::uuid, $2::bigint, now() FROM gate
-          ON CONFLICT (replica_id) DO UPDATE
+          ON CONFLICT (replica_id, writer_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
           RETURNING true AS applied, s.last_sequence AS number
@@ -80,7 +80,7 @@ export const FLUSH_WITH_SHARED_LOCK = `WITH
     sequence AS (
           INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
           SELECT $3::uuid, $4::bigint, now() FROM lock
-          ON CONFLICT (replica_id) DO UPDATE
+          ON CONFLICT (replica_id, writer_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
           RETURNING true AS applied, s.last_sequence AS number
