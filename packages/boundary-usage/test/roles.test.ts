@@ -238,7 +238,7 @@ describe('usagekit_writer', () => {
     }
     expect(await store.upsertStats({ ...flushParams(replicaId, next), writerId })).toEqual(
       path === 'applied'
-        ? { newPeriod: false, applied: true }
+        ? { newPeriod: false, applied: true, period: `${writerId}/1` }
         : { newPeriod: true, applied: false, storedSequence: 1n },
     );
   });

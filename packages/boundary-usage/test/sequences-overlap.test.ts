@@ -83,7 +83,11 @@ describe.each(['single-statement', 'interactive'] as const)('%s flush', (flushMo
       userIds: [uuid()],
     });
     // The previous period's row, inserted by sequence 1.
-    expect(await original.upsertStats(batch(1n))).toEqual({ applied: true, newPeriod: true });
+    expect(await original.upsertStats(batch(1n))).toEqual({
+      applied: true,
+      newPeriod: true,
+      period: `${writerId}/1`,
+    });
 
     const cutover = await holdCutover();
     const second = batch(2n);
@@ -93,7 +97,9 @@ describe.each(['single-statement', 'interactive'] as const)('%s flush', (flushMo
     const outcomes = await Promise.all(sends);
 
     // One copy inserted the new period's row; the other is its duplicate, and knows it.
-    expect(outcomes.filter((o) => o.applied)).toEqual([{ applied: true, newPeriod: true }]);
+    expect(outcomes.filter((o) => o.applied)).toEqual([
+      { applied: true, newPeriod: true, period: `${writerId}/2` },
+    ]);
     expect(outcomes.filter((o) => !o.applied)).toEqual([
       { applied: false, newPeriod: true, storedSequence: 2n },
     ]);

@@ -219,3 +219,31 @@ test('a first send that finds the stored sequence ahead is resequenced, resent, 
     SELECT last_sequence FROM boundary_usage_flush_sequences WHERE writer_id = ${tracker.writerId}::uuid`;
   expect(stored?.last_sequence).toBe(1003n);
 });
+
+test('two processes with one replica id: each restarts its period when the other started the new one', async () => {
+  const replicaId = uuid();
+  const a = new BoundaryUsageTracker();
+  const b = new BoundaryUsageTracker();
+  const [x, y, z, w, user] = [uuid(), uuid(), uuid(), uuid(), uuid()];
+  a.track(x, user, 1, 0);
+  await a.flush(store, replicaId);
+  b.track(y, user, 1, 0);
+  expect(await b.flush(store, replicaId)).toMatchObject({ newPeriod: false });
+  await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+
+  // After the cutover A's flush inserts the new period's row; B's only updates it, and still
+  // learns that the period changed under it (the row's inserting flush is not the one it saw).
+  a.track(x, user, 1, 0);
+  expect(await a.flush(store, replicaId)).toMatchObject({ newPeriod: true });
+  b.track(z, user, 1, 0);
+  expect(await b.flush(store, replicaId)).toMatchObject({ newPeriod: true });
+  b.track(z, user, 1, 0);
+  b.track(w, user, 1, 0);
+  expect(await b.flush(store, replicaId)).toMatchObject({ newPeriod: false });
+
+  const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+  // B wrote last: its distinct workspaces this period are {z, w}. Had it kept the previous
+  // period's y, its per-replica count would say 3.
+  expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueWorkspaces]).toEqual([2n, 3n]);
+  expect(summary.allowedRequests).toBe(4n);
+});

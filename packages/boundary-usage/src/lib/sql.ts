@@ -45,8 +45,9 @@ export interface FlushStatementParams {
   /**
    * The tracker instance that flushes (a random uuid per tracker). Sequences are kept per
    * (replica, writer), so writers sharing a replica id never refuse each other's flushes.
+   * Undefined: the nil uuid (one writer per replica), and no `period` is returned.
    */
-  writerId: string;
+  writerId: string | undefined;
   /** When set, the flush applies only if it is above this writer's last applied sequence. */
   sequence: bigint | undefined;
   uniqueWorkspacesDelta: bigint;
@@ -59,9 +60,14 @@ export interface FlushStatementParams {
   userIds: readonly string[];
 }
 
+/** The writer id of callers that pass none: one sequence per replica, as before writer ids. */
+export const NIL_WRITER_ID = '00000000-0000-0000-0000-000000000000';
+
 export interface FlushStatementRow {
   applied: boolean;
   new_period: boolean | null;
+  /** Which writer's flush, with which sequence, inserted the row now there ("writer/sequence"). */
+  period: string | null;
 }
 
 /**
@@ -91,21 +97,31 @@ export interface FlushStatementRow {
  * *adds* the request deltas. window_start, first_sequence and first_writer_id are set only on
  * INSERT. `xmax = 0` is true only for a freshly inserted tuple: the ON CONFLICT UPDATE path
  * stamps xmax with our transaction id.
+ *
+ * `period` names the row's period by the flush that inserted it (first_writer_id and
+ * first_sequence, which an UPDATE never changes). A tracker that shares its replica id with
+ * another one sees it change when the other one's flush started a new period after a cutover,
+ * although its own flush only UPDATEd: that is its first flush of the new period too.
  */
 function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
   const replicaId = params.replicaId;
+  const writerId = params.writerId ?? NIL_WRITER_ID;
   const withSequence = params.sequence !== undefined;
   const sequenceStep = withSequence
     ? Prisma.sql`sequence AS (
           INSERT INTO boundary_usage_flush_sequences AS s (replica_id, writer_id, last_sequence, updated_at)
-          SELECT ${replicaId}::uuid, ${params.writerId}::uuid, ${params.sequence}::bigint, now() FROM ${gate}
+          SELECT ${replicaId}::uuid, ${writerId}::uuid, ${params.sequence}::bigint, now() FROM ${gate}
           ON CONFLICT (replica_id, writer_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
           RETURNING s.last_sequence AS number
         )`
     : Prisma.sql`sequence AS (SELECT NULL::bigint AS number FROM ${gate})`;
-  const firstWriter = withSequence ? Prisma.sql`${params.writerId}::uuid` : Prisma.sql`NULL::uuid`;
+  const firstWriter = withSequence ? Prisma.sql`${writerId}::uuid` : Prisma.sql`NULL::uuid`;
+  const period =
+    params.writerId === undefined
+      ? Prisma.sql`NULL::text`
+      : Prisma.sql`b.first_writer_id::text || '/' || b.first_sequence`;
   const idsStep =
     params.workspaceIds.length === 0 && params.userIds.length === 0
       ? Prisma.empty
@@ -136,9 +152,10 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
         allowed_requests = b.allowed_requests + EXCLUDED.allowed_requests,
         denied_requests = b.denied_requests + EXCLUDED.denied_requests,
         updated_at = EXCLUDED.updated_at
-      RETURNING (xmax = 0) AS new_period
+      RETURNING (xmax = 0) AS new_period, ${period} AS period
     )
-    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period`;
+    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
+      (SELECT period FROM stats) AS period`;
 }
 
 export interface NotAppliedRow {
@@ -167,10 +184,11 @@ export interface NotAppliedRow {
 export function readNotApplied(params: FlushStatementParams): Prisma.Sql {
   return Prisma.sql`SELECT
     (SELECT last_sequence FROM boundary_usage_flush_sequences
-      WHERE replica_id = ${params.replicaId}::uuid AND writer_id = ${params.writerId}::uuid)
+      WHERE replica_id = ${params.replicaId}::uuid AND writer_id = ${params.writerId ?? NIL_WRITER_ID}::uuid)
       AS stored_sequence,
     EXISTS (SELECT 1 FROM boundary_usage_stats
-      WHERE replica_id = ${params.replicaId}::uuid AND first_writer_id = ${params.writerId}::uuid
+      WHERE replica_id = ${params.replicaId}::uuid
+        AND first_writer_id = ${params.writerId ?? NIL_WRITER_ID}::uuid
         AND first_sequence = ${params.sequence ?? null}::bigint) AS inserted_by_sequence`;
 }
 

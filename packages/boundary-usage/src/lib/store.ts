@@ -76,8 +76,7 @@ export interface UpsertStatsParams {
   writerId?: string;
 }
 
-/** The writer id of callers that pass none: one sequence per replica, as before writer ids. */
-export const NIL_WRITER_ID = '00000000-0000-0000-0000-000000000000';
+export { NIL_WRITER_ID } from './sql.js';
 
 export interface UpsertStatsResult {
   /**
@@ -97,6 +96,12 @@ export interface UpsertStatsResult {
    * above it instead of being taken as a duplicate.
    */
   storedSequence?: bigint;
+  /**
+   * Only when applied and `writerId` was given: which flush inserted the replica's row, as
+   * "writerId/sequence" (undefined when that flush carried no sequence). It changes exactly when a new period's
+   * row was inserted, also by another writer with the same replica id.
+   */
+  period?: string;
 }
 
 /**
@@ -226,7 +231,10 @@ export class BoundaryUsageStore {
 /** An applied flush's answer; a flush not applied is answered by {@link readNotApplied}. */
 function resultFromRow(row: sql.FlushStatementRow | undefined): UpsertStatsResult {
   if (!row) throw new Error('upsertStats: the flush statement returned no row');
-  return { applied: row.applied, newPeriod: row.applied && row.new_period === true };
+  if (!row.applied) return { applied: false, newPeriod: false };
+  const result: UpsertStatsResult = { applied: true, newPeriod: row.new_period === true };
+  if (row.period !== null) result.period = row.period;
+  return result;
 }
 
 /**
@@ -277,7 +285,7 @@ function validateUpsert(params: UpsertStatsParams): sql.FlushStatementParams {
     sequence = params.sequence;
   }
   const writerId =
-    params.writerId === undefined ? NIL_WRITER_ID : canonicalUuid('writerId', params.writerId);
+    params.writerId === undefined ? undefined : canonicalUuid('writerId', params.writerId);
   return {
     replicaId: assertUuid('replicaId', params.replicaId),
     writerId,

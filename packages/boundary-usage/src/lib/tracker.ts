@@ -144,6 +144,8 @@ export class BoundaryUsageTracker {
   /** Running totals of what the database is known to have from this tracker. */
   private readonly applied = { allowedRequests: 0n, deniedRequests: 0n, batches: 0, duplicates: 0 };
   private recoveries = 0;
+  /** The period (UpsertStatsResult.period) the last applied batch landed in. */
+  private period: string | undefined;
   private readonly flushDeadlineMs: number;
   private readonly logger: Logger;
   /**
@@ -386,7 +388,17 @@ export class BoundaryUsageTracker {
     result.deniedRequests += batch.deniedRequests;
     result.workspaceIds += batch.workspaceIds.length;
     result.userIds += batch.userIds.length;
-    if (outcome.newPeriod) {
+    // A new period for this tracker: its flush inserted the row, or (a duplicate) its earlier
+    // copy did, or the row it updated was inserted since its last flush by another tracker
+    // with the same replica id (a cutover came in between).
+    const landedIn = outcome.applied ? outcome.period : `${this.writerId}/${batch.sequence}`;
+    const periodChanged =
+      outcome.applied &&
+      landedIn !== undefined &&
+      this.period !== undefined &&
+      landedIn !== this.period;
+    if (outcome.applied || outcome.newPeriod) this.period = landedIn;
+    if (outcome.newPeriod || periodChanged) {
       result.newPeriod = true;
       this.restartPeriod(batch);
     }
