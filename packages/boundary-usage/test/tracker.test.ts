@@ -367,3 +367,15 @@ test('confirmed() counts a resent batch that succeeded even when the newer batch
   expect(tracker.pending()).toMatchObject({ allowedRequests: 7n, unconfirmedBatch: true });
   expect((await summarize()).allowedRequests).toBe(5n);
 });
+
+test('every tracker is its own writer, and rejects bad options with a typed error', () => {
+  const [first, second] = [new BoundaryUsageTracker(), new BoundaryUsageTracker()];
+  expect(first.writerId).toMatch(/^[0-9a-f-]{36}$/);
+  expect(second.writerId).not.toBe(first.writerId);
+  expect(() => new BoundaryUsageTracker({ firstSequence: 0n })).toThrow(/firstSequence/);
+  expect(() => new BoundaryUsageTracker({ firstSequence: 5 as unknown as bigint })).toThrow(
+    InvalidInputError,
+  );
+  expect(() => new BoundaryUsageTracker({ flushDeadlineMs: 0 })).toThrow(/flushDeadlineMs/);
+  expect(() => new BoundaryUsageTracker({ flushDeadlineMs: 1.5 })).toThrow(InvalidInputError);
+});
