@@ -91,7 +91,7 @@ describe('pgbench', () => {
     expect(script.split('\n')[0]).toBe('\\set seq :seq + 1');
     expect(script).toContain('pg_advisory_xact_lock_shared(:lock_key::bigint)');
     expect(script).toContain(
-      `(:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :seq::bigint`,
+      `(:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :writer::uuid, :seq::bigint`,
     );
     expect(script.match(/;\n/g)).toHaveLength(5);
   });

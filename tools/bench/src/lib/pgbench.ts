@@ -73,6 +73,8 @@ export const PGBENCH_FLUSH_VARIABLES = {
   allowed: '3',
   denied: '1',
   empty: '{}',
+  // The store's writer id when none is given (NIL_WRITER_ID), as in raw-sql.ts.
+  writer: '00000000-0000-0000-0000-000000000000',
 } as const;
 
 /**
@@ -82,19 +84,19 @@ export const PGBENCH_FLUSH_VARIABLES = {
 export function pgbenchScript(): string {
   const replica = `(:prefix::text || lpad(:client_id::text, 12, '0'))`;
   const bindings: Record<string, string> = {
-    $10: ':ws_count',
-    $11: ':user_count',
-    $12: replica,
-    $13: ':seq',
     $1: replica,
-    $2: ':seq',
-    $3: ':empty',
+    $2: ':writer',
+    $3: ':seq',
     $4: ':empty',
-    $5: replica,
-    $6: ':ws_delta',
-    $7: ':user_delta',
-    $8: ':allowed',
-    $9: ':denied',
+    $5: ':empty',
+    $6: replica,
+    $7: ':ws_delta',
+    $8: ':user_delta',
+    $9: ':allowed',
+    $10: ':denied',
+    $11: ':writer',
+    $12: ':ws_count',
+    $13: ':user_count',
   };
   const flush = FLUSH_AFTER_LOCK.replace(/\$\d+/g, (placeholder) => {
     const bound = bindings[placeholder];

@@ -8,7 +8,7 @@
  * it with these texts on every bench run (and in the bench's tests), so a stale baseline is
  * reported instead of silently measuring something else.
  */
-import { DEFAULT_STORE_OPTIONS } from '@usagekit/boundary-usage';
+import { DEFAULT_STORE_OPTIONS, NIL_WRITER_ID } from '@usagekit/boundary-usage';
 import { LockIds } from '@usagekit/db';
 
 export const LOCK_KEY = LockIds.boundaryUsageStats.toString();
@@ -24,25 +24,25 @@ export const TAKE_SHARED_LOCK = `SELECT pg_advisory_xact_lock_shared($1::bigint)
 export const TAKE_EXCLUSIVE_LOCK = `SELECT pg_advisory_xact_lock($1::bigint)`;
 
 /**
- * sql.ts flushAfterLock() with a sequence: the flush for a transaction that already holds the
- * writer lock. Params: $1 replica, $2 sequence, $3 workspace ids, $4 user ids, $5 replica,
- * $6/$7 unique deltas, $8 allowed, $9 denied, $10/$11 cumulative unique counts, $12 replica
- * and $13 sequence again (did this sequence insert the row?).
+ * sql.ts flushAfterLock() with a sequence, ids and no writer id (the nil writer): the flush
+ * for a transaction that already holds the writer lock. Params: $1 replica, $2 writer, $3
+ * sequence, $4 workspace ids, $5 user ids, $6 replica, $7/$8 unique deltas, $9 allowed, $10
+ * denied, $11 writer (first_writer_id), $12/$13 cumulative unique counts.
  */
 export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
-          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
-          SELECT $1::uuid, $2::bigint, now() FROM gate
+          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, writer_id, last_sequence, updated_at)
+          SELECT $1::uuid, $2::uuid, $3::bigint, now() FROM gate
           ON CONFLICT (replica_id, writer_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
             WHERE s.last_sequence < EXCLUDED.last_sequence
-          RETURNING true AS applied, s.last_sequence AS number
+          RETURNING s.last_sequence AS number
         ),
     ids AS (
       INSERT INTO boundary_usage_ids (kind, id)
       SELECT kind, id FROM (
-        SELECT 'workspace' AS kind, w AS id FROM unnest($3::uuid[]) AS w
+        SELECT 'workspace' AS kind, w AS id FROM unnest($4::uuid[]) AS w
         UNION ALL
-        SELECT 'user', u FROM unnest($4::uuid[]) AS u
+        SELECT 'user', u FROM unnest($5::uuid[]) AS u
       ) carried
        WHERE EXISTS (SELECT 1 FROM sequence)
        ORDER BY kind, id
@@ -51,58 +51,10 @@ export const FLUSH_AFTER_LOCK = `WITH gate AS (SELECT 1), sequence AS (
     stats AS (
       INSERT INTO boundary_usage_stats AS b (
         replica_id, unique_workspaces_count, unique_users_count,
-        allowed_requests, denied_requests, window_start, updated_at, first_sequence)
-      SELECT $5::uuid, $6::bigint,
-             $7::bigint, $8::bigint,
-             $9::bigint, now(), now(), sequence.number
-        FROM sequence
-      ON CONFLICT (replica_id) DO UPDATE SET
-        unique_workspaces_count = $10::bigint,
-        unique_users_count = $11::bigint,
-        allowed_requests = b.allowed_requests + EXCLUDED.allowed_requests,
-        denied_requests = b.denied_requests + EXCLUDED.denied_requests,
-        updated_at = EXCLUDED.updated_at
-      RETURNING (xmax = 0) AS new_period
-    )
-    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
-      EXISTS (SELECT 1 FROM boundary_usage_stats
-          WHERE replica_id = $12::uuid AND first_sequence = $13::bigint)
-        AS inserted_by_sequence`;
-
-/**
- * sql.ts flushWithLock(…, 'shared', …) with a sequence: lock_timeout, the shared lock and the
- * flush in ONE statement (the store's default flush). Params: $1 lock timeout, $2 key, then
- * the flush's parameters shifted by two ($3 replica … $15 sequence).
- */
-export const FLUSH_WITH_SHARED_LOCK = `WITH
-    config AS MATERIALIZED (SELECT set_config('lock_timeout', $1, true) AS v),
-    lock AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($2::bigint) IS NULL AS granted FROM config),
-    sequence AS (
-          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, last_sequence, updated_at)
-          SELECT $3::uuid, $4::bigint, now() FROM lock
-          ON CONFLICT (replica_id, writer_id) DO UPDATE
-            SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
-            WHERE s.last_sequence < EXCLUDED.last_sequence
-          RETURNING true AS applied, s.last_sequence AS number
-        ),
-    ids AS (
-      INSERT INTO boundary_usage_ids (kind, id)
-      SELECT kind, id FROM (
-        SELECT 'workspace' AS kind, w AS id FROM unnest($5::uuid[]) AS w
-        UNION ALL
-        SELECT 'user', u FROM unnest($6::uuid[]) AS u
-      ) carried
-       WHERE EXISTS (SELECT 1 FROM sequence)
-       ORDER BY kind, id
-      ON CONFLICT DO NOTHING
-    ),
-    stats AS (
-      INSERT INTO boundary_usage_stats AS b (
-        replica_id, unique_workspaces_count, unique_users_count,
-        allowed_requests, denied_requests, window_start, updated_at, first_sequence)
-      SELECT $7::uuid, $8::bigint,
-             $9::bigint, $10::bigint,
-             $11::bigint, now(), now(), sequence.number
+        allowed_requests, denied_requests, window_start, updated_at, first_sequence, first_writer_id)
+      SELECT $6::uuid, $7::bigint,
+             $8::bigint, $9::bigint,
+             $10::bigint, now(), now(), sequence.number, $11::uuid
         FROM sequence
       ON CONFLICT (replica_id) DO UPDATE SET
         unique_workspaces_count = $12::bigint,
@@ -110,12 +62,56 @@ export const FLUSH_WITH_SHARED_LOCK = `WITH
         allowed_requests = b.allowed_requests + EXCLUDED.allowed_requests,
         denied_requests = b.denied_requests + EXCLUDED.denied_requests,
         updated_at = EXCLUDED.updated_at
-      RETURNING (xmax = 0) AS new_period
+      RETURNING (xmax = 0) AS new_period, NULL::text AS period
     )
     SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
-      EXISTS (SELECT 1 FROM boundary_usage_stats
-          WHERE replica_id = $14::uuid AND first_sequence = $15::bigint)
-        AS inserted_by_sequence`;
+      (SELECT period FROM stats) AS period`;
+
+/**
+ * sql.ts flushWithLock(…, 'shared', …) with a sequence: lock_timeout, the shared lock and the
+ * flush in ONE statement (the store's default flush). Params: $1 lock timeout, $2 key, then
+ * the flush's parameters shifted by two ($3 replica … $15 cumulative unique users).
+ */
+export const FLUSH_WITH_SHARED_LOCK = `WITH
+    config AS MATERIALIZED (SELECT set_config('lock_timeout', $1, true) AS v),
+    lock AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($2::bigint) IS NULL AS granted FROM config),
+    sequence AS (
+          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, writer_id, last_sequence, updated_at)
+          SELECT $3::uuid, $4::uuid, $5::bigint, now() FROM lock
+          ON CONFLICT (replica_id, writer_id) DO UPDATE
+            SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+            WHERE s.last_sequence < EXCLUDED.last_sequence
+          RETURNING s.last_sequence AS number
+        ),
+    ids AS (
+      INSERT INTO boundary_usage_ids (kind, id)
+      SELECT kind, id FROM (
+        SELECT 'workspace' AS kind, w AS id FROM unnest($6::uuid[]) AS w
+        UNION ALL
+        SELECT 'user', u FROM unnest($7::uuid[]) AS u
+      ) carried
+       WHERE EXISTS (SELECT 1 FROM sequence)
+       ORDER BY kind, id
+      ON CONFLICT DO NOTHING
+    ),
+    stats AS (
+      INSERT INTO boundary_usage_stats AS b (
+        replica_id, unique_workspaces_count, unique_users_count,
+        allowed_requests, denied_requests, window_start, updated_at, first_sequence, first_writer_id)
+      SELECT $8::uuid, $9::bigint,
+             $10::bigint, $11::bigint,
+             $12::bigint, now(), now(), sequence.number, $13::uuid
+        FROM sequence
+      ON CONFLICT (replica_id) DO UPDATE SET
+        unique_workspaces_count = $14::bigint,
+        unique_users_count = $15::bigint,
+        allowed_requests = b.allowed_requests + EXCLUDED.allowed_requests,
+        denied_requests = b.denied_requests + EXCLUDED.denied_requests,
+        updated_at = EXCLUDED.updated_at
+      RETURNING (xmax = 0) AS new_period, NULL::text AS period
+    )
+    SELECT EXISTS (SELECT 1 FROM sequence) AS applied, (SELECT new_period FROM stats) AS new_period,
+      (SELECT period FROM stats) AS period`;
 
 /** sql.ts getAndResetSummary(): the cutover, under the exclusive lock. Params: $1 staleness ms. */
 export const CUTOVER = `WITH
@@ -163,6 +159,7 @@ export interface FlushValues {
 export function flushAfterLockParams(v: FlushValues): unknown[] {
   return [
     v.replicaId,
+    NIL_WRITER_ID,
     v.sequence.toString(),
     v.workspaceIds,
     v.userIds,
@@ -171,10 +168,9 @@ export function flushAfterLockParams(v: FlushValues): unknown[] {
     v.uniqueUsersDelta.toString(),
     v.allowedRequests.toString(),
     v.deniedRequests.toString(),
+    NIL_WRITER_ID,
     v.uniqueWorkspacesCount.toString(),
     v.uniqueUsersCount.toString(),
-    v.replicaId,
-    v.sequence.toString(),
   ];
 }
 
