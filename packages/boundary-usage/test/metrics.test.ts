@@ -89,7 +89,7 @@ test('abandoned flushes and sequence recoveries are counted', async () => {
       return super.upsertStats(params);
     }
   }
-  const tracker = new BoundaryUsageTracker({ flushDeadlineMs: 200 });
+  const tracker = new BoundaryUsageTracker({ flushDeadlineMs: 1_000 });
   const loop = startFlushLoop({
     tracker,
     // Waits for the held lock longer than the tracker's flush deadline.

@@ -111,7 +111,7 @@ describe.each(['single-statement', 'interactive'] as const)('%s flush', (flushMo
 test('a tracker whose abandoned flush lands across a cutover restarts its period sets', async () => {
   const replicaId = uuid();
   const store = new BoundaryUsageStore(db.client(2), patient);
-  const tracker = new BoundaryUsageTracker({ flushDeadlineMs: 300 });
+  const tracker = new BoundaryUsageTracker({ flushDeadlineMs: 2_000 });
   const [x, y, a, b, user] = [uuid(), uuid(), uuid(), uuid(), uuid()];
   tracker.track(x, user, 1, 0);
   tracker.track(y, user, 1, 0);

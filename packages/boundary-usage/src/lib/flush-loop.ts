@@ -129,6 +129,9 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
         });
         if (!willRetry) throw error;
         await pause(delay, signal);
+        // The backoff may have been cut short or run late: never start an attempt past the
+        // deadline (stop() may have returned by then).
+        if (Date.now() >= deadline) throw error;
       }
     }
   }
