@@ -7,7 +7,10 @@ import { SinkError, type OutboxReport } from './sink.js';
 import * as sql from './sql.js';
 import { inReadCommitted } from './transaction.js';
 
-/** Room a pass keeps for the database after a send: it leases no report with less time left. */
+/**
+ * Room a pass keeps for the database around a send (at most this, at most half of what the
+ * pass has beyond one send): it leases no report when less time is left.
+ */
 const PASS_DATABASE_SLACK_MS = 2_000;
 
 export interface DeliveryResult {
@@ -33,15 +36,11 @@ export async function deliverDue(
   const { deliveryBatchSize, deliveryLeaseMs, deliveryTimeoutMs, deliveryPassTimeoutMs } = settings;
   const result: DeliveryResult = { delivered: 0, failed: 0 };
   const startedAt = performance.now();
+  const slackMs = Math.min(PASS_DATABASE_SLACK_MS, (deliveryPassTimeoutMs - deliveryTimeoutMs) / 2);
   for (let leased = 0; leased < deliveryBatchSize; leased++) {
     throwIfExpired(signal);
     const elapsedMs = performance.now() - startedAt;
-    if (
-      leased > 0 &&
-      elapsedMs + deliveryTimeoutMs + PASS_DATABASE_SLACK_MS > deliveryPassTimeoutMs
-    ) {
-      break;
-    }
+    if (leased > 0 && elapsedMs + deliveryTimeoutMs + slackMs > deliveryPassTimeoutMs) break;
     let rows: sql.LeasedReportRow[];
     try {
       [rows] = (await inReadCommitted(settings, (prisma) => [
