@@ -21,6 +21,7 @@ import {
   TEST_RETENTION_MS,
   useDatabase,
   uuid,
+  waitUntil,
 } from './helpers.js';
 
 const db = useDatabase();
@@ -145,4 +146,67 @@ test('stop() returns within stopTimeoutMs while a collection hangs on a silent c
   } finally {
     proxy.thaw();
   }
+});
+
+test('a collection abandoned mid-way (after its cutover, before its commit) loses nothing: the server rolls it back', async () => {
+  const store = new BoundaryUsageStore(direct);
+  const period = new Date(T0 + 20 * FREQUENCY_MS);
+  await store.upsertStats(flush(uuid(), { allowedRequests: 11, deniedRequests: 4 }));
+  // The store freezes the network right after the real cutover ran (rows deleted, exclusive
+  // lock held, nothing committed): the outbox row and the COMMIT never reach the server.
+  const realStore = new BoundaryUsageStore(proxied);
+  const freezingStore = Object.create(realStore) as BoundaryUsageStore;
+  freezingStore.getAndResetSummaryInTransaction = async (tx, params) => {
+    const summary = await realStore.getAndResetSummaryInTransaction(tx, params);
+    proxy.freeze();
+    return summary;
+  };
+  const registry = new Registry();
+  const abandoning = new TelemetryReporter({
+    prisma: proxied,
+    store: freezingStore,
+    deploymentId: 'deadlines-midway',
+    sink: new CollectingSink(),
+    clock: new FakeClock(period),
+    observer: createTelemetryMetrics(registry),
+    collectAttempts: 1,
+    collectTimeoutMs: 1_500,
+    idleInTransactionTimeoutMs: 3_000,
+    reportRetentionMs: TEST_RETENTION_MS,
+  });
+  try {
+    const outcome = await settledWithin(abandoning.collectSnapshot(), 10_000);
+    expect(outcome).toMatchObject({ code: 'DEADLINE_EXCEEDED', deadlineMs: 1_500 });
+    expect(await value(registry, 'usagekit_telemetry_abandoned_total', { stage: 'collect' })).toBe(
+      1,
+    );
+    // The server ends the silent session (idle_in_transaction_session_timeout) and rolls it back.
+    await waitUntil(async () => {
+      const [row] = await direct.$queryRaw<{ n: bigint }[]>`
+        SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock'
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+      return row!.n === 0n;
+    }, 'the abandoned transaction is gone');
+  } finally {
+    proxy.thaw();
+  }
+  // Neither claimed nor reported; the rows are back (they were never deleted for good).
+  expect(await statsTotals(direct)).toMatchObject({ allowed: 11n, denied: 4n });
+  expect(
+    (await outbox(direct)).filter(
+      (row) => row.period_starting_at >= new Date(T0 + 19 * FREQUENCY_MS),
+    ),
+  ).toEqual([]);
+  const successor = new TelemetryReporter({
+    prisma: direct,
+    store,
+    deploymentId: 'deadlines-midway',
+    sink: new CollectingSink(),
+    clock: new FakeClock(period),
+    reportRetentionMs: TEST_RETENTION_MS,
+  });
+  const snapshot = await successor.collectSnapshot();
+  expect(snapshot.periodEndingAt).toEqual(period);
+  expect(snapshot.boundaryUsageSummary).toMatchObject({ allowedRequests: 11n, deniedRequests: 4n });
+  expect(await statsTotals(direct)).toEqual({ rows: 0n, allowed: 0n, denied: 0n });
 });

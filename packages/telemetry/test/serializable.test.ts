@@ -89,7 +89,8 @@ test('a cutover that waited behind a flush sees it, instead of failing with 4000
   const observer = db.client(1);
   await waitUntil(async () => {
     const [row] = await observer.$queryRaw<{ waiting: bigint }[]>`
-      SELECT count(*) AS waiting FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`;
+      SELECT count(*) AS waiting FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
     return row!.waiting > 0n;
   }, 'the cutover waits for the exclusive lock');
   release.open();
