@@ -1,6 +1,8 @@
 export { TelemetryReporter } from './lib/reporter.js';
-export { DEFAULT_REPORTER_OPTIONS } from './lib/options.js';
+export { DEFAULT_REPORTER_OPTIONS, CLAIM_WINDOW_MARGIN_MS } from './lib/options.js';
+export { ClockSkewError } from './lib/errors.js';
 export type {
+  ClockSkewReading,
   TelemetryReporterOptions,
   TelemetryObserver,
   DeliveryAttempt,

@@ -40,14 +40,16 @@ import {
 } from '@usagekit/testing';
 import { HttpSink, parseJsonInteger, TelemetryReporter, type SnapshotJson } from '../src/index.js';
 import {
+  ageOutbox,
   clearTables,
   FakeClock,
   FREQUENCY_MS,
+  type Receiver,
   startReceiver,
+  TEST_RETENTION_MS,
   useDatabase,
   uuid,
   waitUntil,
-  type Receiver,
 } from './helpers.js';
 
 const db = useDatabase();
@@ -153,6 +155,7 @@ class Fleet {
       deploymentId: 'faults',
       sink: new HttpSink({ url: receiver.url, timeoutMs: 5_000 }),
       clock,
+      reportRetentionMs: TEST_RETENTION_MS,
       collectAttempts: 3,
     });
     return new Fleet(databaseUrl, receiver, clock, prisma, reporter);
@@ -249,9 +252,10 @@ class Fleet {
     this.cuts++;
     const last = await this.reporter.collectSnapshot();
     expect(last.boundaryUsageSummary).toBeDefined();
-    // Deliver until the outbox is empty; the clock moves past any lease or backoff.
+    // Deliver until the outbox is empty; the outbox ages past any lease or backoff (both are
+    // on the database's clock).
     for (let pass = 0; pass < 50 && (await this.undelivered()) > 0n; pass++) {
-      this.clock.advance(FREQUENCY_MS);
+      await ageOutbox(this.reporterClient, FREQUENCY_MS);
       await this.reporter.deliverPending();
     }
     return this.account(pending);

@@ -148,6 +148,13 @@ export async function startReceiver(
   };
 }
 
+/**
+ * The tests' fake clocks read fixed dates in 2026, months before the database's now(). The
+ * claim refuses a bucket older than the retention (minus a margin) by the database's clock
+ * (the skew guard), so test reporters keep ten years of retention unless a test sets its own.
+ */
+export const TEST_RETENTION_MS = 10 * 365 * 24 * 60 * MINUTE_MS;
+
 /** A reporter with the test defaults (fake clock required, 30-minute periods). */
 export function reporter(
   prisma: PrismaClient,
@@ -161,8 +168,27 @@ export function reporter(
     deploymentId: 'test-deployment',
     sink,
     clock,
+    reportRetentionMs: TEST_RETENTION_MS,
     ...overrides,
   });
+}
+
+/**
+ * Moves the outbox through time as if the database's clock had advanced by `ms`: every time a
+ * report row holds (created, due, delivered) moves back by that much. Leases, backoffs and
+ * retention run on the database's now(), which a test cannot set.
+ */
+export async function ageOutbox(prisma: PrismaClient, ms: number): Promise<void> {
+  await prisma.$executeRaw`UPDATE telemetry_reports
+       SET created_at = created_at - ${ms}::bigint * interval '1 millisecond',
+           next_attempt_at = next_attempt_at - ${ms}::bigint * interval '1 millisecond',
+           delivered_at = delivered_at - ${ms}::bigint * interval '1 millisecond'`;
+}
+
+/** The database's now(). */
+export async function databaseNow(prisma: PrismaClient): Promise<Date> {
+  const [row] = await prisma.$queryRaw<{ now: Date }[]>`SELECT now() AS now`;
+  return row!.now;
 }
 
 export interface OutboxRow {
@@ -203,4 +229,3 @@ export async function clearTables(prisma: PrismaClient): Promise<void> {
   await prisma.$executeRaw`TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences,
     telemetry_locks, telemetry_reports`;
 }
-

@@ -6,6 +6,7 @@ import { PassThrough } from 'node:stream';
 import { BoundaryUsageStore, InvalidInputError } from '@usagekit/boundary-usage';
 import { createPrismaClient, type PrismaClient } from '@usagekit/db';
 import {
+  DEFAULT_REPORTER_OPTIONS,
   HttpSink,
   JsonLinesSink,
   TelemetryReporter,
@@ -46,6 +47,34 @@ test('valid options give the documented defaults', () => {
   expect(
     new TelemetryReporter({ ...valid(), sink: 'https://telemetry.example.com/snapshot' }),
   ).toBeInstanceOf(TelemetryReporter);
+});
+
+test('every wait has a documented default of at most 30 s', () => {
+  const {
+    collectTimeoutMs,
+    deliveryPassTimeoutMs,
+    purgeTimeoutMs,
+    stopTimeoutMs,
+    deliveryTimeoutMs,
+    idleInTransactionTimeoutMs,
+  } = DEFAULT_REPORTER_OPTIONS;
+  expect({
+    collectTimeoutMs,
+    deliveryPassTimeoutMs,
+    purgeTimeoutMs,
+    stopTimeoutMs,
+    deliveryTimeoutMs,
+    idleInTransactionTimeoutMs,
+  }).toEqual({
+    collectTimeoutMs: 25_000,
+    deliveryPassTimeoutMs: 30_000,
+    purgeTimeoutMs: 30_000,
+    stopTimeoutMs: 15_000,
+    deliveryTimeoutMs: 10_000,
+    idleInTransactionTimeoutMs: 10_000,
+  });
+  // A longer send stretches the pass's default so that one send always fits.
+  expect(() => new TelemetryReporter({ ...valid(), deliveryTimeoutMs: 45_000 })).not.toThrow();
 });
 
 test.each<[string, Partial<Record<keyof TelemetryReporterOptions, unknown>>, string, RegExp]>([
@@ -89,6 +118,26 @@ test.each<[string, Partial<Record<keyof TelemetryReporterOptions, unknown>>, str
     /baseDelayMs/,
   ],
   ['a zero delivery batch', { deliveryBatchSize: 0 }, 'deliveryBatchSize', /positive integer/],
+  [
+    'a retention too short for the claim window to hold the current period',
+    { reportRetentionMs: 30 * 60_000 },
+    'reportRetentionMs',
+    /claim window/,
+  ],
+  [
+    'a delivery pass deadline no longer than one send',
+    { deliveryTimeoutMs: 20_000, deliveryPassTimeoutMs: 20_000 },
+    'deliveryPassTimeoutMs',
+    /more than deliveryTimeoutMs \(20000\)/,
+  ],
+  ['a zero collect deadline', { collectTimeoutMs: 0 }, 'collectTimeoutMs', /positive integer/],
+  ['a zero purge deadline', { purgeTimeoutMs: 0 }, 'purgeTimeoutMs', /positive integer/],
+  [
+    'a zero idle-in-transaction timeout',
+    { idleInTransactionTimeoutMs: 0 },
+    'idleInTransactionTimeoutMs',
+    /positive integer/,
+  ],
 ])('rejects %s', (_case, overrides, field, message) => {
   const error = rejection(
     () => new TelemetryReporter({ ...valid(), ...overrides } as TelemetryReporterOptions),

@@ -11,10 +11,11 @@ import { parseJsonInteger, TelemetryReporter } from '../src/index.js';
 import {
   FakeClock,
   FREQUENCY_MS,
+  type Receiver,
   startReceiver,
+  TEST_RETENTION_MS,
   useDatabase,
   uuid,
-  type Receiver,
 } from './helpers.js';
 
 let bouncer: PgBouncer;
@@ -52,6 +53,7 @@ test('two reporters and three flushing replicas through PgBouncer: one report pe
       deploymentId: 'pgbouncer-test',
       sink: receiver.url,
       clock,
+      reportRetentionMs: TEST_RETENTION_MS,
     });
   });
   const replicas = [0, 1, 2].map(() => {
@@ -80,14 +82,12 @@ test('two reporters and three flushing replicas through PgBouncer: one report pe
   await reporters[0]!.collectSnapshot();
   for (const r of reporters) await r.deliverPending();
 
-  const bodies = receiver
-    .accepted()
-    .map(
-      (request) =>
-        JSON.parse(request.body) as {
-          boundary_usage_summary: { allowed_requests: number | string };
-        },
-    );
+  const bodies = receiver.accepted().map(
+    (request) =>
+      JSON.parse(request.body) as {
+        boundary_usage_summary: { allowed_requests: number | string };
+      },
+  );
   const keys = new Set(receiver.accepted().map((request) => request.headers['idempotency-key']));
   expect(keys.size).toBe(bodies.length);
   expect(bodies).toHaveLength(periods + 1);

@@ -19,6 +19,7 @@ import {
   FREQUENCY_MS,
   outbox,
   statsTotals,
+  TEST_RETENTION_MS,
   useDatabase,
   uuid,
 } from './helpers.js';
@@ -36,7 +37,14 @@ test(`two reporters racing ${ROUNDS} periods: one report per period, totals cons
     const prisma = db.client(6);
     const store = new BoundaryUsageStore(prisma);
     const sink = new CollectingSink();
-    const telemetry = new TelemetryReporter({ prisma, store, deploymentId: 'stress', sink, clock });
+    const telemetry = new TelemetryReporter({
+      prisma,
+      store,
+      deploymentId: 'stress',
+      sink,
+      clock,
+      reportRetentionMs: TEST_RETENTION_MS,
+    });
     return { prisma, store, sink, telemetry, replicaId: uuid() };
   });
   const [first] = replicas;

@@ -1,10 +1,17 @@
 import { toDatabaseError } from '@usagekit/db';
 import { retryDelayMs } from './backoff.js';
-import { readClock } from './clock.js';
+import { throwIfExpired } from './deadline.js';
 import { describeError } from './errors.js';
 import type { ResolvedReporterOptions } from './options.js';
 import { SinkError, type OutboxReport } from './sink.js';
 import * as sql from './sql.js';
+import { inReadCommitted } from './transaction.js';
+
+/**
+ * Room a pass keeps for the database around a send (at most this, at most half of what the
+ * pass has beyond one send): it leases no report when less time is left.
+ */
+const PASS_DATABASE_SLACK_MS = 2_000;
 
 export interface DeliveryResult {
   /** Reports the sink accepted in this pass. */
@@ -17,18 +24,28 @@ export interface DeliveryResult {
  * One pass of the drainer: lease the oldest due report, send it, record the outcome; again,
  * up to deliveryBatchSize reports. A failed report gets its backoff and the pass moves on, so
  * one report the receiver keeps refusing cannot block the others. Database errors end the pass.
+ *
+ * The pass fits its deadline (deliveryPassTimeoutMs, enforced by the caller through `signal`):
+ * it leases another report only while a whole send (deliveryTimeoutMs) and the database work
+ * around it still fit; what it leaves is due for the next pass.
  */
-export async function deliverDue(settings: ResolvedReporterOptions): Promise<DeliveryResult> {
-  const { prisma, deliveryBatchSize, deliveryLeaseMs, clock } = settings;
+export async function deliverDue(
+  settings: ResolvedReporterOptions,
+  signal?: AbortSignal,
+): Promise<DeliveryResult> {
+  const { deliveryBatchSize, deliveryLeaseMs, deliveryTimeoutMs, deliveryPassTimeoutMs } = settings;
   const result: DeliveryResult = { delivered: 0, failed: 0 };
   const startedAt = performance.now();
+  const slackMs = Math.min(PASS_DATABASE_SLACK_MS, (deliveryPassTimeoutMs - deliveryTimeoutMs) / 2);
   for (let leased = 0; leased < deliveryBatchSize; leased++) {
-    const now = readClock(clock);
+    throwIfExpired(signal);
+    const elapsedMs = performance.now() - startedAt;
+    if (leased > 0 && elapsedMs + deliveryTimeoutMs + slackMs > deliveryPassTimeoutMs) break;
     let rows: sql.LeasedReportRow[];
     try {
-      rows = await prisma.$queryRaw<sql.LeasedReportRow[]>(
-        sql.leaseNextReport(now, new Date(now.getTime() + deliveryLeaseMs)),
-      );
+      [rows] = (await inReadCommitted(settings, (prisma) => [
+        prisma.$queryRaw<sql.LeasedReportRow[]>(sql.leaseNextReport(deliveryLeaseMs)),
+      ])) as [sql.LeasedReportRow[]];
     } catch (error) {
       throw toDatabaseError(error);
     }
@@ -37,7 +54,9 @@ export async function deliverDue(settings: ResolvedReporterOptions): Promise<Del
     if (await deliverOne(settings, row)) result.delivered++;
     else result.failed++;
   }
-  if (settings.observer.onDeliveryPass) await reportPass(settings, result, startedAt);
+  if (settings.observer.onDeliveryPass && !signal?.aborted) {
+    await reportPass(settings, result, startedAt);
+  }
   return result;
 }
 
@@ -51,7 +70,7 @@ async function reportPass(
   result: DeliveryResult,
   startedAt: number,
 ): Promise<void> {
-  const { prisma, logger, observer, clock } = settings;
+  const { prisma, logger, observer } = settings;
   let backlog: sql.OutboxBacklogRow | undefined;
   try {
     [backlog] = await prisma.$queryRaw<sql.OutboxBacklogRow[]>(sql.outboxBacklog());
@@ -62,13 +81,11 @@ async function reportPass(
     });
     return;
   }
-  const oldest = backlog?.oldest_created_at ?? null;
   try {
     observer.onDeliveryPass?.({
       ...result,
       pendingReports: Number(backlog?.pending ?? 0n),
-      oldestPendingAgeMs:
-        oldest === null ? null : Math.max(0, readClock(clock).getTime() - oldest.getTime()),
+      oldestPendingAgeMs: backlog?.oldest_age_ms ?? null,
       durationMs: performance.now() - startedAt,
     });
   } catch (error) {
@@ -76,11 +93,16 @@ async function reportPass(
   }
 }
 
-/** When the earliest pending report is due (its backoff or lease ends), or null if none. */
-export async function nextPendingAttempt(settings: ResolvedReporterOptions): Promise<Date | null> {
+/**
+ * How long until the earliest pending report is due (its backoff or lease ends), measured on
+ * the database's clock, or null if none is pending.
+ */
+export async function nextPendingAttemptDelayMs(
+  settings: ResolvedReporterOptions,
+): Promise<number | null> {
   try {
     const rows = await settings.prisma.$queryRaw<sql.NextAttemptRow[]>(sql.nextPendingAttempt());
-    return rows[0]?.next_attempt_at ?? null;
+    return rows[0]?.due_in_ms ?? null;
   } catch (error) {
     throw toDatabaseError(error);
   }
@@ -90,7 +112,7 @@ async function deliverOne(
   settings: ResolvedReporterOptions,
   row: sql.LeasedReportRow,
 ): Promise<boolean> {
-  const { prisma, sink, logger, observer, retryBackoff, clock } = settings;
+  const { sink, logger, observer, retryBackoff } = settings;
   const report: OutboxReport = {
     reportId: row.report_id,
     eventType: row.event_type,
@@ -108,19 +130,21 @@ async function deliverOne(
   const delivered = failure === undefined;
   try {
     if (delivered) {
-      await prisma.$executeRaw(sql.markDelivered(report.reportId, readClock(clock)));
+      await inReadCommitted(settings, (prisma) => [
+        prisma.$executeRaw(sql.markDelivered(report.reportId)),
+      ]);
     } else {
-      const nextAttemptAt = new Date(
-        readClock(clock).getTime() + retryDelayMs(report.attempt, retryBackoff),
-      );
+      const delayMs = retryDelayMs(report.attempt, retryBackoff);
       const reason = describeError(failure);
-      await prisma.$executeRaw(
-        sql.markFailed(report.reportId, report.attempt, reason.slice(0, 1_000), nextAttemptAt),
-      );
+      await inReadCommitted(settings, (prisma) => [
+        prisma.$executeRaw(
+          sql.markFailed(report.reportId, report.attempt, reason.slice(0, 1_000), delayMs),
+        ),
+      ]);
       logger.warn('telemetry: delivery failed; will retry', {
         reportId: report.reportId,
         attempt: report.attempt,
-        nextAttemptAt: nextAttemptAt.toISOString(),
+        retryInMs: delayMs,
         error: reason,
       });
     }

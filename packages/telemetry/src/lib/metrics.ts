@@ -30,7 +30,13 @@ export interface TelemetryMetricsOptions {
  * - `usagekit_telemetry_delivery_attempts_total{result}`: `delivered` | `failed`;
  * - `usagekit_telemetry_errors_total{stage, code}`: failed collections, delivery passes and
  *   purges by error code (`LOCK_TIMEOUT`, `CONNECTION_LOST`, …), plus failed sends
- *   (`stage="deliver"`, `SINK_REJECTED`, `SINK_UNREACHABLE`, `SINK_TIMEOUT`).
+ *   (`stage="deliver"`, `SINK_REJECTED`, `SINK_UNREACHABLE`, `SINK_TIMEOUT`);
+ * - `usagekit_telemetry_abandoned_total{stage}`: calls abandoned at their deadline
+ *   (DEADLINE_EXCEEDED: nothing answered), `collect` | `deliver` | `purge`;
+ * - `usagekit_telemetry_clock_skew_seconds`: the reporter's clock minus the database's, at the
+ *   latest claim (positive: the reporter is ahead);
+ * - `usagekit_telemetry_clock_skew_refusals_total`: claims refused because that skew put the
+ *   period outside the window (CLOCK_SKEW).
  */
 export function createTelemetryMetrics(
   registry: Registry,
@@ -98,6 +104,25 @@ export function createTelemetryMetrics(
     registers,
   });
 
+  const abandoned = new Counter({
+    name: name('abandoned_total'),
+    help: 'Collections, delivery passes and purges abandoned at their deadline (DEADLINE_EXCEEDED: nothing answered), by stage.',
+    labelNames: [...labelNames, 'stage'],
+    registers,
+  });
+  const clockSkew = new Gauge({
+    name: name('clock_skew_seconds'),
+    help: "The reporter's clock minus the database's now(), at the latest claim (positive: the reporter is ahead).",
+    labelNames,
+    registers,
+  });
+  const clockSkewRefusals = new Counter({
+    name: name('clock_skew_refusals_total'),
+    help: "Claims refused (CLOCK_SKEW) because the reporter's clock put the period outside the window around the database's time.",
+    labelNames,
+    registers,
+  });
+
   return {
     onSnapshot(snapshot, durationMs) {
       const summary = snapshot.boundaryUsageSummary;
@@ -124,7 +149,13 @@ export function createTelemetryMetrics(
     },
     onError(stage, error) {
       if (stage === 'collect') snapshots.inc({ ...labels, outcome: 'failed' });
-      errors.inc({ ...labels, stage, code: codeOf(error) });
+      const code = codeOf(error);
+      errors.inc({ ...labels, stage, code });
+      if (code === 'DEADLINE_EXCEEDED') abandoned.inc({ ...labels, stage });
+    },
+    onClockSkew(reading) {
+      clockSkew.set(labels, reading.skewMs / 1000);
+      if (reading.refused) clockSkewRefusals.inc(labels);
     },
   };
 }

@@ -29,9 +29,17 @@ export interface DeliveryPass {
   failed: number;
   /** Reports still undelivered after the pass: due, leased, or waiting out their backoff. */
   pendingReports: number;
-  /** How long the oldest of them has waited, by the reporter's clock; null when none. */
+  /** How long the oldest of them has waited, by the database's clock; null when none. */
   oldestPendingAgeMs: number | null;
   durationMs: number;
+}
+
+/** The reporter's clock against the database's, read at every claim. */
+export interface ClockSkewReading {
+  /** Reporter clock − database now(): positive when the reporter is ahead. */
+  skewMs: number;
+  /** The claim was refused (ClockSkewError): the bucket fell outside the allowed window. */
+  refused: boolean;
 }
 
 /**
@@ -50,9 +58,12 @@ export interface TelemetryObserver {
   onDeliveryPass?(pass: DeliveryPass): void;
   /**
    * A collection, delivery pass or purge that failed, once per failure, whether it was called
-   * explicitly or by the schedule (the collection after its own retries).
+   * explicitly or by the schedule (the collection after its own retries). A call abandoned at
+   * its deadline arrives here with a DeadlineExceededError (code 'DEADLINE_EXCEEDED').
    */
   onError?(stage: 'collect' | 'deliver' | 'purge', error: unknown): void;
+  /** Every claim measures the reporter's clock against the database's; refused or not. */
+  onClockSkew?(reading: ClockSkewReading): void;
 }
 
 export interface TelemetryReporterOptions {
@@ -76,7 +87,7 @@ export interface TelemetryReporterOptions {
   transactionTimeoutMs?: number;
   /** Attempts of one collection when the database says a retry may succeed. Default 3. */
   collectAttempts?: number;
-  /** Upper bound on one sink.send; a row is leased for twice this long. Default 30 s. */
+  /** Upper bound on one sink.send; a row is leased for twice this long. Default 10 s. */
   deliveryTimeoutMs?: number;
   /** Reports sent at most per deliverPending() pass. Default 20. */
   deliveryBatchSize?: number;
@@ -88,6 +99,24 @@ export interface TelemetryReporterOptions {
   flushSequenceRetentionMs?: number;
   /** Upper bound on stop(): waiting for in-flight work plus the last delivery. Default 15 s. */
   stopTimeoutMs?: number;
+  /**
+   * Deadline of one collectSnapshot(), retries included; past it the call rejects with
+   * DeadlineExceededError. Default 25 s.
+   */
+  collectTimeoutMs?: number;
+  /**
+   * Deadline of one delivery pass (deliverPending()); a pass leases no new report when a
+   * whole send would not fit. Default 30 s, or deliveryTimeoutMs + 10 s if that is more.
+   */
+  deliveryPassTimeoutMs?: number;
+  /** Deadline of one purgeExpired(). Default 30 s. */
+  purgeTimeoutMs?: number;
+  /**
+   * idle_in_transaction_session_timeout set in every reporter transaction: a reporter whose
+   * connection goes silent mid-transaction is ended by the server after this, and its locks
+   * (the exclusive boundary-usage lock among them) released. Default 10 s.
+   */
+  idleInTransactionTimeoutMs?: number;
 }
 
 const MINUTE_MS = 60_000;
@@ -96,13 +125,25 @@ const HOUR_MS = 60 * MINUTE_MS;
 export const DEFAULT_REPORTER_OPTIONS = {
   snapshotFrequencyMs: 30 * MINUTE_MS,
   collectAttempts: 3,
-  deliveryTimeoutMs: 30_000,
+  deliveryTimeoutMs: 10_000,
   deliveryBatchSize: 20,
   retryBackoff: { baseDelayMs: 5_000, maxDelayMs: 10 * MINUTE_MS },
   reportRetentionMs: 24 * HOUR_MS,
   flushSequenceRetentionMs: 7 * 24 * HOUR_MS,
   stopTimeoutMs: 15_000,
+  collectTimeoutMs: 25_000,
+  deliveryPassTimeoutMs: 30_000,
+  purgeTimeoutMs: 30_000,
+  idleInTransactionTimeoutMs: 10_000,
 } as const;
+
+/**
+ * The skew guard's margin: a claim is refused for a bucket older than reportRetentionMs minus
+ * this (its election row may be purged by then) or newer than one period plus this, both
+ * against the database's now(). Far more than any transaction lasts (the purge and a claim
+ * compare now() of different transactions), far less than a day.
+ */
+export const CLAIM_WINDOW_MARGIN_MS = 5 * MINUTE_MS;
 
 export interface ResolvedReporterOptions {
   prisma: PrismaClient;
@@ -125,6 +166,12 @@ export interface ResolvedReporterOptions {
   reportRetentionMs: number;
   flushSequenceRetentionMs: number;
   stopTimeoutMs: number;
+  collectTimeoutMs: number;
+  deliveryPassTimeoutMs: number;
+  purgeTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+  /** Buckets the claim accepts, around the database's now() (see sql.claimPeriod). */
+  claimWindow: { maxPastMs: number; maxFutureMs: number };
 }
 
 /** Checks every option once, at construction, and fills in the defaults. */
@@ -234,6 +281,31 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     );
   }
 
+  const reportRetentionMs = assertPositiveMs(
+    'reportRetentionMs',
+    options.reportRetentionMs ?? DEFAULT_REPORTER_OPTIONS.reportRetentionMs,
+  );
+  // An in-sync reporter claims a bucket up to one period old; the window must hold it.
+  if (reportRetentionMs < snapshotFrequencyMs + 2 * CLAIM_WINDOW_MARGIN_MS) {
+    throw new InvalidInputError(
+      'reportRetentionMs',
+      reportRetentionMs,
+      `at least snapshotFrequencyMs (${snapshotFrequencyMs}) plus ${2 * CLAIM_WINDOW_MARGIN_MS} ms, so the claim window (retention minus ${CLAIM_WINDOW_MARGIN_MS} ms) holds the current period`,
+    );
+  }
+  const deliveryPassTimeoutMs = assertPositiveMs(
+    'deliveryPassTimeoutMs',
+    options.deliveryPassTimeoutMs ??
+      Math.max(DEFAULT_REPORTER_OPTIONS.deliveryPassTimeoutMs, deliveryTimeoutMs + 10_000),
+  );
+  if (deliveryPassTimeoutMs <= deliveryTimeoutMs) {
+    throw new InvalidInputError(
+      'deliveryPassTimeoutMs',
+      deliveryPassTimeoutMs,
+      `more than deliveryTimeoutMs (${deliveryTimeoutMs}), so a pass can finish one send`,
+    );
+  }
+
   return {
     prisma,
     store,
@@ -253,10 +325,7 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     deliveryLeaseMs: 2 * deliveryTimeoutMs,
     deliveryBatchSize,
     retryBackoff,
-    reportRetentionMs: assertPositiveMs(
-      'reportRetentionMs',
-      options.reportRetentionMs ?? DEFAULT_REPORTER_OPTIONS.reportRetentionMs,
-    ),
+    reportRetentionMs,
     flushSequenceRetentionMs: assertPositiveMs(
       'flushSequenceRetentionMs',
       options.flushSequenceRetentionMs ?? DEFAULT_REPORTER_OPTIONS.flushSequenceRetentionMs,
@@ -265,6 +334,23 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
       'stopTimeoutMs',
       options.stopTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.stopTimeoutMs,
     ),
+    collectTimeoutMs: assertPositiveMs(
+      'collectTimeoutMs',
+      options.collectTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.collectTimeoutMs,
+    ),
+    deliveryPassTimeoutMs,
+    purgeTimeoutMs: assertPositiveMs(
+      'purgeTimeoutMs',
+      options.purgeTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.purgeTimeoutMs,
+    ),
+    idleInTransactionTimeoutMs: assertPositiveMs(
+      'idleInTransactionTimeoutMs',
+      options.idleInTransactionTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.idleInTransactionTimeoutMs,
+    ),
+    claimWindow: {
+      maxPastMs: reportRetentionMs - CLAIM_WINDOW_MARGIN_MS,
+      maxFutureMs: snapshotFrequencyMs + CLAIM_WINDOW_MARGIN_MS,
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 import { readClock } from './clock.js';
 import { collectSnapshot } from './collect.js';
-import { deliverDue, nextPendingAttempt, type DeliveryResult } from './deliver.js';
+import { withDeadline } from './deadline.js';
+import { deliverDue, nextPendingAttemptDelayMs, type DeliveryResult } from './deliver.js';
 import { describeError } from './errors.js';
 import {
   resolveReporterOptions,
@@ -61,27 +62,52 @@ export class TelemetryReporter {
    * won it, cuts over the boundary usage rows and writes the report into the outbox, in one
    * transaction. A lost claim gives a snapshot without `boundaryUsageSummary` and deletes
    * nothing. On failure nothing is claimed, deleted or written (the rows wait for the next
-   * collection) and a typed DatabaseError is thrown. Sends nothing: see deliverPending().
+   * collection) and a typed error is thrown: a DatabaseError, a ClockSkewError (CLOCK_SKEW)
+   * when this reporter's clock is too far from the database's, or a DeadlineExceededError
+   * after collectTimeoutMs. Sends nothing: see deliverPending().
    */
   collectSnapshot(): Promise<Snapshot> {
-    return this.serialized(() => this.observed('collect', () => collectSnapshot(this.settings)));
+    return this.serialized(() => this.observed('collect', () => this.collectBounded()));
   }
 
   /**
    * Sends due outbox rows through the sink, oldest first (at most deliveryBatchSize), and marks
    * each delivered or schedules its retry with backoff. Two reporters never send the same row
    * at the same time. Delivers reports written by any reporter, crashed ones included.
+   * Bounded by deliveryPassTimeoutMs (DeadlineExceededError).
    */
   deliverPending(): Promise<DeliveryResult> {
-    return this.serialized(() => this.observed('deliver', () => deliverDue(this.settings)));
+    return this.serialized(() => this.observed('deliver', () => this.deliverBounded()));
   }
 
   /**
    * Deletes delivered reports and telemetry_locks rows older than reportRetentionMs, and flush
-   * sequences idle for flushSequenceRetentionMs. Pending reports are always kept.
+   * sequences idle for flushSequenceRetentionMs, by the database's clock. Pending reports are
+   * always kept. Bounded by purgeTimeoutMs (DeadlineExceededError).
    */
   purgeExpired(): Promise<PurgeResult> {
-    return this.serialized(() => this.observed('purge', () => purgeExpired(this.settings)));
+    return this.serialized(() => this.observed('purge', () => this.purgeBounded()));
+  }
+
+  // Every call of the reporter has a deadline. The queue moves on when the deadline fires,
+  // not when the abandoned work ends (on a silent connection it may never end by itself):
+  // what it left in flight is settled by the database, all or nothing.
+  private collectBounded(): Promise<Snapshot> {
+    return withDeadline('telemetry collection', this.settings.collectTimeoutMs, (signal) =>
+      collectSnapshot(this.settings, signal),
+    );
+  }
+
+  private deliverBounded(): Promise<DeliveryResult> {
+    return withDeadline('telemetry delivery pass', this.settings.deliveryPassTimeoutMs, (signal) =>
+      deliverDue(this.settings, signal),
+    );
+  }
+
+  private purgeBounded(): Promise<PurgeResult> {
+    return withDeadline('telemetry purge', this.settings.purgeTimeoutMs, () =>
+      purgeExpired(this.settings),
+    );
   }
 
   /**
@@ -169,11 +195,11 @@ export class TelemetryReporter {
       await this.attempt(
         'collect',
         'telemetry: collection failed; the rows wait for the next period',
-        () => collectSnapshot(this.settings),
+        () => this.collectBounded(),
       );
-      await this.attempt('deliver', 'telemetry: delivery failed', () => deliverDue(this.settings));
+      await this.attempt('deliver', 'telemetry: delivery failed', () => this.deliverBounded());
       const purged = await this.attempt('purge', 'telemetry: retention failed', () =>
-        purgeExpired(this.settings),
+        this.purgeBounded(),
       );
       if (purged && purged.reports + purged.locks + purged.flushSequences > 0) {
         logger.debug('telemetry: purged expired rows', { ...purged });
@@ -191,27 +217,28 @@ export class TelemetryReporter {
   private async scheduleDeliveryRetry(): Promise<void> {
     clearTimeout(this.deliveryTimer);
     this.deliveryTimer = undefined;
-    const due = await this.attempt('deliver', 'telemetry: could not read the outbox', () =>
-      nextPendingAttempt(this.settings),
+    const dueInMs = await this.attempt('deliver', 'telemetry: could not read the outbox', () =>
+      withDeadline('telemetry outbox read', this.settings.deliveryPassTimeoutMs, () =>
+        nextPendingAttemptDelayMs(this.settings),
+      ),
     );
-    if (!due || this.state !== 'running') return;
+    if (dueInMs === undefined || dueInMs === null || this.state !== 'running') return;
+    // The delay is the database's (due time − its now()); the next round is on our clock.
+    // Comparing two durations needs no agreement between the clocks.
     const now = readClock(this.settings.clock);
-    if (due.getTime() >= nextBucketEdge(now, this.settings.snapshotFrequencyMs).getTime()) return;
-    this.deliveryTimer = setTimeout(
-      () => {
-        this.deliveryTimer = undefined;
-        this.serialized(async () => {
-          if (this.state !== 'running') return;
-          await this.attempt('deliver', 'telemetry: delivery failed', () =>
-            deliverDue(this.settings),
-          );
-          await this.scheduleDeliveryRetry();
-        }).catch((error: unknown) =>
-          this.reportError('deliver', 'telemetry: delivery retry failed', error),
-        );
-      },
-      clampDelay(due.getTime() - now.getTime()),
-    );
+    const untilNextRoundMs =
+      nextBucketEdge(now, this.settings.snapshotFrequencyMs).getTime() - now.getTime();
+    if (dueInMs >= untilNextRoundMs) return;
+    this.deliveryTimer = setTimeout(() => {
+      this.deliveryTimer = undefined;
+      this.serialized(async () => {
+        if (this.state !== 'running') return;
+        await this.attempt('deliver', 'telemetry: delivery failed', () => this.deliverBounded());
+        await this.scheduleDeliveryRetry();
+      }).catch((error: unknown) =>
+        this.reportError('deliver', 'telemetry: delivery retry failed', error),
+      );
+    }, clampDelay(dueInMs));
     this.deliveryTimer.unref();
   }
 

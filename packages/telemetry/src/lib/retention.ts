@@ -1,7 +1,7 @@
 import { toDatabaseError } from '@usagekit/db';
-import { readClock } from './clock.js';
 import type { ResolvedReporterOptions } from './options.js';
 import * as sql from './sql.js';
+import { inReadCommitted } from './transaction.js';
 
 export interface PurgeResult {
   /** Delivered reports deleted. */
@@ -14,18 +14,19 @@ export interface PurgeResult {
 
 /**
  * Deletes delivered reports and election rows older than reportRetentionMs (coder's dbpurge
- * keeps telemetry_locks 24 h) and flush sequences idle for flushSequenceRetentionMs. Pending
- * reports are never deleted. Three independent statements: each is correct on its own.
+ * keeps telemetry_locks 24 h) and flush sequences idle for flushSequenceRetentionMs, all by
+ * the database's clock: a reporter whose clock runs a day ahead purges nothing early. Pending
+ * reports are never deleted. Three statements, each correct on its own, in one READ
+ * COMMITTED transaction (one round trip of bounds instead of three).
  */
 export async function purgeExpired(settings: ResolvedReporterOptions): Promise<PurgeResult> {
-  const { prisma, reportRetentionMs, flushSequenceRetentionMs, clock } = settings;
-  const cutoff = new Date(readClock(clock).getTime() - reportRetentionMs);
+  const { reportRetentionMs, flushSequenceRetentionMs } = settings;
   try {
-    const reports = await prisma.$executeRaw(sql.deleteDeliveredReports(cutoff));
-    const locks = await prisma.$executeRaw(sql.deleteExpiredLocks(cutoff));
-    const flushSequences = await prisma.$executeRaw(
-      sql.deleteIdleFlushSequences(flushSequenceRetentionMs),
-    );
+    const [reports, locks, flushSequences] = (await inReadCommitted(settings, (prisma) => [
+      prisma.$executeRaw(sql.deleteDeliveredReports(reportRetentionMs)),
+      prisma.$executeRaw(sql.deleteExpiredLocks(reportRetentionMs)),
+      prisma.$executeRaw(sql.deleteIdleFlushSequences(flushSequenceRetentionMs)),
+    ])) as [number, number, number];
     return { reports, locks, flushSequences };
   } catch (error) {
     throw toDatabaseError(error);

@@ -2,12 +2,13 @@
  * Every SQL statement of @usagekit/telemetry. Each one says what it locks, for how long, and
  * why. Values are bound parameters (tagged `Prisma.sql`); nothing is spliced into the text.
  *
- * Times: the election, the outbox and its retention use the reporter's clock (passed in as
- * ISO strings and cast to timestamptz, so the session's TimeZone cannot shift them; adapter-pg
- * would format a Date without an offset). That keeps one notion of time for everything the
- * reporter itself writes, and makes a fake clock drive tests end to end. The only exception is
- * boundary_usage_flush_sequences, whose updated_at is written by the flushing replica with the
- * database's now(); its retention compares against the database's now() too.
+ * Times: everything that decides what may be deleted or sent when (retention cut-offs,
+ * delivery leases and backoffs, created_at, delivered_at, ages) is the database's now(), one
+ * clock for the whole fleet: a reporter whose clock is a day off can then neither purge live
+ * rows nor hold a lease wrongly. The only reporter-clock value is the period bucket claimed in
+ * telemetry_locks (an election key, like coder's), passed in as an ISO string cast to
+ * timestamptz (the session's TimeZone cannot shift it; adapter-pg would format a Date without
+ * an offset), and the claim refuses a bucket outside a window around now() (claimPeriod).
  */
 import { Prisma } from '@usagekit/db';
 
@@ -15,24 +16,52 @@ function timestamp(value: Date): Prisma.Sql {
   return Prisma.sql`${value.toISOString()}::timestamptz`;
 }
 
+function milliseconds(ms: number): Prisma.Sql {
+  return Prisma.sql`(${Math.round(ms)}::bigint * interval '1 millisecond')`;
+}
+
 /**
- * Transaction-local lock_timeout (SET LOCAL through set_config, which takes parameters).
- * Bounds both waits of the collection: the claim waiting for a rival's uncommitted claim of
- * the same period, and the cutover waiting for the exclusive boundary-usage lock. Without it a
- * wait outlives Prisma's transaction timer, which does not cancel it.
+ * Transaction-local bounds (SET LOCAL through set_config, which takes parameters), the first
+ * statement of every reporter transaction, before it takes any lock:
+ * - lock_timeout bounds each lock wait: the claim waiting for a rival's uncommitted claim of
+ *   the same period, the cutover waiting for the exclusive boundary-usage lock, a row lock.
+ *   Without it a wait outlives Prisma's transaction timer, which does not cancel it.
+ * - idle_in_transaction_session_timeout ends the session if the client goes silent between
+ *   statements (a partition, a frozen VM, a NAT that dropped the flow): PostgreSQL then
+ *   terminates the backend, the transaction rolls back and its locks, the exclusive
+ *   boundary-usage lock included, are released within this bound instead of the ~2 h 11 min
+ *   of default TCP keepalive, during which every writer of the fleet would fail.
+ *   The server arms it each time the backend goes idle inside the transaction, so the local
+ *   value applies from the next statement on.
  */
-export function setLockTimeout(lockTimeoutMs: number): Prisma.Sql {
-  return Prisma.sql`SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true)`;
+export function setTransactionBounds(bounds: {
+  lockTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+}): Prisma.Sql {
+  return Prisma.sql`SELECT set_config('lock_timeout', ${`${bounds.lockTimeoutMs}ms`}, true),
+    set_config('idle_in_transaction_session_timeout', ${`${bounds.idleInTransactionTimeoutMs}ms`}, true)`;
 }
 
 export interface ClaimRow {
+  /** The database's now() (transaction start), which the bucket was checked against. */
+  database_time: Date;
+  /** The bucket lies inside the window around database_time; if not, nothing was inserted. */
+  in_window: boolean;
+  /** We inserted the row: this reporter won the period. */
   claimed: boolean;
+}
+
+export interface ClaimWindow {
+  /** The oldest bucket accepted: now() minus this. */
+  maxPastMs: number;
+  /** The newest bucket accepted: now() plus this. */
+  maxFutureMs: number;
 }
 
 /**
  * The election (coder's telemetry_locks row): whoever inserts (event type, period) first
  * reports that period. ON CONFLICT DO NOTHING instead of catching the unique violation,
- * because an error would abort the whole transaction; a lost claim simply returns no row.
+ * because an error would abort the whole transaction; a lost claim simply inserts nothing.
  *
  * Locks: the new primary-key entry, until our transaction ends. A rival claiming the same
  * period concurrently blocks on it (speculative insertion waits for our transaction) and then
@@ -40,13 +69,32 @@ export interface ClaimRow {
  * before the winner's cutover and outbox row are committed, and a failed winner frees the
  * period for the next attempt. The claim is taken before the exclusive boundary-usage lock
  * (in the cutover), always in that order, so two collections cannot wait on each other in a
- * cycle.
+ * cycle. The loser's "no row" is `claimed: false`.
+ *
+ * The skew guard, in the same statement: the bucket comes from the reporter's clock, so the
+ * row is inserted only if the bucket lies within [now() − maxPastMs, now() + maxFutureMs].
+ * Lock rows are purged once their bucket is older than the retention (by now()), and
+ * maxPastMs is the retention minus a margin, so a period whose row may be gone (or go while
+ * this transaction runs) can never be claimed again: no second report under the same id. A
+ * reporter far ahead cannot claim (and cut over into) tomorrow's buckets either.
  */
-export function claimPeriod(eventType: string, periodEndingAt: Date): Prisma.Sql {
-  return Prisma.sql`INSERT INTO telemetry_locks (event_type, period_ending_at)
-    VALUES (${eventType}, ${timestamp(periodEndingAt)})
-    ON CONFLICT (event_type, period_ending_at) DO NOTHING
-    RETURNING true AS claimed`;
+export function claimPeriod(
+  eventType: string,
+  periodEndingAt: Date,
+  window: ClaimWindow,
+): Prisma.Sql {
+  const bucket = timestamp(periodEndingAt);
+  return Prisma.sql`WITH guard AS (
+      SELECT now() AS database_time,
+             ${bucket} BETWEEN now() - ${milliseconds(window.maxPastMs)}
+                           AND now() + ${milliseconds(window.maxFutureMs)} AS in_window
+    ), claim AS (
+      INSERT INTO telemetry_locks (event_type, period_ending_at)
+      SELECT ${eventType}, ${bucket} FROM guard WHERE guard.in_window
+      ON CONFLICT (event_type, period_ending_at) DO NOTHING
+      RETURNING true AS claimed
+    )
+    SELECT guard.database_time, guard.in_window, EXISTS (SELECT 1 FROM claim) AS claimed FROM guard`;
 }
 
 export interface InsertReportParams {
@@ -56,7 +104,6 @@ export interface InsertReportParams {
   periodDurationMs: number;
   /** The payload, already serialized (never JSON.stringify a BigInt: see snapshot.ts). */
   payloadJson: string;
-  createdAt: Date;
 }
 
 /**
@@ -65,6 +112,7 @@ export interface InsertReportParams {
  * already (the lock row was purged while the report was still pending and a reporter's clock
  * went back a day), the unique key fails the transaction and the cutover rolls back with it,
  * so the rows it read stay in the table instead of vanishing into a report nobody writes.
+ * created_at and next_attempt_at are the database's now(): due at once, aged by one clock.
  * Locks: only the new row's key entries.
  */
 export function insertReport(params: InsertReportParams): Prisma.Sql {
@@ -72,7 +120,7 @@ export function insertReport(params: InsertReportParams): Prisma.Sql {
       (report_id, event_type, period_starting_at, period_duration_ms, payload, created_at, next_attempt_at)
     VALUES (${params.reportId}::uuid, ${params.eventType}, ${timestamp(params.periodStartingAt)},
             ${params.periodDurationMs}::bigint, ${params.payloadJson}::jsonb,
-            ${timestamp(params.createdAt)}, ${timestamp(params.createdAt)})`;
+            now(), now())`;
 }
 
 export interface LeasedReportRow {
@@ -91,14 +139,15 @@ export interface LeasedReportRow {
  * the lease written here: next_attempt_at moves to `leaseUntil`, so the row is not due again
  * until the send had time to finish (or the sender crashed: then someone else retries it after
  * the lease, with the same Idempotency-Key). attempts is counted here, before the send, so a
- * crash mid-send still counts as an attempt; its new value is the lease's token.
+ * crash mid-send still counts as an attempt; its new value is the lease's token. "Due" and the
+ * lease are the database's now(): two reporters whose clocks disagree still see one lease.
  */
-export function leaseNextReport(now: Date, leaseUntil: Date): Prisma.Sql {
+export function leaseNextReport(leaseMs: number): Prisma.Sql {
   return Prisma.sql`UPDATE telemetry_reports r
-       SET attempts = r.attempts + 1, next_attempt_at = ${timestamp(leaseUntil)}
+       SET attempts = r.attempts + 1, next_attempt_at = now() + ${milliseconds(leaseMs)}
      WHERE r.report_id = (
        SELECT report_id FROM telemetry_reports
-        WHERE delivered_at IS NULL AND next_attempt_at <= ${timestamp(now)}
+        WHERE delivered_at IS NULL AND next_attempt_at <= now()
         ORDER BY created_at, report_id
         LIMIT 1
         FOR UPDATE SKIP LOCKED)
@@ -109,9 +158,9 @@ export function leaseNextReport(now: Date, leaseUntil: Date): Prisma.Sql {
  * The receiver acknowledged the report. No lease check: delivered is delivered, whoever sent
  * it. `delivered_at IS NULL` keeps the first acknowledgement's time. Locks the one row.
  */
-export function markDelivered(reportId: string, deliveredAt: Date): Prisma.Sql {
+export function markDelivered(reportId: string): Prisma.Sql {
   return Prisma.sql`UPDATE telemetry_reports
-       SET delivered_at = ${timestamp(deliveredAt)}, last_error = NULL
+       SET delivered_at = now(), last_error = NULL
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL`;
 }
 
@@ -124,54 +173,63 @@ export function markFailed(
   reportId: string,
   attempts: number,
   error: string,
-  nextAttemptAt: Date,
+  retryDelayMs: number,
 ): Prisma.Sql {
   return Prisma.sql`UPDATE telemetry_reports
-       SET last_error = ${error}, next_attempt_at = ${timestamp(nextAttemptAt)}
+       SET last_error = ${error}, next_attempt_at = now() + ${milliseconds(retryDelayMs)}
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL AND attempts = ${attempts}::int`;
 }
 
 export interface NextAttemptRow {
-  next_attempt_at: Date | null;
+  /** Milliseconds from the database's now() until the earliest pending report is due (≥ 0). */
+  due_in_ms: number | null;
 }
 
-/** When the earliest pending report is due (to schedule the next delivery). Takes no locks. */
+/**
+ * How long until the earliest pending report is due (to schedule the next delivery), as a
+ * duration on the database's clock, so the reporter's clock never has to agree with it.
+ * Takes no locks.
+ */
 export function nextPendingAttempt(): Prisma.Sql {
-  return Prisma.sql`SELECT min(next_attempt_at) AS next_attempt_at
+  return Prisma.sql`SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 AS due_in_ms
     FROM telemetry_reports WHERE delivered_at IS NULL`;
 }
 
 export interface OutboxBacklogRow {
   pending: bigint;
-  oldest_created_at: Date | null;
+  /** Age of the oldest pending report on the database's clock, null when none. */
+  oldest_age_ms: number | null;
 }
 
 /**
- * The undelivered reports and the oldest one's created_at, for the backlog metrics. Reads the
+ * The undelivered reports and the oldest one's age, for the backlog metrics. Reads the
  * pending-reports index (delivered_at, created_at); takes no locks.
  */
 export function outboxBacklog(): Prisma.Sql {
-  return Prisma.sql`SELECT count(*) AS pending, min(created_at) AS oldest_created_at
+  return Prisma.sql`SELECT count(*) AS pending,
+      greatest(0, extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS oldest_age_ms
     FROM telemetry_reports WHERE delivered_at IS NULL`;
 }
 
 /**
- * Retention of the outbox: delivered reports older than the cutoff. Pending reports are never
+ * Retention of the outbox: reports delivered longer ago than retentionMs, by the database's
+ * clock (a reporter a day ahead cannot purge anything early). Pending reports are never
  * deleted, however old. Locks the deleted rows; a row leased for delivery is pending, so this
  * never touches it.
  */
-export function deleteDeliveredReports(deliveredBefore: Date): Prisma.Sql {
+export function deleteDeliveredReports(retentionMs: number): Prisma.Sql {
   return Prisma.sql`DELETE FROM telemetry_reports
-     WHERE delivered_at IS NOT NULL AND delivered_at < ${timestamp(deliveredBefore)}`;
+     WHERE delivered_at IS NOT NULL AND delivered_at < now() - ${milliseconds(retentionMs)}`;
 }
 
 /**
- * Retention of the election (coder's dbpurge: 24 h). A purged period could be claimed again
- * only by a reporter whose clock is a day behind, and its report would carry the same
- * deterministic id. Locks the deleted rows; current periods are far from the cutoff.
+ * Retention of the election (coder's dbpurge: 24 h), by the database's clock. A purged period
+ * cannot be claimed again: the claim refuses buckets older than the retention minus a margin
+ * (claimPeriod), so its report id is never written twice. Locks the deleted rows; current
+ * periods are far from the cutoff.
  */
-export function deleteExpiredLocks(periodEndingBefore: Date): Prisma.Sql {
-  return Prisma.sql`DELETE FROM telemetry_locks WHERE period_ending_at < ${timestamp(periodEndingBefore)}`;
+export function deleteExpiredLocks(retentionMs: number): Prisma.Sql {
+  return Prisma.sql`DELETE FROM telemetry_locks WHERE period_ending_at < now() - ${milliseconds(retentionMs)}`;
 }
 
 /**
@@ -183,5 +241,5 @@ export function deleteExpiredLocks(periodEndingBefore: Date): Prisma.Sql {
  */
 export function deleteIdleFlushSequences(idleMs: number): Prisma.Sql {
   return Prisma.sql`DELETE FROM boundary_usage_flush_sequences
-     WHERE updated_at < now() - ${idleMs}::bigint * interval '1 millisecond'`;
+     WHERE updated_at < now() - ${milliseconds(idleMs)}`;
 }

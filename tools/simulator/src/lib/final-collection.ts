@@ -1,10 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
 import { noopLogger, type PrismaClient } from '@usagekit/db';
 import { HttpSink, TelemetryReporter, type Snapshot } from '@usagekit/telemetry';
 import type { TelemetryCollector } from './collector.js';
 import type { SimulatorOptions } from './options.js';
-
-const HOUR_MS = 3_600_000;
 
 export interface FinalCollectionInput {
   options: SimulatorOptions;
@@ -21,8 +20,9 @@ export interface FinalCollectionInput {
  * the next (a reporter whose clock runs one period ahead), which no replica can have claimed;
  * the collection wins it and cuts over whatever is left. Then it delivers every pending
  * report, the replicas' included (a report a killed replica wrote but never sent, or one whose
- * POST failed). For that the clock moves an hour ahead, past every lease and retry backoff, so
- * each pending row is due at once.
+ * POST failed). Leases and retry backoffs run on the database's clock, so it delivers until
+ * the outbox is empty, waiting out a lease a killed replica left (2 × its deliveryTimeoutMs),
+ * for at most 30 s.
  */
 export async function collectLastPeriod(
   input: FinalCollectionInput,
@@ -59,10 +59,10 @@ export async function collectLastPeriod(
     snapshot = await reporter.collectSnapshot();
   }
   if (!snapshot.boundaryUsageSummary) throw new Error('every bucket ahead was already claimed');
-  for (let round = 1; round <= 10; round++) {
-    clockOffsetMs = round * HOUR_MS;
+  const giveUpAt = Date.now() + 30_000;
+  while ((await countLeftovers(prisma)).undeliveredReports > 0 && Date.now() < giveUpAt) {
     const result = await reporter.deliverPending();
-    if (result.delivered + result.failed === 0) break;
+    if (result.delivered + result.failed === 0) await sleep(250);
   }
   return { reportId: snapshot.reportId, durationMs };
 }
