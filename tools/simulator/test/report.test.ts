@@ -33,6 +33,7 @@ function state(
     deliveriesAcknowledged: 1,
     errors: {},
     flushLatencyMs: [],
+    flushCompletedAtMs: [],
     cutoverLatencyMs: [],
   };
 }

@@ -1,0 +1,60 @@
+/** How one replica's flushing went through the --chaos partition. */
+export interface ReplicaStall {
+  index: number;
+  /** The longest time without a completed flush, and when (ms into the traffic phase). */
+  longestGapMs: number;
+  gapFromMs: number;
+  gapToMs: number;
+  /**
+   * The first completed flush that ended the stall the partition caused: ms after the partition
+   * began and after it healed (negative: it recovered before the heal, on a fresh connection).
+   * null when the replica never flushed again (killed, or the run ended first).
+   */
+  recoveredAfterPartitionMs: number | null;
+  recoveredAfterThawMs: number | null;
+}
+
+/**
+ * Gaps between completed flushes (`flushTimesMs`, ms into the traffic phase, ascending), from
+ * the traffic start to `endMs`. The partition's stall is the longest gap that overlaps
+ * [partitionMs, thawMs]; a flush that was already on its way back when the partition began
+ * does not count as recovery, which is why it is not simply "the first flush after it began".
+ */
+export function measureStall(input: {
+  index: number;
+  flushTimesMs: readonly number[];
+  endMs: number;
+  partitionMs: number | undefined;
+  thawMs: number | undefined;
+}): ReplicaStall {
+  const points = [0, ...input.flushTimesMs.filter((t) => t >= 0 && t <= input.endMs)];
+  const gaps: Array<{ from: number; to: number; closed: boolean }> = [];
+  for (let i = 1; i < points.length; i++)
+    gaps.push({ from: points[i - 1]!, to: points[i]!, closed: true });
+  gaps.push({ from: points[points.length - 1]!, to: input.endMs, closed: false });
+  const longest = gaps.reduce((a, b) => (b.to - b.from > a.to - a.from ? b : a));
+  let recoveredAfterPartitionMs: number | null = null;
+  let recoveredAfterThawMs: number | null = null;
+  if (input.partitionMs !== undefined) {
+    const partitionEnd = input.thawMs ?? input.endMs;
+    const overlapping = gaps.filter(
+      (gap) => gap.to >= input.partitionMs! && gap.from <= partitionEnd,
+    );
+    const stall = overlapping.reduce<(typeof gaps)[number] | undefined>(
+      (a, b) => (!a || b.to - b.from > a.to - a.from ? b : a),
+      undefined,
+    );
+    if (stall?.closed) {
+      recoveredAfterPartitionMs = stall.to - input.partitionMs;
+      recoveredAfterThawMs = input.thawMs === undefined ? null : stall.to - input.thawMs;
+    }
+  }
+  return {
+    index: input.index,
+    longestGapMs: longest.to - longest.from,
+    gapFromMs: longest.from,
+    gapToMs: longest.to,
+    recoveredAfterPartitionMs,
+    recoveredAfterThawMs,
+  };
+}
