@@ -84,5 +84,14 @@ describe('runSimulation', () => {
     expect(flushed.total + lostWithKilledReplica.total).toBe(generated.total);
     expect(report.chaos!.backendsTerminated).toBeGreaterThan(0);
     expect(report.leftover).toEqual({ statsRows: 0, undeliveredReports: 0 });
+    // The partition happened, froze open replica connections, healed, and every replica that
+    // was not killed flushed again after it.
+    const partition = report.chaos!.partition;
+    expect(partition).toBeTruthy();
+    expect(partition!.connectionsFrozen).toBeGreaterThan(0);
+    expect(partition!.thawedMs).not.toBeNull();
+    const survivors = partition!.replicas.filter((row) => row.index !== killed!.index);
+    expect(survivors).toHaveLength(2);
+    for (const row of survivors) expect(row.recoveredAfterPartitionMs).not.toBeNull();
   }, 90_000);
 });

@@ -439,6 +439,7 @@ function chaosFaults(
               endMs,
               partitionMs: events.partitionBeganMs,
               thawMs: events.thawedMs,
+              graceMs: run.options.flushIntervalMs,
             });
           }),
         };

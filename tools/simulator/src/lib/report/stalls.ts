@@ -16,9 +16,10 @@ export interface ReplicaStall {
 
 /**
  * Gaps between completed flushes (`flushTimesMs`, ms into the traffic phase, ascending), from
- * the traffic start to `endMs`. The partition's stall is the longest gap that overlaps
- * [partitionMs, thawMs]; a flush that was already on its way back when the partition began
- * does not count as recovery, which is why it is not simply "the first flush after it began".
+ * the traffic start to `endMs`. The partition's stall is the longest gap that is open when the
+ * partition begins or opens within `graceMs` of it: a flush already on its way back when the
+ * partition began may still complete just after it, and is not the recovery. Later gaps (a
+ * replica that recovered and was then killed) are not the partition's.
  */
 export function measureStall(input: {
   index: number;
@@ -26,6 +27,8 @@ export function measureStall(input: {
   endMs: number;
   partitionMs: number | undefined;
   thawMs: number | undefined;
+  /** One flush interval. */
+  graceMs: number;
 }): ReplicaStall {
   const points = [0, ...input.flushTimesMs.filter((t) => t >= 0 && t <= input.endMs)];
   const gaps: Array<{ from: number; to: number; closed: boolean }> = [];
@@ -35,17 +38,16 @@ export function measureStall(input: {
   const longest = gaps.reduce((a, b) => (b.to - b.from > a.to - a.from ? b : a));
   let recoveredAfterPartitionMs: number | null = null;
   let recoveredAfterThawMs: number | null = null;
-  if (input.partitionMs !== undefined) {
-    const partitionEnd = input.thawMs ?? input.endMs;
-    const overlapping = gaps.filter(
-      (gap) => gap.to >= input.partitionMs! && gap.from <= partitionEnd,
-    );
-    const stall = overlapping.reduce<(typeof gaps)[number] | undefined>(
-      (a, b) => (!a || b.to - b.from > a.to - a.from ? b : a),
-      undefined,
-    );
+  const partitionMs = input.partitionMs;
+  if (partitionMs !== undefined) {
+    const stall = gaps
+      .filter((gap) => gap.to > partitionMs && gap.from <= partitionMs + input.graceMs)
+      .reduce<(typeof gaps)[number] | undefined>(
+        (a, b) => (!a || b.to - b.from > a.to - a.from ? b : a),
+        undefined,
+      );
     if (stall?.closed) {
-      recoveredAfterPartitionMs = stall.to - input.partitionMs;
+      recoveredAfterPartitionMs = stall.to - partitionMs;
       recoveredAfterThawMs = input.thawMs === undefined ? null : stall.to - input.thawMs;
     }
   }
