@@ -31,10 +31,11 @@ export function measureStall(input: {
   graceMs: number;
 }): ReplicaStall {
   const points = [0, ...input.flushTimesMs.filter((t) => t >= 0 && t <= input.endMs)];
-  const gaps: Array<{ from: number; to: number; closed: boolean }> = [];
-  for (let i = 1; i < points.length; i++)
-    gaps.push({ from: points[i - 1]!, to: points[i]!, closed: true });
-  gaps.push({ from: points[points.length - 1]!, to: input.endMs, closed: false });
+  const gaps: Array<{ from: number; to: number; closed: boolean }> = points.map((from, i) =>
+    i + 1 < points.length
+      ? { from, to: points[i + 1] ?? from, closed: true }
+      : { from, to: input.endMs, closed: false },
+  );
   const longest = gaps.reduce((a, b) => (b.to - b.from > a.to - a.from ? b : a));
   let recoveredAfterPartitionMs: number | null = null;
   let recoveredAfterThawMs: number | null = null;
