@@ -1,4 +1,4 @@
-import { DEFAULT_OPTIONS, runSimulation } from '../src/index.js';
+import { DEFAULT_OPTIONS, formatReport, runSimulation } from '../src/index.js';
 import { findPrometheus } from '../src/lib/prometheus/prometheus-server.js';
 import { testServerUrl } from './support/server.js';
 
@@ -26,6 +26,9 @@ describeWithPrometheus('--chaos --prometheus', () => {
       { progress: 'none' },
     );
 
+    // The partition and alert part of the report, for the CI log.
+    const text = formatReport(report);
+    console.log(text.slice(text.indexOf('Partition:'), text.indexOf('\nok ')));
     expect(report.checks.filter((check) => !check.ok)).toEqual([]);
     expect(report.balanced).toBe(true);
     const alerts = report.alerts!;

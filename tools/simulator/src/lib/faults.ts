@@ -25,7 +25,7 @@ export interface FaultPlan {
   killAtMs: number;
 }
 
-/** The default plan for a run of `durationMs` (30 s: partition 3–13.5 s, kill at 24 s). */
+/** The default plan for a run of `durationMs` (30 s: partition 3–13.5 s, kill at 25.5 s). */
 export function planFaults(durationMs: number): FaultPlan {
   const at = (fraction: number): number => Math.round(durationMs * fraction);
   const partitionAtMs = at(0.1);
@@ -34,11 +34,14 @@ export function planFaults(durationMs: number): FaultPlan {
     // New connections hang for a few seconds: a failover's DNS/VIP switch, a reconnect storm.
     newConnectionsAtMs: partitionAtMs + Math.min(3_000, at(0.1)),
     thawAtMs: at(0.45),
+    // The outage starts as the partition heals, when the reports held back by it are due, so
+    // every delivery attempt meets it; the lock hold mostly comes after it (a held lock stops
+    // cutovers, so there would be nothing new to deliver).
     outageFromMs: at(0.45),
-    outageToMs: at(0.7),
-    lockHoldAtMs: at(0.5),
+    outageToMs: at(0.65),
+    lockHoldAtMs: at(0.62),
     lockHoldMs: at(0.15),
-    killAtMs: at(0.8),
+    killAtMs: at(0.85),
   };
 }
 
