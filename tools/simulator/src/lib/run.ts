@@ -101,11 +101,13 @@ export async function runSimulation(
         stateIntervalMs: 250,
       })),
     );
-    view.message(
-      `replica metrics: ${fleet.map((replica) => `http://127.0.0.1:${replica.metricsPort}/metrics`).join(' ')}`,
-    );
     let alerts: AlertsObservation | undefined;
     if (options.prometheus) {
+      // Every replica serves /metrics; the ports are printed when someone is going to scrape
+      // them, so the default run's output stays as it was.
+      view.message(
+        `replica metrics: ${fleet.map((replica) => `http://127.0.0.1:${replica.metricsPort}/metrics`).join(' ')}`,
+      );
       const started = await startPrometheusFor(options, fleet, view);
       prometheus = started.server;
       alerts = started.alerts;
