@@ -168,7 +168,9 @@ async function startPrometheusFor(
     view.message(`--prometheus: ${note}`);
     return { server: undefined, alerts: { status: 'unavailable', note, intervals: [] } };
   }
-  const intervalMs = PROMETHEUS_INTERVAL_MS;
+  // The stall window is 5 flush intervals; scraping once per flush interval (1 s at most)
+  // keeps several samples in it for short intervals too.
+  const intervalMs = Math.min(1_000, Math.max(250, options.flushIntervalMs));
   try {
     const server = await startPrometheus({
       binary,
@@ -191,8 +193,6 @@ async function startPrometheusFor(
   }
 }
 
-/** Scrape and rule evaluation interval of the simulator's Prometheus. */
-const PROMETHEUS_INTERVAL_MS = 1_000;
 /** After the traffic, how long to wait for alerts still firing or pending to resolve. */
 const ALERT_SETTLE_TIMEOUT_MS = 30_000;
 
