@@ -25,7 +25,7 @@ export interface FaultPlan {
   killAtMs: number;
 }
 
-/** The default plan for a run of `durationMs` (30 s: partition 3–13.5 s, kill at 25.5 s). */
+/** The default plan for a run of `durationMs` (30 s: partition 3–13.5 s, kill at 26.4 s). */
 export function planFaults(durationMs: number): FaultPlan {
   const at = (fraction: number): number => Math.round(durationMs * fraction);
   const partitionAtMs = at(0.1);
@@ -35,13 +35,14 @@ export function planFaults(durationMs: number): FaultPlan {
     newConnectionsAtMs: partitionAtMs + Math.min(3_000, at(0.1)),
     thawAtMs: at(0.45),
     // The outage starts as the partition heals, when the reports held back by it are due, so
-    // every delivery attempt meets it; the lock hold mostly comes after it (a held lock stops
-    // cutovers, so there would be nothing new to deliver).
+    // every delivery attempt meets it, and lasts long enough (10.5 s of 30) for the delivery
+    // alert's window and `for` (1 + 5 flush intervals). The lock hold overlaps its second half:
+    // deliveries take no advisory lock, so pending reports keep being retried (and refused).
     outageFromMs: at(0.45),
-    outageToMs: at(0.65),
+    outageToMs: at(0.8),
     lockHoldAtMs: at(0.62),
     lockHoldMs: at(0.15),
-    killAtMs: at(0.85),
+    killAtMs: at(0.88),
   };
 }
 

@@ -25,6 +25,8 @@ export interface AlertTiming {
   driftWindowSeconds: number;
   /** Allowed relative difference between reported and flushed over that window. */
   driftTolerance: number;
+  /** How long the drift must last before the alert fires. */
+  driftForSeconds: number;
   /** Where the runbook lives; each rule links to an anchor in it. */
   runbookUrl: string;
 }
@@ -37,6 +39,7 @@ export const PRODUCTION_TIMING: AlertTiming = {
   // Reports trail flushes by up to one period at each end of the window: 30 min of a day is
   // about 2 %; the offset below halves that, so 2 % leaves room for uneven traffic.
   driftTolerance: 0.02,
+  driftForSeconds: 3_600,
   runbookUrl: 'docs/operations.md',
 };
 
@@ -105,7 +108,12 @@ export function alertRules(timing: AlertTiming): AlertRule[] {
     },
     {
       alert: 'UsagekitNoReportWritten',
-      expr: `sum by (job) (increase(usagekit_telemetry_snapshots_total{outcome="reported"}[${reportWindow}])) == 0`,
+      // The second half keeps a deployment that started less than 1.5 periods ago (its
+      // counters start at 0 and its first report may still be due) from firing.
+      expr:
+        `sum by (job) (increase(usagekit_telemetry_snapshots_total{outcome="reported"}[${reportWindow}])) == 0\n` +
+        `and on (job)\n` +
+        `sum by (job) (present_over_time(usagekit_telemetry_snapshots_total[${stallWindow}] offset ${reportWindow})) > 0`,
       forSeconds: flush,
       severity: 'critical',
       summary: 'No usagekit telemetry report written for 1.5 periods',
@@ -133,7 +141,8 @@ export function alertRules(timing: AlertTiming): AlertRule[] {
         `sum by (job) (increase(usagekit_telemetry_delivery_attempts_total{result="failed"}[${deliveryWindow}])) > 0\n` +
         `unless\n` +
         `sum by (job) (increase(usagekit_telemetry_delivery_attempts_total{result="delivered"}[${deliveryWindow}])) > 0`,
-      forSeconds: flush,
+      // Five intervals: a refused POST whose retry succeeds a moment later is not an outage.
+      forSeconds: 5 * flush,
       severity: 'critical',
       summary: 'Every usagekit report delivery failed for a period',
       description:
@@ -152,7 +161,7 @@ export function alertRules(timing: AlertTiming): AlertRule[] {
         `)\n` +
         `/ sum by (job) (increase(usagekit_boundary_flushed_requests_total[${drift}] offset ${driftOffset}))\n` +
         `> ${timing.driftTolerance}`,
-      forSeconds: 2 * period,
+      forSeconds: timing.driftForSeconds,
       severity: 'warning',
       summary: `usagekit reported requests differ from flushed requests by more than ${timing.driftTolerance * 100}% over ${drift}`,
       description:

@@ -11,8 +11,10 @@ export const SIMULATOR_JOB = 'usagekit-sim';
 
 /**
  * The shipped rules, rendered for the simulator's timing. The drift rule compares a "day" of
- * reported and flushed requests; a run lasts seconds, so its window is 12 periods and its
- * tolerance wide (a period of lag is a large share of a short run). It is expected not to fire.
+ * reported and flushed requests; a run lasts seconds, in which the lag of reports behind
+ * flushes (a period, or a whole partition) is a large share of everything counted. So its
+ * window is 12 periods, its tolerance 25 % and it must hold for 6 periods: it fires only on a
+ * drift that lasts most of a run, and is expected not to fire.
  */
 export function simulatorAlertTiming(input: {
   flushIntervalMs: number;
@@ -23,6 +25,7 @@ export function simulatorAlertTiming(input: {
     periodSeconds: input.periodMs / 1_000,
     driftWindowSeconds: (12 * input.periodMs) / 1_000,
     driftTolerance: 0.25,
+    driftForSeconds: (6 * input.periodMs) / 1_000,
     runbookUrl: PRODUCTION_TIMING.runbookUrl,
   };
 }
