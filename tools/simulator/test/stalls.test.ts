@@ -62,10 +62,10 @@ describe('planFaults', () => {
       newConnectionsAtMs: 6_000,
       thawAtMs: 13_500,
       outageFromMs: 13_500,
-      outageToMs: 24_000,
-      lockHoldAtMs: 18_600,
+      outageToMs: 22_500,
+      lockHoldAtMs: 22_500,
       lockHoldMs: 4_500,
-      killAtMs: 26_400,
+      killAtMs: 27_900,
     });
     const short = planFaults(6_000);
     expect(short.newConnectionsAtMs - short.partitionAtMs).toBe(600);

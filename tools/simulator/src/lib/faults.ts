@@ -25,7 +25,7 @@ export interface FaultPlan {
   killAtMs: number;
 }
 
-/** The default plan for a run of `durationMs` (30 s: partition 3–13.5 s, kill at 26.4 s). */
+/** The default plan for a run of `durationMs` (30 s: partition 3–13.5 s, kill at 27.9 s). */
 export function planFaults(durationMs: number): FaultPlan {
   const at = (fraction: number): number => Math.round(durationMs * fraction);
   const partitionAtMs = at(0.1);
@@ -35,14 +35,15 @@ export function planFaults(durationMs: number): FaultPlan {
     newConnectionsAtMs: partitionAtMs + Math.min(3_000, at(0.1)),
     thawAtMs: at(0.45),
     // The outage starts as the partition heals, when the reports held back by it are due, so
-    // every delivery attempt meets it, and lasts long enough (10.5 s of 30) for the delivery
-    // alert's window and `for` (1 + 5 flush intervals). The lock hold overlaps its second half:
-    // deliveries take no advisory lock, so pending reports keep being retried (and refused).
+    // every delivery attempt meets it, and lasts long enough (9 s of 30) for the delivery
+    // alert's window and `for` (1 + 5 flush intervals). The lock hold comes after it: a
+    // reporter whose collection waits on the lock delivers nothing meanwhile, which would
+    // thin out the failed attempts the delivery alert needs.
     outageFromMs: at(0.45),
-    outageToMs: at(0.8),
-    lockHoldAtMs: at(0.62),
+    outageToMs: at(0.75),
+    lockHoldAtMs: at(0.75),
     lockHoldMs: at(0.15),
-    killAtMs: at(0.88),
+    killAtMs: at(0.93),
   };
 }
 
