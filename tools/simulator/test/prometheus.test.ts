@@ -1,11 +1,9 @@
 import { DEFAULT_OPTIONS, formatReport, runSimulation } from '../src/index.js';
-import { findPrometheus } from '../src/lib/prometheus/prometheus-server.js';
 import { testServerUrl } from './support/server.js';
+import { which } from './support/which.js';
 
 // TODO(requireProgram): use requireProgram('prometheus', …) from @usagekit/testing once merged.
-const prometheus = findPrometheus();
-if (!prometheus)
-  console.log('skipped: prometheus not found (install: apt-get install -y prometheus)');
+const prometheus = which('prometheus', 'apt-get install -y prometheus');
 const describeWithPrometheus = prometheus ? describe : describe.skip;
 
 // One real `--chaos --prometheus` run at the default timing (30 s of traffic, 1 s flushes,
