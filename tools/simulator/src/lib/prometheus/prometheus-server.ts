@@ -138,10 +138,17 @@ export async function startPrometheus(input: {
     stderrTail = (stderrTail + chunk).slice(-2_000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // A second Ctrl-C ends the simulator with process.exit(): take Prometheus along.
+  const killOnExit = (): void => {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', killOnExit);
   const url = `http://127.0.0.1:${port}`;
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
+      process.removeListener('exit', killOnExit);
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
