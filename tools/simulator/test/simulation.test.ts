@@ -1,4 +1,9 @@
-import { DEFAULT_OPTIONS, runSimulation, type SimulatorOptions } from '../src/index.js';
+import {
+  DEFAULT_OPTIONS,
+  formatReport,
+  runSimulation,
+  type SimulatorOptions,
+} from '../src/index.js';
 import { databaseExists, testServerUrl } from './support/server.js';
 
 // Real runs: replica processes, PostgreSQL, the collector. Short, but long enough for several
@@ -53,6 +58,18 @@ describe('runSimulation', () => {
     expect(report.collector.malformed).toBe(0);
     // The simulator cleans up after itself.
     expect(await databaseExists(testServerUrl(), report.database.name)).toBe(false);
+  }, 90_000);
+
+  it('with --prometheus but no Prometheus installed, says so and runs without it', async () => {
+    const report = await runSimulation(shortRun({ durationMs: 2_000, prometheus: true }), {
+      progress: 'none',
+      prometheusBinary: null,
+    });
+    expect(report.balanced).toBe(true);
+    expect(report.alerts).toMatchObject({ status: 'unavailable', fired: [] });
+    expect(formatReport(report)).toContain(
+      'Alerts: not observed: prometheus is not installed (Debian: apt-get install -y prometheus); running without it',
+    );
   }, 90_000);
 
   it('with --chaos, loses only what the killed replica had tracked but not flushed', async () => {

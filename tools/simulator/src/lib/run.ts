@@ -38,6 +38,11 @@ export interface RunControls {
   progress?: ProgressMode;
   /** --chaos: when to kill a replica, in ms into the traffic phase. Default: 80 % in. */
   chaosKillAtMs?: number;
+  /**
+   * --prometheus: the binary to run; null behaves as if none were installed. Default: the
+   * first `prometheus` on PATH, else /usr/bin/prometheus.
+   */
+  prometheusBinary?: string | null;
   /** --chaos: mean time between two pg_terminate_backend calls. Default 1.5 s. */
   chaosTerminateEveryMs?: number;
 }
@@ -108,7 +113,9 @@ export async function runSimulation(
       view.message(
         `replica metrics: ${fleet.map((replica) => `http://127.0.0.1:${replica.metricsPort}/metrics`).join(' ')}`,
       );
-      const started = await startPrometheusFor(options, fleet, view);
+      const binary =
+        controls.prometheusBinary === undefined ? findPrometheus() : controls.prometheusBinary;
+      const started = await startPrometheusFor(options, binary ?? undefined, fleet, view);
       prometheus = started.server;
       alerts = started.alerts;
     }
@@ -158,10 +165,10 @@ interface SimulateInput {
 /** Starts Prometheus over the fleet, or says why it does not run. Never fails the run. */
 async function startPrometheusFor(
   options: SimulatorOptions,
+  binary: string | undefined,
   fleet: readonly ReplicaHandle[],
   view: ProgressView,
 ): Promise<{ server: PrometheusServer | undefined; alerts: AlertsObservation }> {
-  const binary = findPrometheus();
   if (!binary) {
     const note =
       'prometheus is not installed (Debian: apt-get install -y prometheus); running without it';
