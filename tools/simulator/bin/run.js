@@ -12,6 +12,8 @@ if (role === '__replica') {
   require('../src/lib/replica/replica-process.ts').runReplicaProcess();
 } else if (role === '__postgres-keeper') {
   require('../src/lib/database/postgres-keeper.ts').runPostgresKeeper();
+} else if (role === '__render-rules') {
+  require('../src/lib/prometheus/alert-rules.ts').renderRulesCommand(process.argv.slice(3));
 } else {
   require('../src/main.ts').main(process.argv.slice(2));
 }

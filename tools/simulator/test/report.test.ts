@@ -33,6 +33,7 @@ function state(
     deliveriesAcknowledged: 1,
     errors: {},
     flushLatencyMs: [],
+    flushCompletedAtMs: [],
     cutoverLatencyMs: [],
   };
 }
@@ -202,6 +203,70 @@ describe('buildReport', () => {
     expect(formatReport(chaos)).toContain(
       '+ lost with the killed replica 20; nothing else lost or counted twice.',
     );
+  });
+
+  it('shows the partition per replica and the alerts Prometheus reported, in traffic time', () => {
+    const start = Date.parse('2026-01-01T00:00:00Z');
+    const base = observations();
+    const report = buildReport({
+      ...base,
+      options: { ...base.options, chaos: true, prometheus: true },
+      trafficMs: 20_000,
+      trafficStartedAtMs: start,
+      replicas: base.replicas.map((replica) => ({
+        ...replica,
+        // Replica 0 flushes every second except from 2 s to 13.6 s; replica 1 never again after 2 s.
+        flushCompletedAtMs: (replica.index === 0
+          ? [1_000, 2_000, 13_600, 14_600]
+          : [1_000, 2_000]
+        ).map((at) => start + at),
+      })),
+      faults: {
+        partitionBeganMs: 3_000,
+        connectionsFrozen: 8,
+        newConnectionsMs: 6_000,
+        thawedMs: 13_500,
+        connectionsDropped: 5,
+      },
+      alerts: {
+        status: 'observed',
+        url: 'http://127.0.0.1:9090',
+        intervalMs: 1_000,
+        intervals: [
+          {
+            alertname: 'UsagekitTelemetryStalled',
+            severity: 'critical',
+            labels: { replica: '0' },
+            firingFromMs: start + 8_000,
+            firingToMs: start + 14_000,
+            stillFiring: false,
+          },
+        ],
+      },
+    });
+    expect(report.chaos?.partition?.replicas.map((row) => row.recoveredAfterThawMs)).toEqual([
+      100,
+      null,
+    ]);
+    expect(report.alerts?.fired).toEqual([
+      expect.objectContaining({ firingFromMs: 8_000, firingToMs: 14_000, stillFiring: false }),
+    ]);
+    const text = formatReport(report);
+    expect(text).toContain(
+      'Partition: at 3.0s 8 replica connection(s) and every new one went silent (no FIN, no RST); new connections worked again at 6.0s; healed at 13.5s',
+    );
+    expect(text).toMatch(/ {2}0 +11\.6s +2\.0s +13\.6s +10\.6s +0\.1s/);
+    expect(text).toMatch(/ {2}1 +18\.0s +2\.0s +20\.0s +never +-/);
+    expect(text).toMatch(/UsagekitTelemetryStalled +critical +replica=0 +8\.0s +14\.0s +resolved/);
+  });
+
+  it('says why alerts were not observed', () => {
+    const report = buildReport(
+      observations({
+        alerts: { status: 'unavailable', note: 'prometheus is not installed', intervals: [] },
+      }),
+    );
+    expect(formatReport(report)).toContain('Alerts: not observed: prometheus is not installed');
   });
 
   it('fails on anything left in the database or a failure during the run', () => {

@@ -1,4 +1,9 @@
-import { DEFAULT_OPTIONS, runSimulation, type SimulatorOptions } from '../src/index.js';
+import {
+  DEFAULT_OPTIONS,
+  formatReport,
+  runSimulation,
+  type SimulatorOptions,
+} from '../src/index.js';
 import { databaseExists, testServerUrl } from './support/server.js';
 
 // Real runs: replica processes, PostgreSQL, the collector. Short, but long enough for several
@@ -55,6 +60,18 @@ describe('runSimulation', () => {
     expect(await databaseExists(testServerUrl(), report.database.name)).toBe(false);
   }, 90_000);
 
+  it('with --prometheus but no Prometheus installed, says so and runs without it', async () => {
+    const report = await runSimulation(shortRun({ durationMs: 2_000, prometheus: true }), {
+      progress: 'none',
+      prometheusBinary: null,
+    });
+    expect(report.balanced).toBe(true);
+    expect(report.alerts).toMatchObject({ status: 'unavailable', fired: [] });
+    expect(formatReport(report)).toContain(
+      'Alerts: not observed: prometheus is not installed (Debian: apt-get install -y prometheus); running without it',
+    );
+  }, 90_000);
+
   it('with --chaos, loses only what the killed replica had tracked but not flushed', async () => {
     const report = await runSimulation(shortRun({ durationMs: 6_000, chaos: true }), {
       progress: 'none',
@@ -84,5 +101,14 @@ describe('runSimulation', () => {
     expect(flushed.total + lostWithKilledReplica.total).toBe(generated.total);
     expect(report.chaos!.backendsTerminated).toBeGreaterThan(0);
     expect(report.leftover).toEqual({ statsRows: 0, undeliveredReports: 0 });
+    // The partition happened, froze open replica connections, healed, and every replica that
+    // was not killed flushed again after it.
+    const partition = report.chaos!.partition;
+    expect(partition).toBeTruthy();
+    expect(partition!.connectionsFrozen).toBeGreaterThan(0);
+    expect(partition!.thawedMs).not.toBeNull();
+    const survivors = partition!.replicas.filter((row) => row.index !== killed!.index);
+    expect(survivors).toHaveLength(2);
+    for (const row of survivors) expect(row.recoveredAfterPartitionMs).not.toBeNull();
   }, 90_000);
 });

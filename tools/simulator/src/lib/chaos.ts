@@ -25,6 +25,8 @@ export function startBackendTerminator(options: {
   meanIntervalMs: number;
   random?: () => number;
   onError?: (error: unknown) => void;
+  /** While true, no backend is terminated. */
+  paused?: () => boolean;
 }): BackendTerminator {
   const random = options.random ?? Math.random;
   const stopped = new AbortController();
@@ -34,6 +36,7 @@ export function startBackendTerminator(options: {
       const delay = options.meanIntervalMs * (0.5 + random());
       await sleep(delay, undefined, { signal: stopped.signal }).catch(() => undefined);
       if (stopped.signal.aborted) break;
+      if (options.paused?.()) continue;
       try {
         const candidates = await options.prisma.$queryRaw<{ pid: number; busy: boolean }[]>`
           SELECT pid, state IS DISTINCT FROM 'idle' AS busy FROM pg_stat_activity

@@ -57,6 +57,7 @@ export class TelemetryCollector {
   };
   private readonly random: () => number;
   private closing: Promise<void> | undefined;
+  private outage = false;
 
   private constructor(
     private readonly server: Server,
@@ -90,6 +91,15 @@ export class TelemetryCollector {
   stopChaos(): void {
     this.options.refuseRate = 0;
     this.options.dropAcknowledgementRate = 0;
+    this.outage = false;
+  }
+
+  /**
+   * --chaos: a receiver outage. While on, every POST is refused with 503 before anything is
+   * stored (counted in `refused`), so every delivery fails until it ends.
+   */
+  setOutage(on: boolean): void {
+    this.outage = on;
   }
 
   /** Distinct reports in the order they first arrived. */
@@ -134,7 +144,7 @@ export class TelemetryCollector {
       respond(response, 400, { error: 'an Idempotency-Key header and a JSON body are required' });
       return;
     }
-    if (this.random() < (this.options.refuseRate ?? 0)) {
+    if (this.outage || this.random() < (this.options.refuseRate ?? 0)) {
       this.counters.refused++;
       respond(response, 503, { error: 'refused on purpose (--chaos)' });
       return;

@@ -19,6 +19,10 @@ const STOP_TIMEOUT_MS = 30_000;
 export class ReplicaHandle {
   status: ReplicaStatus = 'starting';
   replicaId: string | undefined;
+  /** Where the replica serves /metrics on 127.0.0.1. */
+  metricsPort: number | undefined;
+  /** When each of its completed flushes ended (epoch ms), for the stall measurement. */
+  readonly flushCompletedAtMs: number[] = [];
   /** The latest state the replica reported. */
   state: ReplicaState | undefined;
   /** Latency samples from every state message so far. */
@@ -119,6 +123,7 @@ export class ReplicaHandle {
     switch (message.type) {
       case 'ready':
         this.replicaId = message.replicaId;
+        this.metricsPort = message.metricsPort;
         this.status = 'ready';
         break;
       case 'state':
@@ -140,6 +145,7 @@ export class ReplicaHandle {
   private absorb(state: ReplicaState): void {
     this.flushLatencyMs.push(...state.flushLatencyMs);
     this.cutoverLatencyMs.push(...state.cutoverLatencyMs);
+    this.flushCompletedAtMs.push(...state.flushCompletedAtMs);
     this.state = state;
   }
 

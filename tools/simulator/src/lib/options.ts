@@ -19,8 +19,16 @@ export interface SimulatorOptions {
   lockMode: 'shared' | 'exclusive';
   /** Print the report as JSON on stdout instead of text. */
   json: boolean;
-  /** Terminate random backends and SIGKILL one replica midway. */
+  /**
+   * Terminate random backends, partition the replicas' network, hold the cutover lock, take
+   * the collector down, and SIGKILL one replica.
+   */
   chaos: boolean;
+  /**
+   * Start a real Prometheus (Debian's /usr/bin/prometheus) scraping every replica with the
+   * shipped alert rules, and report which alerts fired and when.
+   */
+  prometheus: boolean;
   /**
    * A PostgreSQL server to use instead of starting embedded PostgreSQL. The simulator creates
    * a database of its own there and drops it afterwards.
@@ -44,6 +52,7 @@ export const DEFAULT_OPTIONS = {
   lockMode: 'shared',
   json: false,
   chaos: false,
+  prometheus: false,
   keepDatabase: false,
   help: false,
 } as const satisfies Omit<SimulatorOptions, 'databaseUrl'>;
@@ -71,8 +80,12 @@ Flags (durations take ms, s or m; a bare number means seconds):
   --lock-mode MODE       shared (writers share the lock) or exclusive (coder's protocol)
                                                                     (default ${DEFAULT_OPTIONS.lockMode})
   --chaos                terminate random backends (pg_terminate_backend), fail some POSTs,
-                         and SIGKILL one replica midway; only that replica's unflushed
-                         requests may be missing
+                         partition the replicas' connections (existing ones go silent, new
+                         ones hang for a few seconds), hold the cutover lock, take the
+                         collector down for a while, and SIGKILL one replica; only that
+                         replica's unflushed requests may be missing
+  --prometheus           start a real Prometheus (if installed) that scrapes every replica's
+                         /metrics with the shipped alert rules; report which alerts fired
   --json                 print the report as JSON on stdout
   --database-url URL     use this PostgreSQL server instead of embedded PostgreSQL; the
                          simulator creates its own database there and drops it afterwards
@@ -150,6 +163,7 @@ export function parseOptions(
     lockMode,
     json: values.json ?? false,
     chaos: values.chaos ?? false,
+    prometheus: values.prometheus ?? false,
     databaseUrl: databaseUrlFlag(values['database-url'] ?? emptyToUndefined(env['DATABASE_URL'])),
     keepDatabase: values['keep-database'] ?? false,
     help: values.help ?? false,
@@ -176,6 +190,7 @@ function parseFlags(argv: readonly string[]) {
       'lock-mode': { type: 'string' },
       json: { type: 'boolean' },
       chaos: { type: 'boolean' },
+      prometheus: { type: 'boolean' },
       'database-url': { type: 'string' },
       'keep-database': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },

@@ -68,12 +68,18 @@ export interface ReplicaState {
   errors: Record<string, number>;
   flushLatencyMs: number[];
   cutoverLatencyMs: number[];
+  /**
+   * When each flush that completed (wrote, or found nothing to write) ended, epoch ms, since
+   * the last message: the stall and recovery times of --chaos are measured from these.
+   */
+  flushCompletedAtMs: number[];
 }
 
 export type ParentToReplica = { type: 'start' } | { type: 'freeze' } | { type: 'stop' };
 
 export type ReplicaToParent =
-  | { type: 'ready'; replicaId: string; pid: number }
+  /** metricsPort: where the replica serves its prom-client registry (127.0.0.1). */
+  | { type: 'ready'; replicaId: string; pid: number; metricsPort: number }
   | { type: 'state'; state: ReplicaState }
   /** Answer to 'freeze': no more traffic, no more flushes; safe to SIGKILL. */
   | { type: 'frozen'; state: ReplicaState; unconfirmedBatch: UnconfirmedBatch | undefined }

@@ -14,6 +14,11 @@ import {
   type ReplicaToParent,
   type RequestCounts,
 } from './protocol.js';
+import {
+  combineFlushObservers,
+  combineTelemetryObservers,
+  startMetricsEndpoint,
+} from './metrics-endpoint.js';
 import { SyntheticTraffic } from './synthetic-traffic.js';
 
 /**
@@ -73,6 +78,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
     logger,
   });
   await prisma.$queryRaw`SELECT 1`;
+  const metrics = await startMetricsEndpoint();
   const replicaId = randomUUID();
   const store = new ObservedStore(prisma, { lockMode: config.lockMode });
   const tracker = new BoundaryUsageTracker();
@@ -90,6 +96,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
   };
   let flushLatencyMs: number[] = [];
   let cutoverLatencyMs: number[] = [];
+  let flushCompletedAtMs: number[] = [];
 
   const state = (): ReplicaState => {
     const pending = tracker.pending();
@@ -105,9 +112,11 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
       errors: { ...errors },
       flushLatencyMs,
       cutoverLatencyMs,
+      flushCompletedAtMs,
     };
     flushLatencyMs = [];
     cutoverLatencyMs = [];
+    flushCompletedAtMs = [];
     return snapshot;
   };
   const pushState = (): void => send({ type: 'state', state: state() });
@@ -139,7 +148,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
     deliveryTimeoutMs: 2_000,
     retryBackoff: { baseDelayMs: 250, maxDelayMs: 2_000 },
     stopTimeoutMs: 5_000,
-    observer: {
+    observer: combineTelemetryObservers(metrics.telemetryObserver, {
       onSnapshot(snapshot, durationMs) {
         if (!snapshot.boundaryUsageSummary) return;
         counters.periodsReported++;
@@ -153,7 +162,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
       onError(stage, error) {
         countError(stage === 'collect' ? 'cutover' : stage, error);
       },
-    },
+    }),
   });
 
   let flushLoop: FlushLoop | undefined;
@@ -166,8 +175,9 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
       replicaId,
       intervalMs: config.flushIntervalMs,
       logger,
-      observer: {
+      observer: combineFlushObservers(metrics.flushObserver, {
         onFlush(result, durationMs) {
+          flushCompletedAtMs.push(Date.now());
           if (!result.flushed) return;
           counters.flushes++;
           counters.batches += result.batches;
@@ -181,7 +191,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
         onError(error) {
           countError('flush', error);
         },
-      },
+      }),
     });
     reporter.start();
     traffic.start();
@@ -199,6 +209,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
       await reporter.stop();
       const finalState = state();
       await prisma.$disconnect().catch(() => undefined);
+      await metrics.close();
       send({ type: 'stopped', state: finalState }, () => process.exit(0));
     })());
 
@@ -223,5 +234,5 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
   });
   // The simulator is gone: flush what we have and leave.
   process.on('disconnect', () => void stop());
-  send({ type: 'ready', replicaId, pid: process.pid });
+  send({ type: 'ready', replicaId, pid: process.pid, metricsPort: metrics.port });
 }

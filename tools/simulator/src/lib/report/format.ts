@@ -155,9 +155,11 @@ export function formatReport(report: SimulationReport): string {
           ? `replica ${k.index} SIGKILLed at ${seconds(k.atMs)} having tracked ${num(k.tracked.total)} and flushed ${num(k.flushed.total)}: ` +
             `${num(k.lost.total)} requests lost (allowed ${num(k.lost.allowed)}, denied ${num(k.lost.denied)})` +
             `${k.ambiguousBatch === 'none' ? '' : `; its last, failed flush was ${k.ambiguousBatch} in the database`}`
-          : 'no replica was killed (the run ended before midway)'),
+          : 'no replica was killed (the run ended before the kill)'),
     );
+    lines.push(...formatFaults(report.chaos));
   }
+  if (report.alerts) lines.push(...formatAlerts(report.alerts));
   if (report.flushResultShortfall.total !== 0n) {
     lines.push(
       `Note: FlushResult of successful flushes accounts for ${num(report.flushResultShortfall.total)} fewer requests than the store confirmed` +
@@ -170,6 +172,85 @@ export function formatReport(report: SimulationReport): string {
   lines.push('');
   lines.push(verdict(report));
   return lines.join('\n');
+}
+
+function formatFaults(chaos: NonNullable<SimulationReport['chaos']>): string[] {
+  const lines: string[] = [];
+  const p = chaos.partition;
+  if (p) {
+    lines.push(
+      `Partition: at ${seconds(p.beganMs)} ${p.connectionsFrozen} replica connection(s) and every new one went silent (no FIN, no RST)` +
+        (p.newConnectionsMs === null
+          ? ''
+          : `; new connections worked again at ${seconds(p.newConnectionsMs)}`) +
+        (p.thawedMs === null
+          ? '; it never healed'
+          : `; healed at ${seconds(p.thawedMs)} (the ${p.connectionsDropped ?? 0} silent connection(s) still open were dropped)`),
+    );
+    lines.push(
+      '  stall: the longest time without a completed flush; recovery: the flush that ended the stall the partition caused',
+    );
+    const rows = [['#', 'longest stall', 'from', 'to', 'recovered after start', 'after heal']];
+    for (const r of p.replicas) {
+      rows.push([
+        String(r.index),
+        seconds(r.longestGapMs),
+        seconds(r.gapFromMs),
+        seconds(r.gapToMs),
+        r.recoveredAfterPartitionMs === null ? 'never' : seconds(r.recoveredAfterPartitionMs),
+        r.recoveredAfterThawMs === null
+          ? '-'
+          : r.recoveredAfterThawMs < 0
+            ? `${seconds(-r.recoveredAfterThawMs)} before`
+            : seconds(r.recoveredAfterThawMs),
+      ]);
+    }
+    lines.push(...table(rows, { indent: 2, rightAlignFrom: 1 }));
+  }
+  if (chaos.lockHeld) {
+    const l = chaos.lockHeld;
+    lines.push(
+      l.error
+        ? `Lock holder: holding the exclusive boundary-usage lock failed: ${l.error}`
+        : `Lock holder: the exclusive boundary-usage lock was held from ${seconds(l.fromMs)} to ${l.toMs === null ? '?' : seconds(l.toMs)} (every flush and cutover waited lock_timeout)`,
+    );
+  }
+  if (chaos.collectorOutage) {
+    const o = chaos.collectorOutage;
+    lines.push(
+      `Collector outage: every POST refused with 503 from ${seconds(o.fromMs)} to ${o.toMs === null ? '?' : seconds(o.toMs)}`,
+    );
+  }
+  return lines;
+}
+
+function formatAlerts(alerts: NonNullable<SimulationReport['alerts']>): string[] {
+  if (alerts.status !== 'observed') {
+    return [`Alerts: not observed: ${alerts.note ?? alerts.status}`];
+  }
+  const lines = [
+    `Alerts (as Prometheus at ${alerts.url ?? '?'} reported them: ALERTS{alertstate="firing"} via /api/v1/query_range, scrape and evaluation every ${ms(alerts.intervalMs ?? 0)}; times into the traffic phase)`,
+  ];
+  if (alerts.fired.length === 0) {
+    lines.push('  none fired');
+    return lines;
+  }
+  const rows = [['alert', 'severity', 'labels', 'firing from', 'to', '']];
+  for (const a of alerts.fired) {
+    rows.push([
+      a.alertname,
+      a.severity,
+      Object.entries(a.labels)
+        .map(([name, value]) => `${name}=${value}`)
+        .join(',') || '-',
+      seconds(a.firingFromMs),
+      seconds(a.firingToMs),
+      a.stillFiring ? 'still firing at the end' : 'resolved',
+    ]);
+  }
+  lines.push(...table(rows, { indent: 2, rightAlignFrom: 99 }));
+  if (alerts.note) lines.push(`  ${alerts.note}`);
+  return lines;
 }
 
 function verdict(report: SimulationReport): string {

@@ -2,7 +2,10 @@ import type { CollectorStats, ReceivedReport } from '../collector.js';
 import type { LockWaitSummary } from '../lock-sampler.js';
 import type { SimulatorOptions } from '../options.js';
 import type { ReplicaState, RequestCounts, UnconfirmedBatch } from '../replica/protocol.js';
+import type { FaultEvents } from '../faults.js';
+import type { AlertInterval } from '../prometheus/prometheus-server.js';
 import { periodRows, type PeriodRow } from './periods.js';
+import { measureStall, type ReplicaStall } from './stalls.js';
 import { addCounts, summarizeLatency, type LatencySummary } from './stats.js';
 
 /** How one replica ended, with its final numbers. */
@@ -15,7 +18,21 @@ export interface ReplicaOutcome {
   state: ReplicaState | undefined;
   flushLatencyMs: readonly number[];
   cutoverLatencyMs: readonly number[];
+  /** When each completed flush ended, epoch ms (for the partition's stall). */
+  flushCompletedAtMs?: readonly number[];
   failure: string | undefined;
+}
+
+/** What Prometheus said about the run (--prometheus). */
+export interface AlertsObservation {
+  /** observed: Prometheus ran; unavailable: not installed; failed: it ran but broke. */
+  status: 'observed' | 'unavailable' | 'failed';
+  note?: string;
+  url?: string;
+  /** Scrape and rule evaluation interval. */
+  intervalMs?: number;
+  /** Firing intervals from the ALERTS series, epoch ms. */
+  intervals: AlertInterval[];
 }
 
 /** The replica --chaos killed, and what it had at that moment. */
@@ -54,6 +71,22 @@ export interface RunObservations {
   leftover: { statsRows: number; undeliveredReports: number } | undefined;
   /** Problems that make the run fail whatever the numbers say. */
   failures: string[];
+  /** Epoch ms when the traffic phase began (times in the report are relative to it). */
+  trafficStartedAtMs?: number;
+  /** --chaos: the timed faults as they happened. */
+  faults?: FaultEvents;
+  /** --prometheus. */
+  alerts?: AlertsObservation;
+}
+
+/** One alert's firing, as the report shows it (ms into the traffic phase). */
+export interface AlertRow {
+  alertname: string;
+  severity: string;
+  labels: Record<string, string>;
+  firingFromMs: number;
+  firingToMs: number;
+  stillFiring: boolean;
 }
 
 export interface Counts {
@@ -130,6 +163,24 @@ export interface SimulationReport {
       lost: Counts;
       ambiguousBatch: 'none' | 'applied' | 'not applied' | 'unknown';
     } | null;
+    /** The network partition of the replicas' connections, ms into the traffic phase. */
+    partition: {
+      beganMs: number;
+      connectionsFrozen: number;
+      newConnectionsMs: number | null;
+      thawedMs: number | null;
+      connectionsDropped: number | null;
+      replicas: ReplicaStall[];
+    } | null;
+    lockHeld: { fromMs: number; toMs: number | null; error: string | null } | null;
+    collectorOutage: { fromMs: number; toMs: number | null } | null;
+  } | null;
+  alerts: {
+    status: AlertsObservation['status'];
+    note: string | null;
+    url: string | null;
+    intervalMs: number | null;
+    fired: AlertRow[];
   } | null;
   /**
    * Requests the store confirmed that FlushResult of successful flushes does not account for,
@@ -339,11 +390,75 @@ export function buildReport(run: RunObservations): SimulationReport {
                       : 'not applied',
               }
             : null,
+          ...chaosFaults(run),
+        }
+      : null,
+    alerts: run.alerts
+      ? {
+          status: run.alerts.status,
+          note: run.alerts.note ?? null,
+          url: run.alerts.url ?? null,
+          intervalMs: run.alerts.intervalMs ?? null,
+          fired: run.alerts.intervals.map((interval) => ({
+            alertname: interval.alertname,
+            severity: interval.severity,
+            labels: interval.labels,
+            firingFromMs: Math.round(interval.firingFromMs - (run.trafficStartedAtMs ?? 0)),
+            firingToMs: Math.round(interval.firingToMs - (run.trafficStartedAtMs ?? 0)),
+            stillFiring: interval.stillFiring,
+          })),
         }
       : null,
     flushResultShortfall: counts(flushResultShortfall),
     leftover: run.leftover ?? null,
     checks,
+  };
+}
+
+function chaosFaults(
+  run: RunObservations,
+): Pick<NonNullable<SimulationReport['chaos']>, 'partition' | 'lockHeld' | 'collectorOutage'> {
+  const events = run.faults;
+  const round = (value: number | undefined): number | null =>
+    value === undefined ? null : Math.round(value);
+  const start = run.trafficStartedAtMs ?? 0;
+  const partition =
+    events?.partitionBeganMs === undefined
+      ? null
+      : {
+          beganMs: Math.round(events.partitionBeganMs),
+          connectionsFrozen: events.connectionsFrozen ?? 0,
+          newConnectionsMs: round(events.newConnectionsMs),
+          thawedMs: round(events.thawedMs),
+          connectionsDropped: events.connectionsDropped ?? null,
+          replicas: run.replicas.map((replica) => {
+            const endMs = run.killed?.index === replica.index ? run.killed.atMs : run.trafficMs;
+            return measureStall({
+              index: replica.index,
+              flushTimesMs: (replica.flushCompletedAtMs ?? []).map((at) => at - start),
+              endMs,
+              partitionMs: events.partitionBeganMs,
+              thawMs: events.thawedMs,
+              graceMs: run.options.flushIntervalMs,
+            });
+          }),
+        };
+  return {
+    partition,
+    lockHeld:
+      events?.lockHeldFromMs === undefined
+        ? events?.lockHoldError
+          ? { fromMs: 0, toMs: null, error: events.lockHoldError }
+          : null
+        : {
+            fromMs: Math.round(events.lockHeldFromMs),
+            toMs: round(events.lockHeldToMs),
+            error: events.lockHoldError ?? null,
+          },
+    collectorOutage:
+      events?.outageFromMs === undefined
+        ? null
+        : { fromMs: Math.round(events.outageFromMs), toMs: round(events.outageToMs) },
   };
 }
 
