@@ -8,7 +8,8 @@ import { resolve } from 'node:path';
 import { parseArgs, UsageError, USAGE, type BenchOptions, type SectionName } from './lib/args.js';
 import { settingsFor, type BenchContext } from './lib/context.js';
 import { createCpuProbe } from './lib/cpu.js';
-import { openBenchDatabase } from './lib/database.js';
+import { describeServer, openBenchDatabase } from './lib/database.js';
+import { captureDefaultFlush } from './lib/default-flush.js';
 import { replicaIdPrefix } from './lib/fleet.js';
 import { commandLine, gitState, machineInfo } from './lib/machine.js';
 import { createOutput, type Output } from './lib/output.js';
@@ -17,6 +18,7 @@ import { checkBaselineSql } from './lib/sql-drift.js';
 import { evaluateGoals } from './report/goals.js';
 import type { BenchResults } from './report/results.js';
 import { writeReport } from './report/write.js';
+import { runCapacitySection } from './sections/capacity.js';
 import { runContentionSection } from './sections/contention.js';
 import { runCutoverSection } from './sections/cutover.js';
 import { runFlushSection } from './sections/flush.js';
@@ -80,7 +82,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
 
 type SectionResults = Pick<
   BenchResults,
-  'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'profile'
+  'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'capacity' | 'profile'
 >;
 
 async function runBench(
@@ -104,7 +106,11 @@ async function runBench(
     pgbench ? `pgbench: ${pgbench.version} (${pgbench.path})` : 'pgbench not found, skipped',
   );
 
-  const db = await openBenchDatabase({ databaseUrl: options.databaseUrl, log: (l) => out.line(l) });
+  const db = await openBenchDatabase({
+    databaseUrl: options.databaseUrl,
+    fastServer: options.fastServer,
+    log: (l) => out.line(l),
+  });
   try {
     signal.throwIfAborted();
     const cpu = createCpuProbe(db.info.postmasterPid);
@@ -125,6 +131,18 @@ async function runBench(
       for (const mismatch of baselineSql.mismatches) out.line(`  - ${mismatch}`);
     }
 
+    if (!db.info.durable) {
+      out.line(
+        `NOTE: this server is not durable (${describeServer(db.info)}): commits skip the disk, unlike production`,
+      );
+    }
+    const defaultFlush = await captureDefaultFlush(db.databaseUrl);
+    out.line(
+      defaultFlush.source === 'captured'
+        ? `default flush: captured from the store (${defaultFlush.storePrepared ? 'sent as a prepared statement' : 'sent unnamed'}); raw f and h replay it`
+        : `WARNING: default flush not captured (${defaultFlush.note}); raw f and h use raw-sql.ts's copy`,
+    );
+
     const ctx: BenchContext = {
       db,
       out,
@@ -133,6 +151,7 @@ async function runBench(
       signal,
       replicaIdPrefix: replicaIdPrefix(randomUUID()),
       pgbench: pgbench?.path,
+      defaultFlush,
     };
     const sections: SectionResults = {};
     const failures: BenchResults['failures'] = [];
@@ -163,7 +182,8 @@ async function runBench(
     );
     await run('tracker', 'tracker', '4. Tracker.track()', () => runTrackerSection(ctx));
     await run('uniques', 'uniques', '5. Exact uniques', () => runUniquesSection(ctx));
-    await run('profile', 'profile', 'Where the time goes (CPU profile of a vs d)', () =>
+    await run('capacity', 'capacity', '6. Capacity', () => runCapacitySection(ctx, sections.flush));
+    await run('profile', 'profile', 'Where the time goes (CPU profile of a vs l)', () =>
       runProfileSection(ctx, options.cpuProfileDir),
     );
 
@@ -176,7 +196,7 @@ async function runBench(
 
     const { postmasterPid: _pid, ...postgres } = db.info;
     const results: BenchResults = {
-      schemaVersion: 1,
+      schemaVersion: 2,
       mode,
       command: commandLine(argv, process.env),
       date: startedAt.toISOString(),

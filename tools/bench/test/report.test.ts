@@ -11,7 +11,10 @@ import {
   pgbenchScript,
   callOrder,
 } from '../src/index';
-import type { FlushCell } from '../src/sections/flush';
+import { exclusiveLockHoldMs } from '../src/lib/wire-timing';
+import { instantiate, templateFromCapture } from '../src/lib/default-flush';
+import { fitHold } from '../src/sections/capacity';
+import type { FlushCell, FlushRatios } from '../src/sections/flush';
 
 const cell = (
   contender: FlushCell['contender'],
@@ -30,8 +33,8 @@ const cell = (
 });
 
 describe('flush chart', () => {
-  it('draws one line per contender a, b, d, e with a point per concurrency', () => {
-    const cells = ['a', 'b', 'd', 'e', 'f'].flatMap((c, i) =>
+  it('draws one line per contender a, l, k, h with a point per concurrency', () => {
+    const cells = ['a', 'l', 'k', 'h', 'f'].flatMap((c, i) =>
       [1, 4, 16, 64].map((n) => cell(c as FlushCell['contender'], n, (i + 1) * n * 10)),
     );
     const svg = flushThroughputSvg(cells, 'test <run> & more');
@@ -51,36 +54,135 @@ describe('flush chart', () => {
 });
 
 describe('goals', () => {
-  it('passes, misses, or says a goal was not measured', () => {
-    const goals = evaluateGoals({
-      flush: {
-        contenders: [],
-        pgbench: 'measured',
-        cells: [],
-        ratios: [
-          {
-            replicas: 16,
-            oursOverRawPg: 0.85,
-            oursOverPgbench: 0.5,
-            sharedOverExclusive: 1.1,
-            oursOverRawSameStatement: 0.6,
-            interactiveOverRawPg: 0.5,
-            sharedOverExclusiveInteractive: 2,
-            preparedOverUnprepared: 1.2,
-            oursPreparedOverOurs: 1.5,
-            oursPreparedOverRawPg: 1.3,
-            sharedOverExclusivePrepared: 1.1,
-          },
-        ],
-      },
-    });
+  const ratios = (overrides: Partial<FlushRatios>): FlushRatios => ({
+    replicas: 16,
+    defaultOverCoderShared: 1.1,
+    defaultOverCoderExclusive: 2,
+    defaultServerCpuOverCoderShared: 0.9,
+    defaultOverRawPrepared: 0.85,
+    defaultOverRawSameStatement: 0.7,
+    preparedOverUnprepared: 2,
+    defaultOverUnprepared: 1.5,
+    defaultOverRawInteractive: 1.5,
+    defaultOverPgbench: 1,
+    sharedOverExclusive: 1.1,
+    coderSharedOverExclusive: 2,
+    interactiveOverRawPg: 0.5,
+    trackerOverDefault: 0.9,
+    ...overrides,
+  });
+  const flush = (r: FlushRatios) => ({
+    contenders: [],
+    pgbench: 'measured' as const,
+    defaultFlush: { source: 'captured' as const, text: '', storePrepared: true },
+    cells: [],
+    ratios: [r],
+  });
+
+  it("holds the default flush to coder's protocol (throughput and PostgreSQL CPU) and to raw prepared", () => {
+    const goals = evaluateGoals({ flush: flush(ratios({})) });
     expect(goals.map((g) => [g.id, g.status])).toEqual([
-      ['flush-ours-vs-raw-pg', 'PASS'],
-      ['flush-shared-vs-exclusive', 'MISS'],
+      ['flush-default-vs-coder-shared', 'PASS'],
+      ['flush-cpu-default-vs-coder-shared', 'PASS'],
+      ['flush-default-vs-raw-prepared', 'PASS'],
       ['cutover-100k-vs-raw-pg', 'NOT MEASURED'],
-      ['track-ops-per-second', 'NOT MEASURED'],
-      ['track-bytes-per-id', 'NOT MEASURED'],
+      ['track-vs-set-baseline', 'NOT MEASURED'],
     ]);
+  });
+
+  it('misses when the default is slower than coder, costs the server more, or trails raw prepared', () => {
+    const goals = evaluateGoals({
+      flush: flush(
+        ratios({
+          defaultOverCoderShared: 0.99,
+          defaultServerCpuOverCoderShared: 1.01,
+          defaultOverRawPrepared: 0.79,
+        }),
+      ),
+    });
+    expect(goals.slice(0, 3).map((g) => g.status)).toEqual(['MISS', 'MISS', 'MISS']);
+  });
+
+  it('says NOT MEASURED when PostgreSQL CPU could not be read (NaN ratio)', () => {
+    const goals = evaluateGoals({
+      flush: flush(ratios({ defaultServerCpuOverCoderShared: Number.NaN })),
+    });
+    expect(goals[1]).toMatchObject({ status: 'NOT MEASURED', actualText: '–' });
+  });
+});
+
+describe('capacity', () => {
+  it('fits a line through the measured holds and finds where it reaches the lock_timeout', () => {
+    const fit = fitHold(
+      [
+        [1_000_000, 1_010],
+        [100_000, 110],
+      ],
+      2_000,
+    );
+    expect(fit?.fixedMs).toBeCloseTo(10, 6);
+    expect(fit?.perUnitUs).toBeCloseTo(1, 6);
+    expect(fit?.sizeAtLockTimeout).toBeCloseTo(1_990_000, 0);
+    expect(fitHold([[1_000, 5]], 2_000)).toBeUndefined();
+    expect(
+      fitHold(
+        [
+          [1_000, 5],
+          [10_000, 4],
+        ],
+        2_000,
+      )?.sizeAtLockTimeout,
+    ).toBeUndefined();
+  });
+
+  it('measures the hold from the lock statement to COMMIT', () => {
+    const at = (text: string, sentAt: number, doneAt: number) => ({ text, sentAt, doneAt });
+    expect(
+      exclusiveLockHoldMs([
+        at('BEGIN', 0, 1),
+        at("SELECT set_config('lock_timeout', $1, true)", 1, 2),
+        at('SELECT pg_advisory_xact_lock($1::bigint)', 2, 5),
+        at('WITH deleted AS (DELETE …)', 5, 40),
+        at('COMMIT', 40, 47),
+      ]),
+    ).toBe(42);
+    expect(exclusiveLockHoldMs([at('BEGIN', 0, 1), at('COMMIT', 1, 2)])).toBeUndefined();
+  });
+});
+
+describe('default flush capture', () => {
+  const replica = '9a7d1f52-3c4e-4b8a-9f01-0000000000f1';
+  it('finds where the replica id and the sequence go, and replays them for another replica', () => {
+    const template = templateFromCapture(
+      [
+        { text: 'BEGIN', values: [] },
+        { text: 'WITH … $1 $2 $3', values: ['2000ms', replica, '77', replica, '1'], name: 'q1' },
+        { text: 'COMMIT', values: [] },
+      ],
+      replica,
+      77n,
+    );
+    if (typeof template === 'string') throw new Error(template);
+    expect(template).toMatchObject({
+      replicaSlots: [1, 3],
+      sequenceSlots: [2],
+      storePrepared: true,
+    });
+    const other = '00000000-0000-4000-8000-000000000001';
+    expect(instantiate(template, other, 78n)).toEqual(['2000ms', other, '78', other, '1']);
+  });
+
+  it('refuses anything but one statement', () => {
+    expect(
+      templateFromCapture(
+        [
+          { text: 'SELECT 1', values: [replica] },
+          { text: 'SELECT 2', values: [replica] },
+        ],
+        replica,
+        1n,
+      ),
+    ).toMatch(/2 statements/);
   });
 });
 

@@ -1,5 +1,6 @@
 import type { CpuProbe } from './cpu.js';
 import type { BenchDatabase } from './database.js';
+import type { FlushTemplate } from './default-flush.js';
 import type { Output } from './output.js';
 
 /** Durations, sizes and rounds of one run; {@link settingsFor} picks them. */
@@ -22,11 +23,18 @@ export interface BenchSettings {
   uniquesRounds: number;
   profileReplicas: number;
   profileSeconds: number;
+  /** Capacity: replica rows and distinct ids whose cutover lock hold is measured. */
+  capacityReplicaRows: readonly number[];
+  capacityDistinctIds: readonly number[];
+  /** Replica rows beside the ids in the distinct-id cutovers. */
+  capacityRowsWithIds: number;
+  capacityRounds: number;
 }
 
 export function settingsFor(quick: boolean): BenchSettings {
   return {
-    concurrencies: [1, 4, 16, 64],
+    // Quick: 1 and 16 replicas (the goals' concurrency); the full run adds 4 and 64.
+    concurrencies: quick ? [1, 16] : [1, 4, 16, 64],
     flushRounds: quick ? 2 : 4,
     flushWarmupMs: quick ? 200 : 500,
     flushSeconds: quick ? 1 : 3,
@@ -43,6 +51,10 @@ export function settingsFor(quick: boolean): BenchSettings {
     uniquesRounds: quick ? 1 : 5,
     profileReplicas: 16,
     profileSeconds: quick ? 1 : 3,
+    capacityReplicaRows: [1_000, 10_000],
+    capacityDistinctIds: [100_000, 1_000_000],
+    capacityRowsWithIds: 16,
+    capacityRounds: quick ? 1 : 3,
   };
 }
 
@@ -55,6 +67,8 @@ export interface BenchContext {
   /** The run's replica ids are `${replicaIdPrefix}${index, 12 digits}`. */
   replicaIdPrefix: string;
   pgbench: string | undefined;
+  /** The library's default flush statement as captured on the wire (for raw contenders f, h). */
+  defaultFlush: FlushTemplate;
 }
 
 /** Contender order for a round: rotated each round so no contender always runs first (or last). */

@@ -24,6 +24,8 @@ import {
 export interface CapturedStatement {
   text: string;
   values: unknown[];
+  /** Set when the statement was sent as a named (prepared) statement. */
+  name?: string;
 }
 
 export interface DriftReport {
@@ -58,10 +60,11 @@ export async function recordQueries(work: () => Promise<void>): Promise<Captured
     if (typeof first === 'string') {
       captured.push({ text: first, values: Array.isArray(second) ? second : [] });
     } else if (first && typeof first === 'object' && 'text' in first) {
-      const config = first as { text: string; values?: unknown[] };
+      const config = first as { text: string; values?: unknown[]; name?: string };
       captured.push({
         text: config.text,
         values: config.values ?? (Array.isArray(second) ? second : []),
+        ...(config.name ? { name: config.name } : {}),
       });
     }
     return original.apply(this, args);

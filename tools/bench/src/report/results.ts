@@ -3,6 +3,7 @@ import type { BenchSettings } from '../lib/context.js';
 import type { ServerInfo } from '../lib/database.js';
 import type { PgbenchInfo } from '../lib/pgbench.js';
 import type { DriftReport } from '../lib/sql-drift.js';
+import type { CapacitySectionResult } from '../sections/capacity.js';
 import type { ContentionSectionResult } from '../sections/contention.js';
 import type { CutoverSectionResult } from '../sections/cutover.js';
 import type { FlushSectionResult } from '../sections/flush.js';
@@ -32,7 +33,8 @@ export interface Goal {
 }
 
 export interface BenchResults {
-  schemaVersion: 1;
+  /** 2: durable server by default, coder's protocol as contenders k and l, capacity section. */
+  schemaVersion: 2;
   mode: 'quick' | 'full';
   command: string;
   date: string;
@@ -49,6 +51,7 @@ export interface BenchResults {
   contention?: ContentionSectionResult;
   tracker?: TrackerSectionResult;
   uniques?: UniquesSectionResult;
+  capacity?: CapacitySectionResult;
   profile?: ProfileSectionResult;
   /** Sections that failed, with the error; the run goes on without them. */
   failures: Array<{ section: string; error: string }>;

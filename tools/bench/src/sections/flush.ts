@@ -3,22 +3,29 @@
  * its own client (its own PrismaClient with a small pool, or its own pg.Pool) and flushes its
  * own replica_id in a tight loop. Contenders alternate within each round; medians over rounds.
  */
-import { BoundaryUsageStore, type StoreOptions } from '@usagekit/boundary-usage';
+import {
+  BoundaryUsageStore,
+  BoundaryUsageTracker,
+  type StoreOptions,
+} from '@usagekit/boundary-usage';
 import { createPrismaClient } from '@usagekit/db';
+import { coderFlush, type CoderLock } from '../lib/coder.js';
 import { rotate, type BenchContext } from '../lib/context.js';
+import {
+  defaultFlushParams,
+  rawReplay,
+  rawReplayPrepared,
+  type FlushTemplate,
+} from '../lib/default-flush.js';
 import { runFleet, replicaId, type Fleet, type SegmentResult } from '../lib/fleet.js';
 import { fmt, fmtMs, fmtRatio } from '../lib/output.js';
 import { runPgbench } from '../lib/pgbench.js';
-import {
-  createRawPool,
-  rawFlushInteractive,
-  rawFlushPrepared,
-  rawFlushSingleStatement,
-} from '../lib/raw-pg.js';
+import { createRawPool, rawFlushInteractive } from '../lib/raw-pg.js';
 import type { FlushValues } from '../lib/raw-sql.js';
 import { median, ratio } from '../lib/stats.js';
 
-export type FlushContenderId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'j';
+export type FlushContenderId =
+  'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'k' | 'l' | 't';
 
 export interface FlushContender {
   id: FlushContenderId;
@@ -30,32 +37,53 @@ export interface FlushContender {
 }
 
 export const FLUSH_CONTENDERS: readonly FlushContender[] = [
-  { id: 'a', label: 'ours: shared lock, single statement (default)', roundTrips: 1 },
-  { id: 'b', label: 'ours: exclusive lock (coder), single statement', roundTrips: 1 },
-  { id: 'c', label: 'ours: shared lock, interactive', roundTrips: 5 },
+  {
+    id: 'a',
+    label: 'ours, the default flush: every library default, upsertStats with a sequence, no ids',
+    roundTrips: 1,
+  },
+  { id: 'b', label: "ours: a with lockMode 'exclusive' (coder's locking)", roundTrips: 1 },
+  { id: 'c', label: "ours: a with flushMode 'interactive'", roundTrips: 5 },
   {
     id: 'd',
-    label: 'raw node-postgres: BEGIN, lock_timeout, shared lock, upsert, COMMIT',
+    label:
+      "raw node-postgres: the store's interactive flush (BEGIN, lock_timeout, shared lock, upsert, COMMIT)",
     roundTrips: 5,
   },
   { id: 'e', label: 'pgbench: the same five statements as d', roundTrips: 5 },
-  { id: 'f', label: "raw node-postgres: a's single statement", roundTrips: 1 },
-  { id: 'g', label: 'ours: exclusive lock, interactive (coder, in full)', roundTrips: 5 },
+  {
+    id: 'f',
+    label: "raw node-postgres: a's statement as the store sends it, unnamed",
+    roundTrips: 1,
+  },
+  { id: 'g', label: 'ours: exclusive lock, interactive', roundTrips: 5 },
   {
     id: 'h',
-    label: 'raw node-postgres: f as a named prepared statement',
+    label: "raw node-postgres: a's statement as a named prepared statement",
     roundTrips: 1,
-    onlyAt: [16],
   },
   {
     id: 'i',
-    label: 'ours: a with preparedStatements (createPrismaClient option)',
+    label: 'ours: a with createPrismaClient({ preparedStatements: false })',
     roundTrips: 1,
   },
   {
-    id: 'j',
-    label: 'ours: b with preparedStatements',
+    id: 'k',
+    label:
+      "coder's protocol in raw node-postgres, exclusive lock: BEGIN, pg_advisory_xact_lock, prepared upsert, COMMIT",
+    roundTrips: 4,
+  },
+  {
+    id: 'l',
+    label:
+      "coder's protocol, shared lock: BEGIN, pg_advisory_xact_lock_shared, prepared upsert, COMMIT (the baseline)",
+    roundTrips: 4,
+  },
+  {
+    id: 't',
+    label: 'ours through a real tracker: track() one known workspace and owner, then flush()',
     roundTrips: 1,
+    onlyAt: [16],
   },
 ];
 
@@ -88,36 +116,44 @@ export interface FlushCell {
 
 export interface FlushRatios {
   replicas: number;
-  /** ours (a) ÷ raw node-postgres (d). */
-  oursOverRawPg: number;
-  /** ours (a) ÷ pgbench (e). */
-  oursOverPgbench: number;
+  /** the default (a) ÷ coder's protocol, shared lock, prepared (l): throughput. The goal. */
+  defaultOverCoderShared: number;
+  /** the default (a) ÷ coder's protocol as coder runs it, exclusive (k). */
+  defaultOverCoderExclusive: number;
+  /** PostgreSQL CPU per flush, the default (a) ÷ coder shared (l): lower is better. */
+  defaultServerCpuOverCoderShared: number;
+  /** the default (a) ÷ raw single statement, prepared (h). */
+  defaultOverRawPrepared: number;
+  /** the default (a) ÷ raw single statement, unnamed (f): the client's cost for identical SQL. */
+  defaultOverRawSameStatement: number;
+  /** raw prepared (h) ÷ raw unnamed (f): what parsing and planning each flush costs. */
+  preparedOverUnprepared: number;
+  /** the default (a) ÷ ours without prepared statements (i). */
+  defaultOverUnprepared: number;
+  /** the default (a) ÷ the store's interactive protocol in raw node-postgres (d). */
+  defaultOverRawInteractive: number;
+  /** the default (a) ÷ pgbench running d (e). */
+  defaultOverPgbench: number;
   /** shared (a) ÷ exclusive (b). */
   sharedOverExclusive: number;
-  /** ours (a) ÷ raw pg running a's single statement (f): Prisma's cost for identical SQL. */
-  oursOverRawSameStatement: number;
-  /** ours interactive (c) ÷ raw pg (d): Prisma's cost for identical five statements. */
+  /** coder's protocol, shared (l) ÷ exclusive (k). */
+  coderSharedOverExclusive: number;
+  /** ours interactive (c) ÷ raw pg (d): the client's cost for identical five statements. */
   interactiveOverRawPg: number;
-  /** shared ÷ exclusive, both interactive (c ÷ g). */
-  sharedOverExclusiveInteractive: number;
-  /** raw prepared (h) ÷ raw unprepared (f): what parsing and planning each flush costs. */
-  preparedOverUnprepared: number;
-  /** ours with preparedStatements (i) ÷ ours default (a). */
-  oursPreparedOverOurs: number;
-  /** ours with preparedStatements (i) ÷ raw pg (d). */
-  oursPreparedOverRawPg: number;
-  /** shared ÷ exclusive, both with preparedStatements (i ÷ j). */
-  sharedOverExclusivePrepared: number;
+  /** a real tracker's flush (t) ÷ the default (a). */
+  trackerOverDefault: number;
 }
 
 export interface FlushSectionResult {
   contenders: readonly FlushContender[];
   pgbench: 'measured' | 'not found';
+  /** Where f and h got their statement: captured from the default store, or raw-sql.ts's copy. */
+  defaultFlush: Omit<FlushTemplate, 'values' | 'replicaSlots' | 'sequenceSlots'>;
   cells: FlushCell[];
   ratios: FlushRatios[];
 }
 
-/** What every contender writes per flush: a steady-state flush with no new ids. */
+/** What the raw interactive contender (d) writes per flush: a's values in raw-sql.ts's shape. */
 export function flushValues(replica: string, sequence: bigint): FlushValues {
   return {
     replicaId: replica,
@@ -133,6 +169,13 @@ export function flushValues(replica: string, sequence: bigint): FlushValues {
   };
 }
 
+/** What a fleet needs besides the replica ids. */
+export interface FleetEnv {
+  databaseUrl: string;
+  /** The default flush's statement, for the raw replays f and h. */
+  defaultFlush: FlushTemplate;
+}
+
 export function openStoreFleet(
   databaseUrl: string,
   ids: readonly string[],
@@ -144,20 +187,34 @@ export function openStoreFleet(
   );
   const flushers = ids.map((id, i) => {
     const store = new BoundaryUsageStore(clients[i], options);
-    // The shape the tracker sends: counts as numbers, request deltas as bigints.
-    return (sequence: bigint) =>
-      store.upsertStats({
-        replicaId: id,
-        sequence,
-        uniqueWorkspacesDelta: 1,
-        uniqueUsersDelta: 1,
-        uniqueWorkspacesCount: 1,
-        uniqueUsersCount: 1,
-        allowedRequests: 3n,
-        deniedRequests: 1n,
-        workspaceIds: [],
-        userIds: [],
-      });
+    return (sequence: bigint) => store.upsertStats(defaultFlushParams(id, sequence));
+  });
+  return {
+    flushers,
+    close: async () => void (await Promise.all(clients.map((c) => c.$disconnect()))),
+  };
+}
+
+/**
+ * Contender t: each replica owns a real BoundaryUsageTracker and, per flush, tracks one
+ * request of its own workspace and owner, then flushes: whatever the tracker sends in steady
+ * state (its sequence, its writer identity, the ids it carries) is what gets measured. The
+ * fleet's sequence numbers are ignored: the tracker numbers its own batches.
+ */
+export function openTrackerFleet(databaseUrl: string, ids: readonly string[]): Fleet {
+  const clients = ids.map(() =>
+    createPrismaClient({ databaseUrl, maxConnections: REPLICA_POOL_SIZE }),
+  );
+  const flushers = ids.map((id, i) => {
+    const store = new BoundaryUsageStore(clients[i]);
+    const tracker = new BoundaryUsageTracker();
+    // Per replica, a workspace and owner of its own: uuids derived from the replica's id.
+    const workspace = `${id.slice(0, 24)}${'a'.repeat(12)}`;
+    const owner = `${id.slice(0, 24)}${'b'.repeat(12)}`;
+    return async () => {
+      tracker.track(workspace, owner, 3, 1);
+      return tracker.flush(store, id);
+    };
   });
   return {
     flushers,
@@ -168,56 +225,61 @@ export function openStoreFleet(
 export function openRawFleet(
   databaseUrl: string,
   ids: readonly string[],
-  flush: typeof rawFlushInteractive,
+  flush: (pool: import('pg').Pool, replica: string, sequence: bigint) => Promise<unknown>,
 ): Fleet {
   const pools = ids.map(() => createRawPool(databaseUrl, REPLICA_POOL_SIZE));
   const flushers = ids.map((id, i) => {
     const pool = pools[i];
-    return (sequence: bigint) => flush(pool, flushValues(id, sequence));
+    return (sequence: bigint) => flush(pool, id, sequence);
   });
   return { flushers, close: async () => void (await Promise.all(pools.map((p) => p.end()))) };
 }
 
-export function openFleet(
-  id: FlushContenderId,
-  databaseUrl: string,
-  ids: readonly string[],
-): Fleet {
+function coderFleet(databaseUrl: string, ids: readonly string[], lock: CoderLock): Fleet {
+  return openRawFleet(databaseUrl, ids, (pool, replica) =>
+    coderFlush(pool, lock, {
+      replicaId: replica,
+      uniqueWorkspacesDelta: 1n,
+      uniqueUsersDelta: 1n,
+      allowedRequests: 3n,
+      deniedRequests: 1n,
+      uniqueWorkspacesCount: 1n,
+      uniqueUsersCount: 1n,
+    }),
+  );
+}
+
+export function openFleet(id: FlushContenderId, env: FleetEnv, ids: readonly string[]): Fleet {
+  const { databaseUrl, defaultFlush } = env;
   switch (id) {
     case 'a':
-      return openStoreFleet(databaseUrl, ids, {
-        lockMode: 'shared',
-        flushMode: 'single-statement',
-      });
+      return openStoreFleet(databaseUrl, ids, {});
     case 'b':
-      return openStoreFleet(databaseUrl, ids, {
-        lockMode: 'exclusive',
-        flushMode: 'single-statement',
-      });
+      return openStoreFleet(databaseUrl, ids, { lockMode: 'exclusive' });
     case 'c':
-      return openStoreFleet(databaseUrl, ids, { lockMode: 'shared', flushMode: 'interactive' });
+      return openStoreFleet(databaseUrl, ids, { flushMode: 'interactive' });
     case 'g':
       return openStoreFleet(databaseUrl, ids, { lockMode: 'exclusive', flushMode: 'interactive' });
-    case 'd':
-      return openRawFleet(databaseUrl, ids, rawFlushInteractive);
-    case 'f':
-      return openRawFleet(databaseUrl, ids, rawFlushSingleStatement);
-    case 'h':
-      return openRawFleet(databaseUrl, ids, rawFlushPrepared);
     case 'i':
-      return openStoreFleet(
-        databaseUrl,
-        ids,
-        { lockMode: 'shared', flushMode: 'single-statement' },
-        { preparedStatements: true },
+      return openStoreFleet(databaseUrl, ids, {}, { preparedStatements: false });
+    case 'd':
+      return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
+        rawFlushInteractive(pool, flushValues(replica, sequence)),
       );
-    case 'j':
-      return openStoreFleet(
-        databaseUrl,
-        ids,
-        { lockMode: 'exclusive', flushMode: 'single-statement' },
-        { preparedStatements: true },
+    case 'f':
+      return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
+        rawReplay(pool, defaultFlush, replica, sequence),
       );
+    case 'h':
+      return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
+        rawReplayPrepared(pool, defaultFlush, replica, sequence),
+      );
+    case 'k':
+      return coderFleet(databaseUrl, ids, 'exclusive');
+    case 'l':
+      return coderFleet(databaseUrl, ids, 'shared');
+    case 't':
+      return openTrackerFleet(databaseUrl, ids);
     case 'e':
       throw new Error('pgbench is not a Node fleet');
   }
@@ -244,7 +306,7 @@ export async function measureContender(
     }).then((r) => ({ ...r, seconds: timing.seconds }));
   }
   const ids = Array.from({ length: replicas }, (_, i) => replicaId(ctx.replicaIdPrefix, i));
-  const fleet = openFleet(contender, ctx.db.databaseUrl, ids);
+  const fleet = openFleet(contender, fleetEnv(ctx), ids);
   try {
     return await runFleet(fleet, {
       warmupMs: timing.warmupMs,
@@ -255,6 +317,10 @@ export async function measureContender(
   } finally {
     await fleet.close();
   }
+}
+
+export function fleetEnv(ctx: BenchContext): FleetEnv {
+  return { databaseUrl: ctx.db.databaseUrl, defaultFlush: ctx.defaultFlush };
 }
 
 export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionResult> {
@@ -298,7 +364,14 @@ export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionRe
   }
   const ratios = settings.concurrencies.map((replicas) => flushRatios(cells, replicas));
   printFlushTables(ctx, contenders, cells, ratios);
-  return { contenders, pgbench: ctx.pgbench ? 'measured' : 'not found', cells, ratios };
+  const { values: _v, replicaSlots: _r, sequenceSlots: _s, ...defaultFlush } = ctx.defaultFlush;
+  return {
+    contenders,
+    pgbench: ctx.pgbench ? 'measured' : 'not found',
+    defaultFlush,
+    cells,
+    ratios,
+  };
 }
 
 function summarizeCell(
@@ -323,22 +396,48 @@ function summarizeCell(
 }
 
 export function flushRatios(cells: readonly FlushCell[], replicas: number): FlushRatios {
-  const tput = (id: FlushContenderId) =>
-    cells.find((c) => c.contender === id && c.replicas === replicas)?.flushesPerSecond;
+  const cell = (id: FlushContenderId) =>
+    cells.find((c) => c.contender === id && c.replicas === replicas);
+  const tput = (id: FlushContenderId) => cell(id)?.flushesPerSecond;
   return {
     replicas,
-    oursOverRawPg: ratio(tput('a'), tput('d')),
-    oursOverPgbench: ratio(tput('a'), tput('e')),
-    sharedOverExclusive: ratio(tput('a'), tput('b')),
-    oursOverRawSameStatement: ratio(tput('a'), tput('f')),
-    interactiveOverRawPg: ratio(tput('c'), tput('d')),
-    sharedOverExclusiveInteractive: ratio(tput('c'), tput('g')),
+    defaultOverCoderShared: ratio(tput('a'), tput('l')),
+    defaultOverCoderExclusive: ratio(tput('a'), tput('k')),
+    defaultServerCpuOverCoderShared: ratio(
+      cell('a')?.serverCpuUsPerFlush,
+      cell('l')?.serverCpuUsPerFlush,
+    ),
+    defaultOverRawPrepared: ratio(tput('a'), tput('h')),
+    defaultOverRawSameStatement: ratio(tput('a'), tput('f')),
     preparedOverUnprepared: ratio(tput('h'), tput('f')),
-    oursPreparedOverOurs: ratio(tput('i'), tput('a')),
-    oursPreparedOverRawPg: ratio(tput('i'), tput('d')),
-    sharedOverExclusivePrepared: ratio(tput('i'), tput('j')),
+    defaultOverUnprepared: ratio(tput('a'), tput('i')),
+    defaultOverRawInteractive: ratio(tput('a'), tput('d')),
+    defaultOverPgbench: ratio(tput('a'), tput('e')),
+    sharedOverExclusive: ratio(tput('a'), tput('b')),
+    coderSharedOverExclusive: ratio(tput('l'), tput('k')),
+    interactiveOverRawPg: ratio(tput('c'), tput('d')),
+    trackerOverDefault: ratio(tput('t'), tput('a')),
   };
 }
+
+/** Ratio columns of the flush tables: key, heading. Shared by the console and the README. */
+export const RATIO_COLUMNS: ReadonlyArray<
+  readonly [Exclude<keyof FlushRatios, 'replicas'>, string]
+> = [
+  ['defaultOverCoderShared', 'a ÷ l default / coder shared'],
+  ['defaultServerCpuOverCoderShared', 'a ÷ l PostgreSQL CPU per flush'],
+  ['defaultOverCoderExclusive', 'a ÷ k default / coder as shipped'],
+  ['defaultOverRawPrepared', 'a ÷ h default / raw prepared'],
+  ['defaultOverRawSameStatement', 'a ÷ f default / raw same statement'],
+  ['preparedOverUnprepared', 'h ÷ f prepared / unnamed'],
+  ['defaultOverUnprepared', 'a ÷ i default / unprepared'],
+  ['defaultOverRawInteractive', 'a ÷ d default / raw 5 statements'],
+  ['defaultOverPgbench', 'a ÷ e default / pgbench'],
+  ['sharedOverExclusive', 'a ÷ b shared / exclusive'],
+  ['coderSharedOverExclusive', 'l ÷ k coder shared / exclusive'],
+  ['interactiveOverRawPg', 'c ÷ d same 5 statements'],
+  ['trackerOverDefault', 't ÷ a real tracker / default'],
+];
 
 function printFlushTables(
   ctx: BenchContext,
@@ -371,32 +470,8 @@ function printFlushTables(
     rows,
   );
   ctx.out.table(
-    'Flush ratios (throughput)',
-    [
-      'replicas',
-      'a÷d ours/raw pg',
-      'a÷e ours/pgbench',
-      'a÷b shared/excl',
-      'a÷f same stmt',
-      'c÷d same 5 stmts',
-      'c÷g shared/excl itx',
-      'h÷f prepared',
-      'i÷a ours prepared',
-      'i÷d ours prepared/raw pg',
-      'i÷j shared/excl prepared',
-    ],
-    ratios.map((r) => [
-      String(r.replicas),
-      fmtRatio(r.oursOverRawPg),
-      fmtRatio(r.oursOverPgbench),
-      fmtRatio(r.sharedOverExclusive),
-      fmtRatio(r.oursOverRawSameStatement),
-      fmtRatio(r.interactiveOverRawPg),
-      fmtRatio(r.sharedOverExclusiveInteractive),
-      fmtRatio(r.preparedOverUnprepared),
-      fmtRatio(r.oursPreparedOverOurs),
-      fmtRatio(r.oursPreparedOverRawPg),
-      fmtRatio(r.sharedOverExclusivePrepared),
-    ]),
+    'Flush ratios (throughput unless noted)',
+    ['replicas', ...RATIO_COLUMNS.map(([, heading]) => heading)],
+    ratios.map((r) => [String(r.replicas), ...RATIO_COLUMNS.map(([key]) => fmtRatio(r[key]))]),
   );
 }
