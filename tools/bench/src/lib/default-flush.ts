@@ -14,12 +14,25 @@ import { FLUSH_WITH_SHARED_LOCK, flushWithLockParams } from './raw-sql.js';
 import { recordQueries, type CapturedStatement } from './sql-drift.js';
 
 /**
- * What a tracker sends in steady state: a sequence number, request deltas, cumulative unique
- * counts, and no id it has not sent before (so no ids at all).
+ * `upsertStats`'s parameters plus the tracker's writer id. Declared here rather than taken
+ * from the store so the bench compiles both before and after the store learnt writer ids
+ * (a store that does not know the field ignores it).
  */
-export function defaultFlushParams(replicaId: string, sequence: bigint): UpsertStatsParams {
+export type DefaultFlushParams = UpsertStatsParams & { writerId?: string };
+
+/**
+ * What a tracker sends in steady state: its writer id (one uuid per tracker instance), a
+ * sequence number, request deltas, cumulative unique counts, and no id it has not sent
+ * before (so no ids at all).
+ */
+export function defaultFlushParams(
+  replicaId: string,
+  sequence: bigint,
+  writerId: string,
+): DefaultFlushParams {
   return {
     replicaId,
+    writerId,
     sequence,
     uniqueWorkspacesDelta: 1,
     uniqueUsersDelta: 1,
@@ -47,6 +60,7 @@ export interface FlushTemplate {
 }
 
 const CAPTURE_REPLICA = '9a7d1f52-3c4e-4b8a-9f01-0000000000f1';
+const CAPTURE_WRITER = '9a7d1f52-3c4e-4b8a-9f01-0000000000f2';
 const CAPTURE_SEQUENCE = 987_654_321_987n;
 
 /** Builds a template from what was captured: exactly one significant statement, or undefined. */
@@ -126,9 +140,13 @@ export async function captureDefaultFlush(databaseUrl: string): Promise<FlushTem
   try {
     const store = new BoundaryUsageStore(prisma);
     // The first flush pays for the connection (and any session set-up or preparation).
-    await store.upsertStats(defaultFlushParams(CAPTURE_REPLICA, CAPTURE_SEQUENCE - 1n));
+    await store.upsertStats(
+      defaultFlushParams(CAPTURE_REPLICA, CAPTURE_SEQUENCE - 1n, CAPTURE_WRITER),
+    );
     const sent = await recordQueries(async () => {
-      await store.upsertStats(defaultFlushParams(CAPTURE_REPLICA, CAPTURE_SEQUENCE));
+      await store.upsertStats(
+        defaultFlushParams(CAPTURE_REPLICA, CAPTURE_SEQUENCE, CAPTURE_WRITER),
+      );
     });
     const template = templateFromCapture(sent, CAPTURE_REPLICA, CAPTURE_SEQUENCE);
     return typeof template === 'string' ? copiedTemplate(template) : template;

@@ -9,6 +9,7 @@ import {
   type StoreOptions,
 } from '@usagekit/boundary-usage';
 import { createPrismaClient } from '@usagekit/db';
+import { randomUUID } from 'node:crypto';
 import { coderFlush, type CoderLock } from '../lib/coder.js';
 import { rotate, type BenchContext } from '../lib/context.js';
 import {
@@ -187,7 +188,9 @@ export function openStoreFleet(
   );
   const flushers = ids.map((id, i) => {
     const store = new BoundaryUsageStore(clients[i], options);
-    return (sequence: bigint) => store.upsertStats(defaultFlushParams(id, sequence));
+    // One writer per replica, as one tracker per replica process has.
+    const writerId = randomUUID();
+    return (sequence: bigint) => store.upsertStats(defaultFlushParams(id, sequence, writerId));
   });
   return {
     flushers,
