@@ -11,7 +11,14 @@ import {
   pgbenchScript,
   callOrder,
 } from '../src/index';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { settingsFor } from '../src/lib/context';
+import { otherRuns } from '../src/report/write';
 import { exclusiveLockHoldMs } from '../src/lib/wire-timing';
+import { NOTES_TEMPLATE, renderReadme } from '../src/report/readme';
+import type { BenchResults } from '../src/report/results';
 import { instantiate, templateFromCapture } from '../src/lib/default-flush';
 import { fitHold } from '../src/sections/capacity';
 import type { FlushCell, FlushRatios } from '../src/sections/flush';
@@ -268,5 +275,113 @@ describe('README notes', () => {
       'x\n<!-- notes:start (hand-written; kept when the bench rewrites this file) -->\nmine\n<!-- notes:end -->\n';
     expect(extractNotes(text)).toBe('mine');
     expect(extractNotes('nothing')).toBeUndefined();
+  });
+});
+
+describe('README', () => {
+  const results = (over: Partial<BenchResults> = {}): BenchResults => ({
+    schemaVersion: 2,
+    mode: 'quick',
+    command: 'npm run bench -- --quick',
+    date: '2026-12-02T06:00:00.000Z',
+    durationSeconds: 150,
+    git: { commit: 'abc', dirtyPaths: 0 },
+    machine: {
+      cpuModel: 'cpu',
+      cores: 2,
+      memoryBytes: 2 ** 30,
+      platform: 'linux',
+      release: '6',
+      loadAverageAtStart: [1, 1, 1],
+    },
+    node: 'v20',
+    postgres: {
+      version: 'PostgreSQL 18.4',
+      serverVersion: '18.4',
+      source: 'embedded',
+      kind: 'embedded-durable',
+      durable: true,
+      settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on' },
+      serverCpuMeasured: true,
+    },
+    pgbench: null,
+    settings: settingsFor(true),
+    baselineSql: { matches: true, mismatches: [] },
+    capacity: {
+      flushIntervalSeconds: 60,
+      flushSource: 'flush section',
+      replicas: 16,
+      serverCpuUsPerFlush: 600,
+      flushesPerSecond: 2000,
+      replicasPerCore: 100_000,
+      replicasAtMeasuredThroughput: 120_000,
+      lockTimeoutMs: 2000,
+      holds: [
+        {
+          kind: 'distinct-ids',
+          replicaRows: 16,
+          distinctIds: 100_000,
+          holdMs: 80,
+          holdRoundsMs: [80],
+          callMs: 82,
+        },
+      ],
+      rowsFit: undefined,
+      idsFit: { fixedMs: 5, perUnitUs: 0.75, sizeAtLockTimeout: 2_660_000 },
+    },
+    failures: [],
+    goals: evaluateGoals({}),
+    ...over,
+  });
+
+  it('says which server was used, what changed, and the capacity figures', () => {
+    const text = renderReadme(results(), 'chart.svg', undefined);
+    expect(text).toContain(
+      'embedded, durable (fsync=on, synchronous_commit=on, full_page_writes=on)',
+    );
+    expect(text).toContain('## What changed since the previous published run, and why');
+    expect(text).toContain("coder's protocol as the baseline");
+    expect(text).toContain('Replicas per PostgreSQL core at a 60 s flush: 100,000.');
+    expect(text).toContain('**2,660,000 distinct ids**');
+    expect(text).toContain(NOTES_TEMPLATE);
+    expect(text).not.toContain('This server is not durable');
+  });
+
+  it('warns about a server that is not durable, and shows other servers beside this run', () => {
+    const fast = results({
+      postgres: {
+        ...results().postgres,
+        kind: 'embedded-fast',
+        durable: false,
+        settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' },
+      },
+    });
+    const pg15 = results({
+      postgres: { ...results().postgres, serverVersion: '15.20', kind: 'database-url' },
+    });
+    const text = renderReadme(fast, 'chart.svg', 'kept', [{ directory: 'pg15', results: pg15 }]);
+    expect(text).toContain('This server is not durable');
+    expect(text).toContain('[pg15](pg15/README.md): PostgreSQL 15.20, durable, quick, 2026-12-02');
+    expect(text).toContain('kept');
+  });
+});
+
+describe('other runs beside this one', () => {
+  it('reads results.json from subdirectories and skips older formats and junk', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-report-'));
+    try {
+      for (const [name, content] of [
+        ['pg15', JSON.stringify({ schemaVersion: 2, goals: [] })],
+        ['old', JSON.stringify({ schemaVersion: 1, goals: [] })],
+        ['junk', '{'],
+      ] as const) {
+        mkdirSync(join(dir, name));
+        writeFileSync(join(dir, name, 'results.json'), content);
+      }
+      expect(otherRuns(dir).map((r) => r.directory)).toEqual(['pg15']);
+      expect(otherRuns(join(dir, 'missing'))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -20,10 +20,17 @@ export function extractNotes(existing: string | undefined): string | undefined {
   return existing.slice(start + NOTES_START.length, end).trim();
 }
 
+/** Another run's results kept in a subdirectory (another server), shown beside this one's goals. */
+export interface OtherRun {
+  directory: string;
+  results: BenchResults;
+}
+
 export function renderReadme(
   results: BenchResults,
   chartFile: string,
   notes: string | undefined,
+  others: readonly OtherRun[] = [],
 ): string {
   const r = results;
   const lines: string[] = [];
@@ -96,6 +103,17 @@ export function renderReadme(
     ),
     '',
   );
+
+  if (others.length > 0) {
+    push(...otherServers(r, others));
+  } else {
+    push(
+      'Other servers: run `npm run bench -- --database-url URL --out-dir docs/perf/NAME` first (e.g. ' +
+        '`--database-url postgresql://postgres@127.0.0.1:5432/postgres --out-dir docs/perf/pg15`), then this ' +
+        'run; its goals then appear here beside these.',
+      '',
+    );
+  }
 
   if (!r.baselineSql.matches) {
     push(
@@ -483,4 +501,36 @@ function capacitySection(r: BenchResults): string[] {
     '',
   ];
   return lines;
+}
+
+/** This run's goals beside those of the runs kept in subdirectories, one column per server. */
+function otherServers(r: BenchResults, others: readonly OtherRun[]): string[] {
+  const runs = [
+    { label: 'this run', results: r },
+    ...others.map((o) => ({
+      label: `[${o.directory}](${o.directory}/README.md)`,
+      results: o.results,
+    })),
+  ];
+  const header = runs.map(
+    (run) =>
+      `${run.label}: PostgreSQL ${run.results.postgres.serverVersion}, ${run.results.postgres.durable ? 'durable' : 'not durable'}, ${run.results.mode}, ${run.results.date.slice(0, 10)}`,
+  );
+  return [
+    'The same goals on the other servers measured (each a separate run; ratios are within each run):',
+    '',
+    markdownTable(
+      ['goal', ...header],
+      r.goals.map((g) => [
+        g.description,
+        ...runs.map((run) => {
+          const other = run.results.goals.find((x) => x.id === g.id);
+          return other
+            ? `${other.actualText} ${other.status === 'PASS' ? 'PASS' : `**${other.status}**`}`
+            : '–';
+        }),
+      ]),
+    ),
+    '',
+  ];
 }
