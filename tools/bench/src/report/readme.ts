@@ -498,8 +498,8 @@ function capacitySection(r: BenchResults): string[] {
     '',
     `- raise the writers' \`lockTimeoutMs\` (\`new BoundaryUsageStore(prisma, { lockTimeoutMs })\`, below ` +
       '`transactionTimeoutMs`) above the hold the table above predicts for your size;',
-    '- shorten the telemetry period: the hold grows with the distinct ids of one period, so a shorter period ' +
-      'deletes fewer at a time;',
+    "- shorten the telemetry period (the reporter's `snapshotFrequencyMs`, 30 minutes by default): the hold " +
+      'grows with the distinct ids of one period, so a shorter period deletes fewer at a time;',
     '- replica rows grow only with replicas (one row each): far past any deployment before they matter.',
     '',
   ];

@@ -40,7 +40,8 @@ export interface FlushContender {
 export const FLUSH_CONTENDERS: readonly FlushContender[] = [
   {
     id: 'a',
-    label: 'ours, the default flush: every library default, upsertStats with a sequence, no ids',
+    label:
+      'ours, the default flush: every library default; upsertStats with a writer id, a sequence and no ids',
     roundTrips: 1,
   },
   { id: 'b', label: "ours: a with lockMode 'exclusive' (coder's locking)", roundTrips: 1 },
