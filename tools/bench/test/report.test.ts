@@ -343,6 +343,7 @@ describe('README', () => {
     expect(text).toContain("coder's protocol as the baseline");
     expect(text).toContain('Replicas per PostgreSQL core at a 60 s flush: 100,000.');
     expect(text).toContain('**2,660,000 distinct ids**');
+    expect(text).toContain('(not found for replica rows: the hold did not grow');
     expect(text).toContain(NOTES_TEMPLATE);
     expect(text).not.toContain('This server is not durable');
   });

@@ -29,6 +29,8 @@ export interface BenchSettings {
   /** Replica rows beside the ids in the distinct-id cutovers. */
   capacityRowsWithIds: number;
   capacityRounds: number;
+  /** Rounds for the sizes that take seconds to fill (1 M ids). */
+  capacityLargeRounds: number;
 }
 
 export function settingsFor(quick: boolean): BenchSettings {
@@ -54,7 +56,8 @@ export function settingsFor(quick: boolean): BenchSettings {
     capacityReplicaRows: [1_000, 10_000],
     capacityDistinctIds: [100_000, 1_000_000],
     capacityRowsWithIds: 16,
-    capacityRounds: quick ? 1 : 3,
+    capacityRounds: quick ? 3 : 5,
+    capacityLargeRounds: quick ? 1 : 3,
   };
 }
 

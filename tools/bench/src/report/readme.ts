@@ -457,6 +457,13 @@ function whatChanged(r: BenchResults): string[] {
   ];
 }
 
+/** "**1,234 distinct ids**", or why no size was found. */
+function reach(size: number | undefined, what: string): string {
+  return size === undefined
+    ? `(not found for ${what}: the hold did not grow between the measured sizes, i.e. it is within the noise)`
+    : `**${fmt(size)} ${what}**`;
+}
+
 function capacitySection(r: BenchResults): string[] {
   const c = r.capacity;
   if (!c) return [];
@@ -475,7 +482,8 @@ function capacitySection(r: BenchResults): string[] {
     '',
     `**How long the cutover holds its exclusive lock.** Through the store's \`getAndResetSummary\`, timed on the ` +
       'wire from the return of the lock statement to the return of COMMIT; every flush that arrives meanwhile waits. ' +
-      `Tables filled with one INSERT … SELECT and vacuumed; median of ${r.settings.capacityRounds} round(s).`,
+      `Tables filled with one INSERT … SELECT and vacuumed; median of ${r.settings.capacityRounds} rounds ` +
+      `(${r.settings.capacityLargeRounds ?? r.settings.capacityRounds} for 1 M ids).`,
     '',
     markdownTable(
       ['replica rows', 'distinct ids in the period', 'lock held ms', 'whole call ms'],
@@ -490,7 +498,7 @@ function capacitySection(r: BenchResults): string[] {
     `Writers wait for the lock up to their lock_timeout (${fmt(c.lockTimeoutMs)} ms by default). A line through ` +
       `the measured points: ${fmtMs(c.rowsFit?.fixedMs)} ms + ${fmt(c.rowsFit?.perUnitUs, 2)} µs per replica row, ` +
       `and ${fmtMs(c.idsFit?.fixedMs)} ms + ${fmt(c.idsFit?.perUnitUs, 2)} µs per distinct id; the hold reaches ` +
-      `${fmt(c.lockTimeoutMs)} ms at about **${fmt(rowsAt)} replica rows** or **${fmt(idsAt)} distinct ids** in one period.`,
+      `${fmt(c.lockTimeoutMs)} ms at about ${reach(rowsAt, 'replica rows')} or ${reach(idsAt, 'distinct ids')} in one period.`,
     '',
     'Past that point, flushes that arrive during a cutover fail with `LOCK_TIMEOUT` (55P03) instead of waiting. ' +
       'Nothing is lost (the tracker keeps the batch and resends it with the same sequence), but the flush error ' +

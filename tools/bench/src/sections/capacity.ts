@@ -116,7 +116,9 @@ export async function runCapacitySection(
     for (const c of cases) {
       const holdRounds: number[] = [];
       const callRounds: number[] = [];
-      for (let round = 0; round < settings.capacityRounds; round++) {
+      const rounds =
+        c.distinctIds >= 1_000_000 ? settings.capacityLargeRounds : settings.capacityRounds;
+      for (let round = 0; round < rounds; round++) {
         ctx.signal.throwIfAborted();
         await ctx.db.reset();
         await fillStats(ctx.db, c.replicaRows);
@@ -160,7 +162,7 @@ export async function runCapacitySection(
     lockTimeoutMs,
   );
   out.table(
-    `6. Capacity (cutover lock hold, median of ${settings.capacityRounds} round(s))`,
+    `6. Capacity (cutover lock hold, median of ${settings.capacityRounds} rounds, ${settings.capacityLargeRounds} for 1 M ids)`,
     ['replica rows', 'distinct ids', 'lock held ms', 'cutover call ms'],
     holds.map((h) => [fmt(h.replicaRows), fmt(h.distinctIds), fmtMs(h.holdMs), fmtMs(h.callMs)]),
     [
