@@ -9,12 +9,11 @@ import { parseArgs, UsageError, USAGE, type BenchOptions, type SectionName } fro
 import { settingsFor, type BenchContext } from './lib/context.js';
 import { createCpuProbe } from './lib/cpu.js';
 import { describeServer, openBenchDatabase } from './lib/database.js';
-import { captureDefaultFlush } from './lib/default-flush.js';
+import { baselinesReport, captureBaselines } from './lib/baselines.js';
 import { replicaIdPrefix } from './lib/fleet.js';
 import { commandLine, gitState, machineInfo } from './lib/machine.js';
 import { createOutput, type Output } from './lib/output.js';
 import { findPgbench, pgbenchInfo } from './lib/pgbench.js';
-import { checkBaselineSql } from './lib/sql-drift.js';
 import { evaluateGoals } from './report/goals.js';
 import type { BenchResults } from './report/results.js';
 import { writeReport } from './report/write.js';
@@ -119,29 +118,17 @@ async function runBench(
         'PostgreSQL CPU: not measurable here (server not local or /proc unreadable); reported as –',
       );
 
-    const baselineSql = await checkBaselineSql(db.databaseUrl);
-    if (baselineSql.matches) {
-      out.line(
-        'baseline SQL: raw node-postgres and pgbench send exactly what the store sends (checked on the wire)',
-      );
-    } else {
-      out.line(
-        'WARNING: the baseline SQL in tools/bench/src/lib/raw-sql.ts no longer matches the store:',
-      );
-      for (const mismatch of baselineSql.mismatches) out.line(`  - ${mismatch}`);
-    }
-
     if (!db.info.durable) {
       out.line(
         `NOTE: this server is not durable (${describeServer(db.info)}): commits skip the disk, unlike production`,
       );
     }
-    const defaultFlush = await captureDefaultFlush(db.databaseUrl);
+    const baselines = await captureBaselines(db.databaseUrl);
+    const baselinesSummary = baselinesReport(baselines);
     out.line(
-      defaultFlush.source === 'captured'
-        ? `default flush: captured from the store (${defaultFlush.storePrepared ? 'sent as a prepared statement' : 'sent unnamed'}); raw f and h replay it`
-        : `WARNING: default flush not captured (${defaultFlush.note}); raw f and h use raw-sql.ts's copy`,
+      `raw baselines: the store's default flush (${baselinesSummary.defaultFlushPrepared ? 'sent as prepared statements' : 'sent unnamed'}), interactive flush and cutover recorded from the wire; d, e, f, h and the raw cutovers replay them`,
     );
+    for (const problem of baselines.problems) out.line(`WARNING: ${problem}`);
 
     const ctx: BenchContext = {
       db,
@@ -151,7 +138,7 @@ async function runBench(
       signal,
       replicaIdPrefix: replicaIdPrefix(randomUUID()),
       pgbench: pgbench?.path,
-      defaultFlush,
+      baselines,
     };
     const sections: SectionResults = {};
     const failures: BenchResults['failures'] = [];
@@ -207,7 +194,7 @@ async function runBench(
       postgres: { ...postgres, serverCpuMeasured: cpu.serverMeasured },
       pgbench: pgbench ?? null,
       settings,
-      baselineSql,
+      baselines: baselinesSummary,
       ...sections,
       failures,
       goals,

@@ -19,7 +19,8 @@ import { otherRuns } from '../src/report/write';
 import { exclusiveLockHoldMs } from '../src/lib/wire-timing';
 import { NOTES_TEMPLATE, renderReadme } from '../src/report/readme';
 import type { BenchResults } from '../src/report/results';
-import { instantiate, templateFromCapture } from '../src/lib/default-flush';
+import { recordedCall, substitute } from '../src/lib/replay';
+import { pgbenchValue } from '../src/lib/pgbench';
 import { fitHold } from '../src/sections/capacity';
 import type { FlushCell, FlushRatios } from '../src/sections/flush';
 
@@ -157,52 +158,81 @@ describe('capacity', () => {
   });
 });
 
-describe('default flush capture', () => {
+describe('record and replay', () => {
   const replica = '9a7d1f52-3c4e-4b8a-9f01-0000000000f1';
-  it('finds where the replica id and the sequence go, and replays them for another replica', () => {
-    const template = templateFromCapture(
-      [
-        { text: 'BEGIN', values: [] },
-        { text: 'WITH … $1 $2 $3', values: ['2000ms', replica, '77', replica, '1'], name: 'q1' },
-        { text: 'COMMIT', values: [] },
-      ],
-      replica,
-      77n,
-    );
-    if (typeof template === 'string') throw new Error(template);
-    expect(template).toMatchObject({
-      replicaSlots: [1, 3],
-      sequenceSlots: [2],
-      storePrepared: true,
-    });
-    const other = '00000000-0000-4000-8000-000000000001';
-    expect(instantiate(template, other, 78n)).toEqual(['2000ms', other, '78', other, '1']);
+  const other = '00000000-0000-4000-8000-000000000001';
+
+  it('keeps the statements between BEGIN and COMMIT and remembers the transaction', () => {
+    const call = recordedCall([
+      { text: 'BEGIN', values: [] },
+      { text: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED', values: [] },
+      { text: 'WITH … $1 $2 $3', values: ['2000ms', replica, '77'], name: 'q1' },
+      { text: 'COMMIT', values: [] },
+    ]);
+    expect(call.transaction).toBe(true);
+    expect(call.statements.map((s) => s.text)).toEqual([
+      'SET TRANSACTION ISOLATION LEVEL READ COMMITTED',
+      'WITH … $1 $2 $3',
+    ]);
+    expect(recordedCall([{ text: 'SELECT 1', values: [] }]).transaction).toBe(false);
   });
 
-  it('refuses anything but one statement', () => {
+  it('replaces the values that identify a call, wherever they are, and nothing else', () => {
+    const ids = ['6f1c2a9e-0d4b-4c51-9a39-3b7f0e5d2c11'];
     expect(
-      templateFromCapture(
+      substitute(
+        ['2000ms', replica, '77', replica, 77, ids, [], '1'],
         [
-          { text: 'SELECT 1', values: [replica] },
-          { text: 'SELECT 2', values: [replica] },
+          [replica, other],
+          ['77', '78'],
+          [ids, ['x']],
         ],
-        replica,
-        1n,
       ),
-    ).toMatch(/2 statements/);
+    ).toEqual(['2000ms', other, '78', other, '78', ['x'], [], '1']);
   });
 });
 
 describe('pgbench', () => {
-  it('binds every placeholder of the baseline to a pgbench variable', () => {
-    const script = pgbenchScript();
+  const replica = '9a7d1f52-3c4e-4b8a-9f01-0000000000f2';
+  const flush = {
+    replicaId: replica,
+    sequence: 987n,
+    call: {
+      transaction: true,
+      statements: [
+        { text: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED', values: [] },
+        {
+          text: 'SELECT set_config($1, $2, true), pg_advisory_xact_lock_shared($3::bigint)',
+          values: ['lock_timeout', '2000ms', '8463215219768819713'],
+        },
+        {
+          text: 'INSERT INTO t SELECT $1::uuid, $2::bigint, $3::uuid[], $10::bigint FROM x',
+          values: [replica, '987', [], '4', '5', '6', '7', '8', '9', '10'],
+        },
+      ],
+    },
+  };
+
+  it("binds every placeholder of the recorded flush: the client's replica, its sequence, the recorded values", () => {
+    const { script, variables } = pgbenchScript(flush);
     expect(script).not.toMatch(/\$\d/);
-    expect(script.split('\n')[0]).toBe('\\set seq :seq + 1');
-    expect(script).toContain('pg_advisory_xact_lock_shared(:lock_key::bigint)');
-    expect(script).toContain(
-      `(:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :seq::bigint`,
-    );
-    expect(script.match(/;\n/g)).toHaveLength(5);
+    expect(script.split('\n')).toEqual([
+      '\\set seq :seq + 1',
+      'BEGIN;',
+      'SET TRANSACTION ISOLATION LEVEL READ COMMITTED;',
+      'SELECT set_config(:p2_1, :p2_2, true), pg_advisory_xact_lock_shared(:p2_3::bigint);',
+      `INSERT INTO t SELECT (:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :seq::bigint, :p3_3::uuid[], :p3_10::bigint FROM x;`,
+      'COMMIT;',
+      '',
+    ]);
+    expect(variables).toEqual({
+      p2_1: 'lock_timeout',
+      p2_2: '2000ms',
+      p2_3: '8463215219768819713',
+      p3_3: '{}',
+      p3_10: '10',
+    });
+    expect(pgbenchValue(['a', 'b'])).toBe('{a,b}');
   });
 
   it('reads per-transaction latencies from its log, and its CPU from bash `times`', () => {
@@ -306,7 +336,11 @@ describe('README', () => {
     },
     pgbench: null,
     settings: settingsFor(true),
-    baselineSql: { matches: true, mismatches: [] },
+    baselines: {
+      problems: [],
+      defaultFlushPrepared: true,
+      statements: { defaultFlush: ['WITH …'], interactiveFlush: [], cutover: [] },
+    },
     capacity: {
       flushIntervalSeconds: 60,
       flushSource: 'flush section',

@@ -12,9 +12,12 @@
  * coder's upsert writes no ids and no sequence: it counts a retried flush twice and sums
  * per-replica unique counts. Ours does more per flush; the goal is that it still costs less.
  */
+import { LockIds } from '@usagekit/db';
 import type { Pool } from 'pg';
-import { LOCK_KEY } from './raw-sql.js';
 import { inTransaction } from './raw-pg.js';
+
+/** The same advisory lock key as the store's (coder uses its own id 9; the key's value is immaterial). */
+export const LOCK_KEY = LockIds.boundaryUsageStats.toString();
 
 /**
  * sqlc's UpsertBoundaryUsageStats (v2/v3) as generated, with its parameters in sqlc's order:

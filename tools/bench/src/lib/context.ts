@@ -1,6 +1,6 @@
 import type { CpuProbe } from './cpu.js';
 import type { BenchDatabase } from './database.js';
-import type { FlushTemplate } from './default-flush.js';
+import type { Baselines } from './baselines.js';
 import type { Output } from './output.js';
 
 /** Durations, sizes and rounds of one run; {@link settingsFor} picks them. */
@@ -70,8 +70,8 @@ export interface BenchContext {
   /** The run's replica ids are `${replicaIdPrefix}${index, 12 digits}`. */
   replicaIdPrefix: string;
   pgbench: string | undefined;
-  /** The library's default flush statement as captured on the wire (for raw contenders f, h). */
-  defaultFlush: FlushTemplate;
+  /** The store's statements recorded from the wire, replayed by the raw contenders. */
+  baselines: Baselines;
 }
 
 /** Contender order for a round: rotated each round so no contender always runs first (or last). */

@@ -115,18 +115,17 @@ export function renderReadme(
     );
   }
 
-  if (!r.baselineSql.matches) {
+  if (r.baselines.problems.length > 0) {
     push(
-      "> **Warning:** raw-sql.ts's copies of the store's SQL no longer match what the store sends, so the raw " +
-        'contenders that use them (d, e, the raw cutover and the raw uniques) measure other SQL than the store: ' +
-        "copy the store's new SQL into tools/bench/src/lib/raw-sql.ts. (f and h replay the statement captured from " +
-        "the wire and are not affected; nor are coder's k and l.)",
-      ...r.baselineSql.mismatches.map((m) => `> - ${m}`),
+      '> **Warning:** a raw baseline may not replay exactly what the store sent; comparisons with d, e, f, h and the raw cutovers are suspect:',
+      ...r.baselines.problems.map((m) => `> - ${m}`),
       '',
     );
   } else {
     push(
-      'The raw node-postgres and pgbench baselines were checked in this run to send the same statements and parameters as the store (captured from the wire).',
+      "The raw node-postgres and pgbench baselines replayed the store's own statements and parameters, recorded from the wire in this run " +
+        `(the default flush: ${r.baselines.statements.defaultFlush.length} statement(s), ` +
+        `${r.baselines.defaultFlushPrepared ? 'sent by the store as prepared statements' : 'sent by the store unnamed'}; the texts are in results.json under \`baselines\`).`,
       '',
     );
   }
@@ -189,10 +188,7 @@ export function renderReadme(
       "a is the library's default flush as a tracker sends it, through the public API with every default. " +
         "l is coder's protocol written by hand as coder runs it (pgx prepares every statement with arguments), " +
         "with the shared lock: the baseline of the goals; k is the same with coder's exclusive lock, as shipped. " +
-        "h and f replay a's own statement in raw node-postgres, prepared and unnamed" +
-        (f.defaultFlush?.source === 'captured'
-          ? ` (captured from the wire in this run; the store sent it ${f.defaultFlush.storePrepared ? 'as a prepared statement' : 'unnamed'})`
-          : ` (raw-sql.ts's copy: ${f.defaultFlush?.note ?? 'capture unavailable'})`) +
+        "h and f replay a's own statements in raw node-postgres, prepared and unnamed (recorded from the wire in this run)" +
         ', so a ÷ h is what the client stack costs for the same server work. pgbench numbers include no Node at all.' +
         (f.pgbench === 'not found'
           ? ' pgbench was not found on this machine: contender e was skipped.'

@@ -2,7 +2,7 @@
 import type { BenchSettings } from '../lib/context.js';
 import type { ServerInfo } from '../lib/database.js';
 import type { PgbenchInfo } from '../lib/pgbench.js';
-import type { DriftReport } from '../lib/sql-drift.js';
+import type { BaselinesReport } from '../lib/baselines.js';
 import type { CapacitySectionResult } from '../sections/capacity.js';
 import type { ContentionSectionResult } from '../sections/contention.js';
 import type { CutoverSectionResult } from '../sections/cutover.js';
@@ -33,7 +33,10 @@ export interface Goal {
 }
 
 export interface BenchResults {
-  /** 2: durable server by default, coder's protocol as contenders k and l, capacity section. */
+  /**
+   * 2: durable server by default, coder's protocol as contenders k and l, capacity section,
+   * raw baselines recorded from the wire (`baselines` instead of `baselineSql`).
+   */
   schemaVersion: 2;
   mode: 'quick' | 'full';
   command: string;
@@ -45,7 +48,8 @@ export interface BenchResults {
   postgres: Omit<ServerInfo, 'postmasterPid'> & { serverCpuMeasured: boolean };
   pgbench: PgbenchInfo | null;
   settings: BenchSettings;
-  baselineSql: DriftReport;
+  /** The store's statements the raw contenders replayed, recorded in this run. */
+  baselines: BaselinesReport;
   flush?: FlushSectionResult;
   cutover?: CutoverSectionResult;
   contention?: ContentionSectionResult;

@@ -14,15 +14,14 @@ import { coderFlush, type CoderLock } from '../lib/coder.js';
 import { rotate, type BenchContext } from '../lib/context.js';
 import {
   defaultFlushParams,
-  rawReplay,
-  rawReplayPrepared,
-  type FlushTemplate,
-} from '../lib/default-flush.js';
+  rawDefaultFlush,
+  rawInteractiveFlush,
+  type Baselines,
+} from '../lib/baselines.js';
 import { runFleet, replicaId, type Fleet, type SegmentResult } from '../lib/fleet.js';
 import { fmt, fmtMs, fmtRatio } from '../lib/output.js';
 import { runPgbench } from '../lib/pgbench.js';
-import { createRawPool, rawFlushInteractive } from '../lib/raw-pg.js';
-import type { FlushValues } from '../lib/raw-sql.js';
+import { createRawPool } from '../lib/raw-pg.js';
 import { median, ratio } from '../lib/stats.js';
 
 export type FlushContenderId =
@@ -149,33 +148,15 @@ export interface FlushRatios {
 export interface FlushSectionResult {
   contenders: readonly FlushContender[];
   pgbench: 'measured' | 'not found';
-  /** Where f and h got their statement: captured from the default store, or raw-sql.ts's copy. */
-  defaultFlush: Omit<FlushTemplate, 'values' | 'replicaSlots' | 'sequenceSlots'>;
   cells: FlushCell[];
   ratios: FlushRatios[];
-}
-
-/** What the raw interactive contender (d) writes per flush: a's values in raw-sql.ts's shape. */
-export function flushValues(replica: string, sequence: bigint): FlushValues {
-  return {
-    replicaId: replica,
-    sequence,
-    uniqueWorkspacesDelta: 1n,
-    uniqueUsersDelta: 1n,
-    uniqueWorkspacesCount: 1n,
-    uniqueUsersCount: 1n,
-    allowedRequests: 3n,
-    deniedRequests: 1n,
-    workspaceIds: [],
-    userIds: [],
-  };
 }
 
 /** What a fleet needs besides the replica ids. */
 export interface FleetEnv {
   databaseUrl: string;
-  /** The default flush's statement, for the raw replays f and h. */
-  defaultFlush: FlushTemplate;
+  /** The store's statements recorded from the wire, for the raw replays d, f and h. */
+  baselines: Baselines;
 }
 
 export function openStoreFleet(
@@ -254,7 +235,7 @@ function coderFleet(databaseUrl: string, ids: readonly string[], lock: CoderLock
 }
 
 export function openFleet(id: FlushContenderId, env: FleetEnv, ids: readonly string[]): Fleet {
-  const { databaseUrl, defaultFlush } = env;
+  const { databaseUrl, baselines } = env;
   switch (id) {
     case 'a':
       return openStoreFleet(databaseUrl, ids, {});
@@ -268,15 +249,15 @@ export function openFleet(id: FlushContenderId, env: FleetEnv, ids: readonly str
       return openStoreFleet(databaseUrl, ids, {}, { preparedStatements: false });
     case 'd':
       return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
-        rawFlushInteractive(pool, flushValues(replica, sequence)),
+        rawInteractiveFlush(pool, baselines, replica, sequence),
       );
     case 'f':
       return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
-        rawReplay(pool, defaultFlush, replica, sequence),
+        rawDefaultFlush(pool, baselines, replica, sequence, false),
       );
     case 'h':
       return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
-        rawReplayPrepared(pool, defaultFlush, replica, sequence),
+        rawDefaultFlush(pool, baselines, replica, sequence, true),
       );
     case 'k':
       return coderFleet(databaseUrl, ids, 'exclusive');
@@ -305,6 +286,7 @@ export async function measureContender(
       clients: replicas,
       seconds: timing.seconds,
       replicaIdPrefix: ctx.replicaIdPrefix,
+      flush: ctx.baselines.interactiveFlush,
       cpu: ctx.cpu,
       signal: ctx.signal,
     }).then((r) => ({ ...r, seconds: timing.seconds }));
@@ -324,7 +306,7 @@ export async function measureContender(
 }
 
 export function fleetEnv(ctx: BenchContext): FleetEnv {
-  return { databaseUrl: ctx.db.databaseUrl, defaultFlush: ctx.defaultFlush };
+  return { databaseUrl: ctx.db.databaseUrl, baselines: ctx.baselines };
 }
 
 export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionResult> {
@@ -368,14 +350,7 @@ export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionRe
   }
   const ratios = settings.concurrencies.map((replicas) => flushRatios(cells, replicas));
   printFlushTables(ctx, contenders, cells, ratios);
-  const { values: _v, replicaSlots: _r, sequenceSlots: _s, ...defaultFlush } = ctx.defaultFlush;
-  return {
-    contenders,
-    pgbench: ctx.pgbench ? 'measured' : 'not found',
-    defaultFlush,
-    cells,
-    ratios,
-  };
+  return { contenders, pgbench: ctx.pgbench ? 'measured' : 'not found', cells, ratios };
 }
 
 function summarizeCell(
