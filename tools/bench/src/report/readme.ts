@@ -201,8 +201,8 @@ export function renderReadme(
     push(
       '## 2. Cutover latency',
       '',
-      `\`getAndResetSummary\` against raw node-postgres running the same five statements (BEGIN, lock_timeout, ` +
-        `exclusive lock, the DELETE … RETURNING / sum statement, COMMIT), on a table filled with one ` +
+      `\`getAndResetSummary\` against raw node-postgres replaying the statements the store sent for it ` +
+        `(${r.baselines.statements.cutover.join('; ').slice(0, 160)}…), on a table filled with one ` +
         `INSERT … SELECT generate_series and vacuumed; ${r.settings.cutoverRounds} rounds.`,
       '',
       markdownTable(

@@ -1,6 +1,6 @@
 /**
  * Section 2: cutover latency (getAndResetSummary) with 10, 1,000 and 100,000 replica rows,
- * ours against raw node-postgres running the same five statements. Each measurement starts
+ * ours against raw node-postgres replaying the statements the store sent for it. Each measurement starts
  * from a freshly filled table; ours and raw alternate within each round.
  */
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
