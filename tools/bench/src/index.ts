@@ -2,15 +2,26 @@ export { parseArgs, UsageError, USAGE, SECTION_NAMES, DEFAULT_OUT_DIR } from './
 export type { BenchOptions, SectionName } from './lib/args.js';
 export { percentile, median, summarizeLatencies, LatencyRecorder, ratio } from './lib/stats.js';
 export type { LatencySummary } from './lib/stats.js';
-export * as rawSql from './lib/raw-sql.js';
+export { createRawPool, inTransaction } from './lib/raw-pg.js';
 export {
-  createRawPool,
-  rawFlushInteractive,
-  rawFlushSingleStatement,
+  recordQueries,
+  recordCall,
+  recordedCall,
+  replayCall,
+  substitute,
+  normalizeSql,
+} from './lib/replay.js';
+export type { RecordedCall, CapturedStatement, Substitutions } from './lib/replay.js';
+export {
+  captureBaselines,
+  baselinesReport,
+  defaultFlushParams,
   rawCutover,
-} from './lib/raw-pg.js';
-export { checkBaselineSql, recordQueries, normalizeSql } from './lib/sql-drift.js';
-export type { DriftReport } from './lib/sql-drift.js';
+  rawDefaultFlush,
+  rawInteractiveFlush,
+} from './lib/baselines.js';
+export type { Baselines, BaselinesReport, RecordedFlush } from './lib/baselines.js';
+export { coderFlush, CODER_UPSERT } from './lib/coder.js';
 export { pgbenchScript, parsePgbenchLog, childrenCpuUs, findPgbench } from './lib/pgbench.js';
 export { parseProcStat } from './lib/cpu.js';
 export { breakdown, categorize } from './lib/cpu-profile.js';
@@ -19,5 +30,5 @@ export { evaluateGoals } from './report/goals.js';
 export { renderReadme, extractNotes } from './report/readme.js';
 export type { BenchResults, Goal } from './report/results.js';
 export { callOrder, SetBaseline, trackerConstructor } from './sections/tracker.js';
-export { flushValues, FLUSH_CONTENDERS } from './sections/flush.js';
+export { FLUSH_CONTENDERS } from './sections/flush.js';
 export { runCli } from './main.js';

@@ -8,15 +8,16 @@ import { resolve } from 'node:path';
 import { parseArgs, UsageError, USAGE, type BenchOptions, type SectionName } from './lib/args.js';
 import { settingsFor, type BenchContext } from './lib/context.js';
 import { createCpuProbe } from './lib/cpu.js';
-import { openBenchDatabase } from './lib/database.js';
+import { describeServer, openBenchDatabase } from './lib/database.js';
+import { baselinesReport, captureBaselines } from './lib/baselines.js';
 import { replicaIdPrefix } from './lib/fleet.js';
 import { commandLine, gitState, machineInfo } from './lib/machine.js';
 import { createOutput, type Output } from './lib/output.js';
 import { findPgbench, pgbenchInfo } from './lib/pgbench.js';
-import { checkBaselineSql } from './lib/sql-drift.js';
 import { evaluateGoals } from './report/goals.js';
 import type { BenchResults } from './report/results.js';
 import { writeReport } from './report/write.js';
+import { runCapacitySection } from './sections/capacity.js';
 import { runContentionSection } from './sections/contention.js';
 import { runCutoverSection } from './sections/cutover.js';
 import { runFlushSection } from './sections/flush.js';
@@ -80,7 +81,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
 
 type SectionResults = Pick<
   BenchResults,
-  'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'profile'
+  'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'capacity' | 'profile'
 >;
 
 async function runBench(
@@ -104,7 +105,11 @@ async function runBench(
     pgbench ? `pgbench: ${pgbench.version} (${pgbench.path})` : 'pgbench not found, skipped',
   );
 
-  const db = await openBenchDatabase({ databaseUrl: options.databaseUrl, log: (l) => out.line(l) });
+  const db = await openBenchDatabase({
+    databaseUrl: options.databaseUrl,
+    fastServer: options.fastServer,
+    log: (l) => out.line(l),
+  });
   try {
     signal.throwIfAborted();
     const cpu = createCpuProbe(db.info.postmasterPid);
@@ -113,17 +118,17 @@ async function runBench(
         'PostgreSQL CPU: not measurable here (server not local or /proc unreadable); reported as –',
       );
 
-    const baselineSql = await checkBaselineSql(db.databaseUrl);
-    if (baselineSql.matches) {
+    if (!db.info.durable) {
       out.line(
-        'baseline SQL: raw node-postgres and pgbench send exactly what the store sends (checked on the wire)',
+        `NOTE: this server is not durable (${describeServer(db.info)}): commits skip the disk, unlike production`,
       );
-    } else {
-      out.line(
-        'WARNING: the baseline SQL in tools/bench/src/lib/raw-sql.ts no longer matches the store:',
-      );
-      for (const mismatch of baselineSql.mismatches) out.line(`  - ${mismatch}`);
     }
+    const baselines = await captureBaselines(db.databaseUrl);
+    const baselinesSummary = baselinesReport(baselines);
+    out.line(
+      `raw baselines: the store's default flush (${baselinesSummary.defaultFlushPrepared ? 'sent as prepared statements' : 'sent unnamed'}), interactive flush and cutover recorded from the wire; d, e, f, h and the raw cutovers replay them`,
+    );
+    for (const problem of baselines.problems) out.line(`WARNING: ${problem}`);
 
     const ctx: BenchContext = {
       db,
@@ -133,6 +138,7 @@ async function runBench(
       signal,
       replicaIdPrefix: replicaIdPrefix(randomUUID()),
       pgbench: pgbench?.path,
+      baselines,
     };
     const sections: SectionResults = {};
     const failures: BenchResults['failures'] = [];
@@ -163,7 +169,8 @@ async function runBench(
     );
     await run('tracker', 'tracker', '4. Tracker.track()', () => runTrackerSection(ctx));
     await run('uniques', 'uniques', '5. Exact uniques', () => runUniquesSection(ctx));
-    await run('profile', 'profile', 'Where the time goes (CPU profile of a vs d)', () =>
+    await run('capacity', 'capacity', '6. Capacity', () => runCapacitySection(ctx, sections.flush));
+    await run('profile', 'profile', 'Where the time goes (CPU profile of a vs l)', () =>
       runProfileSection(ctx, options.cpuProfileDir),
     );
 
@@ -176,7 +183,7 @@ async function runBench(
 
     const { postmasterPid: _pid, ...postgres } = db.info;
     const results: BenchResults = {
-      schemaVersion: 1,
+      schemaVersion: 2,
       mode,
       command: commandLine(argv, process.env),
       date: startedAt.toISOString(),
@@ -187,7 +194,7 @@ async function runBench(
       postgres: { ...postgres, serverCpuMeasured: cpu.serverMeasured },
       pgbench: pgbench ?? null,
       settings,
-      baselineSql,
+      baselines: baselinesSummary,
       ...sections,
       failures,
       goals,

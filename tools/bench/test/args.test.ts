@@ -17,8 +17,21 @@ describe('parseArgs', () => {
       'contention',
       'tracker',
       'uniques',
+      'capacity',
       'profile',
     ]);
+    expect(options.fastServer).toBe(false);
+  });
+
+  it('--fast-server turns durability off on the embedded server only', () => {
+    expect(parseArgs(['--fast-server'], {}).fastServer).toBe(true);
+    expect(() => parseArgs(['--fast-server', '--database-url', 'postgres://u@h/db'], {})).toThrow(
+      /--fast-server applies to the embedded server only/,
+    );
+    expect(() => parseArgs(['--fast-server'], { DATABASE_URL: 'postgres://u@h/db' })).toThrow(
+      /DATABASE_URL keeps its own settings/,
+    );
+    expect(() => parseArgs(['--fast-server=1'], {})).toThrow(UsageError);
   });
 
   it('--quick skips the profile unless --cpu-prof asks for it', () => {

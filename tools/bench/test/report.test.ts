@@ -11,7 +11,18 @@ import {
   pgbenchScript,
   callOrder,
 } from '../src/index';
-import type { FlushCell } from '../src/sections/flush';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { settingsFor } from '../src/lib/context';
+import { otherRuns } from '../src/report/write';
+import { exclusiveLockHoldMs } from '../src/lib/wire-timing';
+import { NOTES_TEMPLATE, renderReadme } from '../src/report/readme';
+import type { BenchResults } from '../src/report/results';
+import { recordedCall, substitute } from '../src/lib/replay';
+import { pgbenchValue } from '../src/lib/pgbench';
+import { fitHold } from '../src/sections/capacity';
+import type { FlushCell, FlushRatios } from '../src/sections/flush';
 
 const cell = (
   contender: FlushCell['contender'],
@@ -30,8 +41,8 @@ const cell = (
 });
 
 describe('flush chart', () => {
-  it('draws one line per contender a, b, d, e with a point per concurrency', () => {
-    const cells = ['a', 'b', 'd', 'e', 'f'].flatMap((c, i) =>
+  it('draws one line per contender a, l, k, h with a point per concurrency', () => {
+    const cells = ['a', 'l', 'k', 'h', 'f'].flatMap((c, i) =>
       [1, 4, 16, 64].map((n) => cell(c as FlushCell['contender'], n, (i + 1) * n * 10)),
     );
     const svg = flushThroughputSvg(cells, 'test <run> & more');
@@ -51,49 +62,177 @@ describe('flush chart', () => {
 });
 
 describe('goals', () => {
-  it('passes, misses, or says a goal was not measured', () => {
-    const goals = evaluateGoals({
-      flush: {
-        contenders: [],
-        pgbench: 'measured',
-        cells: [],
-        ratios: [
-          {
-            replicas: 16,
-            oursOverRawPg: 0.85,
-            oursOverPgbench: 0.5,
-            sharedOverExclusive: 1.1,
-            oursOverRawSameStatement: 0.6,
-            interactiveOverRawPg: 0.5,
-            sharedOverExclusiveInteractive: 2,
-            preparedOverUnprepared: 1.2,
-            oursPreparedOverOurs: 1.5,
-            oursPreparedOverRawPg: 1.3,
-            sharedOverExclusivePrepared: 1.1,
-          },
-        ],
-      },
-    });
+  const ratios = (overrides: Partial<FlushRatios>): FlushRatios => ({
+    replicas: 16,
+    defaultOverCoderShared: 1.1,
+    defaultOverCoderExclusive: 2,
+    defaultServerCpuOverCoderShared: 0.9,
+    defaultOverRawPrepared: 0.85,
+    defaultOverRawSameStatement: 0.7,
+    preparedOverUnprepared: 2,
+    defaultOverUnprepared: 1.5,
+    defaultOverRawInteractive: 1.5,
+    defaultOverPgbench: 1,
+    sharedOverExclusive: 1.1,
+    coderSharedOverExclusive: 2,
+    interactiveOverRawPg: 0.5,
+    trackerOverDefault: 0.9,
+    ...overrides,
+  });
+  const flush = (r: FlushRatios) => ({
+    contenders: [],
+    pgbench: 'measured' as const,
+    defaultFlush: { source: 'captured' as const, text: '', storePrepared: true },
+    cells: [],
+    ratios: [r],
+  });
+
+  it("holds the default flush to coder's protocol (throughput and PostgreSQL CPU) and to raw prepared", () => {
+    const goals = evaluateGoals({ flush: flush(ratios({})) });
     expect(goals.map((g) => [g.id, g.status])).toEqual([
-      ['flush-ours-vs-raw-pg', 'PASS'],
-      ['flush-shared-vs-exclusive', 'MISS'],
+      ['flush-default-vs-coder-shared', 'PASS'],
+      ['flush-cpu-default-vs-coder-shared', 'PASS'],
+      ['flush-default-vs-raw-prepared', 'PASS'],
       ['cutover-100k-vs-raw-pg', 'NOT MEASURED'],
-      ['track-ops-per-second', 'NOT MEASURED'],
-      ['track-bytes-per-id', 'NOT MEASURED'],
+      ['track-vs-set-baseline', 'NOT MEASURED'],
     ]);
+  });
+
+  it('misses when the default is slower than coder, costs the server more, or trails raw prepared', () => {
+    const goals = evaluateGoals({
+      flush: flush(
+        ratios({
+          defaultOverCoderShared: 0.99,
+          defaultServerCpuOverCoderShared: 1.01,
+          defaultOverRawPrepared: 0.79,
+        }),
+      ),
+    });
+    expect(goals.slice(0, 3).map((g) => g.status)).toEqual(['MISS', 'MISS', 'MISS']);
+  });
+
+  it('says NOT MEASURED when PostgreSQL CPU could not be read (NaN ratio)', () => {
+    const goals = evaluateGoals({
+      flush: flush(ratios({ defaultServerCpuOverCoderShared: Number.NaN })),
+    });
+    expect(goals[1]).toMatchObject({ status: 'NOT MEASURED', actualText: '–' });
+  });
+});
+
+describe('capacity', () => {
+  it('fits a line through the measured holds and finds where it reaches the lock_timeout', () => {
+    const fit = fitHold(
+      [
+        [1_000_000, 1_010],
+        [100_000, 110],
+      ],
+      2_000,
+    );
+    expect(fit?.fixedMs).toBeCloseTo(10, 6);
+    expect(fit?.perUnitUs).toBeCloseTo(1, 6);
+    expect(fit?.sizeAtLockTimeout).toBeCloseTo(1_990_000, 0);
+    expect(fitHold([[1_000, 5]], 2_000)).toBeUndefined();
+    expect(
+      fitHold(
+        [
+          [1_000, 5],
+          [10_000, 4],
+        ],
+        2_000,
+      )?.sizeAtLockTimeout,
+    ).toBeUndefined();
+  });
+
+  it('measures the hold from the lock statement to COMMIT', () => {
+    const at = (text: string, sentAt: number, doneAt: number) => ({ text, sentAt, doneAt });
+    expect(
+      exclusiveLockHoldMs([
+        at('BEGIN', 0, 1),
+        at("SELECT set_config('lock_timeout', $1, true)", 1, 2),
+        at('SELECT pg_advisory_xact_lock($1::bigint)', 2, 5),
+        at('WITH deleted AS (DELETE …)', 5, 40),
+        at('COMMIT', 40, 47),
+      ]),
+    ).toBe(42);
+    expect(exclusiveLockHoldMs([at('BEGIN', 0, 1), at('COMMIT', 1, 2)])).toBeUndefined();
+  });
+});
+
+describe('record and replay', () => {
+  const replica = '9a7d1f52-3c4e-4b8a-9f01-0000000000f1';
+  const other = '00000000-0000-4000-8000-000000000001';
+
+  it('keeps the statements between BEGIN and COMMIT and remembers the transaction', () => {
+    const call = recordedCall([
+      { text: 'BEGIN', values: [] },
+      { text: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED', values: [] },
+      { text: 'WITH … $1 $2 $3', values: ['2000ms', replica, '77'], name: 'q1' },
+      { text: 'COMMIT', values: [] },
+    ]);
+    expect(call.transaction).toBe(true);
+    expect(call.statements.map((s) => s.text)).toEqual([
+      'SET TRANSACTION ISOLATION LEVEL READ COMMITTED',
+      'WITH … $1 $2 $3',
+    ]);
+    expect(recordedCall([{ text: 'SELECT 1', values: [] }]).transaction).toBe(false);
+  });
+
+  it('replaces the values that identify a call, wherever they are, and nothing else', () => {
+    const ids = ['6f1c2a9e-0d4b-4c51-9a39-3b7f0e5d2c11'];
+    expect(
+      substitute(
+        ['2000ms', replica, '77', replica, 77, ids, [], '1'],
+        [
+          [replica, other],
+          ['77', '78'],
+          [ids, ['x']],
+        ],
+      ),
+    ).toEqual(['2000ms', other, '78', other, '78', ['x'], [], '1']);
   });
 });
 
 describe('pgbench', () => {
-  it('binds every placeholder of the baseline to a pgbench variable', () => {
-    const script = pgbenchScript();
+  const replica = '9a7d1f52-3c4e-4b8a-9f01-0000000000f2';
+  const flush = {
+    replicaId: replica,
+    sequence: 987n,
+    call: {
+      transaction: true,
+      statements: [
+        { text: 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED', values: [] },
+        {
+          text: 'SELECT set_config($1, $2, true), pg_advisory_xact_lock_shared($3::bigint)',
+          values: ['lock_timeout', '2000ms', '8463215219768819713'],
+        },
+        {
+          text: 'INSERT INTO t SELECT $1::uuid, $2::bigint, $3::uuid[], $10::bigint FROM x',
+          values: [replica, '987', [], '4', '5', '6', '7', '8', '9', '10'],
+        },
+      ],
+    },
+  };
+
+  it("binds every placeholder of the recorded flush: the client's replica, its sequence, the recorded values", () => {
+    const { script, variables } = pgbenchScript(flush);
     expect(script).not.toMatch(/\$\d/);
-    expect(script.split('\n')[0]).toBe('\\set seq :seq + 1');
-    expect(script).toContain('pg_advisory_xact_lock_shared(:lock_key::bigint)');
-    expect(script).toContain(
-      `(:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :writer::uuid, :seq::bigint`,
-    );
-    expect(script.match(/;\n/g)).toHaveLength(5);
+    expect(script.split('\n')).toEqual([
+      '\\set seq :seq + 1',
+      'BEGIN;',
+      'SET TRANSACTION ISOLATION LEVEL READ COMMITTED;',
+      'SELECT set_config(:p2_1, :p2_2, true), pg_advisory_xact_lock_shared(:p2_3::bigint);',
+      `INSERT INTO t SELECT (:prefix::text || lpad(:client_id::text, 12, '0'))::uuid, :seq::bigint, :p3_3::uuid[], :p3_10::bigint FROM x;`,
+      'COMMIT;',
+      '',
+    ]);
+    expect(variables).toEqual({
+      p2_1: 'lock_timeout',
+      p2_2: '2000ms',
+      p2_3: '8463215219768819713',
+      p3_3: '{}',
+      p3_10: '10',
+    });
+    expect(pgbenchValue(['a', 'b'])).toBe('{a,b}');
   });
 
   it('reads per-transaction latencies from its log, and its CPU from bash `times`', () => {
@@ -166,5 +305,118 @@ describe('README notes', () => {
       'x\n<!-- notes:start (hand-written; kept when the bench rewrites this file) -->\nmine\n<!-- notes:end -->\n';
     expect(extractNotes(text)).toBe('mine');
     expect(extractNotes('nothing')).toBeUndefined();
+  });
+});
+
+describe('README', () => {
+  const results = (over: Partial<BenchResults> = {}): BenchResults => ({
+    schemaVersion: 2,
+    mode: 'quick',
+    command: 'npm run bench -- --quick',
+    date: '2026-12-02T06:00:00.000Z',
+    durationSeconds: 150,
+    git: { commit: 'abc', dirtyPaths: 0 },
+    machine: {
+      cpuModel: 'cpu',
+      cores: 2,
+      memoryBytes: 2 ** 30,
+      platform: 'linux',
+      release: '6',
+      loadAverageAtStart: [1, 1, 1],
+    },
+    node: 'v20',
+    postgres: {
+      version: 'PostgreSQL 18.4',
+      serverVersion: '18.4',
+      source: 'embedded',
+      kind: 'embedded-durable',
+      durable: true,
+      settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on' },
+      serverCpuMeasured: true,
+    },
+    pgbench: null,
+    settings: settingsFor(true),
+    baselines: {
+      problems: [],
+      defaultFlushPrepared: true,
+      statements: { defaultFlush: ['WITH …'], interactiveFlush: [], cutover: [] },
+    },
+    capacity: {
+      flushIntervalSeconds: 60,
+      flushSource: 'flush section',
+      replicas: 16,
+      serverCpuUsPerFlush: 600,
+      flushesPerSecond: 2000,
+      replicasPerCore: 100_000,
+      replicasAtMeasuredThroughput: 120_000,
+      lockTimeoutMs: 2000,
+      holds: [
+        {
+          kind: 'distinct-ids',
+          replicaRows: 16,
+          distinctIds: 100_000,
+          holdMs: 80,
+          holdRoundsMs: [80],
+          callMs: 82,
+        },
+      ],
+      rowsFit: undefined,
+      idsFit: { fixedMs: 5, perUnitUs: 0.75, sizeAtLockTimeout: 2_660_000 },
+    },
+    failures: [],
+    goals: evaluateGoals({}),
+    ...over,
+  });
+
+  it('says which server was used, what changed, and the capacity figures', () => {
+    const text = renderReadme(results(), 'chart.svg', undefined);
+    expect(text).toContain(
+      'embedded, durable (fsync=on, synchronous_commit=on, full_page_writes=on)',
+    );
+    expect(text).toContain('## What changed since the previous published run, and why');
+    expect(text).toContain("coder's protocol as the baseline");
+    expect(text).toContain('Replicas per PostgreSQL core at a 60 s flush: 100,000.');
+    expect(text).toContain('**2,660,000 distinct ids**');
+    expect(text).toContain('(not found for replica rows: the hold did not grow');
+    expect(text).toContain(NOTES_TEMPLATE);
+    expect(text).not.toContain('This server is not durable');
+  });
+
+  it('warns about a server that is not durable, and shows other servers beside this run', () => {
+    const fast = results({
+      postgres: {
+        ...results().postgres,
+        kind: 'embedded-fast',
+        durable: false,
+        settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' },
+      },
+    });
+    const pg15 = results({
+      postgres: { ...results().postgres, serverVersion: '15.20', kind: 'database-url' },
+    });
+    const text = renderReadme(fast, 'chart.svg', 'kept', [{ directory: 'pg15', results: pg15 }]);
+    expect(text).toContain('This server is not durable');
+    expect(text).toContain('[pg15](pg15/README.md): PostgreSQL 15.20, durable, quick, 2026-12-02');
+    expect(text).toContain('kept');
+  });
+});
+
+describe('other runs beside this one', () => {
+  it('reads results.json from subdirectories and skips older formats and junk', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-report-'));
+    try {
+      for (const [name, content] of [
+        ['pg15', JSON.stringify({ schemaVersion: 2, goals: [] })],
+        ['old', JSON.stringify({ schemaVersion: 1, goals: [] })],
+        ['junk', '{'],
+      ] as const) {
+        mkdirSync(join(dir, name));
+        writeFileSync(join(dir, name, 'results.json'), content);
+      }
+      expect(otherRuns(dir).map((r) => r.directory)).toEqual(['pg15']);
+      expect(otherRuns(join(dir, 'missing'))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

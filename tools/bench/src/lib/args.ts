@@ -9,6 +9,7 @@ export const SECTION_NAMES = [
   'contention',
   'tracker',
   'uniques',
+  'capacity',
   'profile',
 ] as const;
 export type SectionName = (typeof SECTION_NAMES)[number];
@@ -18,6 +19,12 @@ export interface BenchOptions {
   quick: boolean;
   /** A server to create (and afterwards drop) the bench's databases on; else embedded PostgreSQL. */
   databaseUrl: string | undefined;
+  /**
+   * Start the embedded server with durability off (fsync=off, synchronous_commit=off,
+   * full_page_writes=off), as the bench did before issue 13. The default is a durable
+   * server, as production runs. Contradicts --database-url (that server's settings are its own).
+   */
+  fastServer: boolean;
   /** Print the results JSON on stdout (the tables then go to stderr). */
   json: boolean;
   help: boolean;
@@ -52,6 +59,8 @@ Flags:
                           full run (about 10 minutes)
   --database-url URL      use this PostgreSQL server instead of embedded (also: DATABASE_URL);
                           the bench creates its own databases there and drops them afterwards
+  --fast-server           embedded server with durability off (fsync, synchronous_commit and
+                          full_page_writes off); the default is durable, as production runs
   --json                  print the results JSON on stdout (tables and progress go to stderr)
   --only LIST             run only these sections, comma-separated:
                           ${SECTION_NAMES.join(', ')}
@@ -73,6 +82,7 @@ const BOOLEAN_FLAGS = new Set([
   '--cpu-prof',
   '--no-cpu-prof',
   '--no-write',
+  '--fast-server',
 ]);
 
 export function parseArgs(
@@ -116,9 +126,15 @@ export function parseArgs(
   }
 
   const flagUrl = seen.get('--database-url');
+
   const databaseUrl = typeof flagUrl === 'string' ? flagUrl : nonEmpty(env['DATABASE_URL']);
   if (databaseUrl !== undefined)
     assertPostgresUrl(databaseUrl, typeof flagUrl === 'string' ? '--database-url' : 'DATABASE_URL');
+  if (seen.has('--fast-server') && databaseUrl !== undefined) {
+    throw new UsageError(
+      `--fast-server applies to the embedded server only; the server of ${typeof flagUrl === 'string' ? '--database-url' : 'DATABASE_URL'} keeps its own settings`,
+    );
+  }
 
   const onlyValue = seen.get('--only');
   const partial = typeof onlyValue === 'string';
@@ -144,6 +160,7 @@ export function parseArgs(
   return {
     quick,
     databaseUrl,
+    fastServer: seen.has('--fast-server'),
     json: seen.has('--json'),
     help: seen.has('--help'),
     cpuProfile,

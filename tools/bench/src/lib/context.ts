@@ -1,5 +1,6 @@
 import type { CpuProbe } from './cpu.js';
 import type { BenchDatabase } from './database.js';
+import type { Baselines } from './baselines.js';
 import type { Output } from './output.js';
 
 /** Durations, sizes and rounds of one run; {@link settingsFor} picks them. */
@@ -22,11 +23,20 @@ export interface BenchSettings {
   uniquesRounds: number;
   profileReplicas: number;
   profileSeconds: number;
+  /** Capacity: replica rows and distinct ids whose cutover lock hold is measured. */
+  capacityReplicaRows: readonly number[];
+  capacityDistinctIds: readonly number[];
+  /** Replica rows beside the ids in the distinct-id cutovers. */
+  capacityRowsWithIds: number;
+  capacityRounds: number;
+  /** Rounds for the sizes that take seconds to fill (1 M ids). */
+  capacityLargeRounds: number;
 }
 
 export function settingsFor(quick: boolean): BenchSettings {
   return {
-    concurrencies: [1, 4, 16, 64],
+    // Quick: 1 and 16 replicas (the goals' concurrency); the full run adds 4 and 64.
+    concurrencies: quick ? [1, 16] : [1, 4, 16, 64],
     flushRounds: quick ? 2 : 4,
     flushWarmupMs: quick ? 200 : 500,
     flushSeconds: quick ? 1 : 3,
@@ -43,6 +53,11 @@ export function settingsFor(quick: boolean): BenchSettings {
     uniquesRounds: quick ? 1 : 5,
     profileReplicas: 16,
     profileSeconds: quick ? 1 : 3,
+    capacityReplicaRows: [1_000, 10_000],
+    capacityDistinctIds: [100_000, 1_000_000],
+    capacityRowsWithIds: 16,
+    capacityRounds: quick ? 3 : 5,
+    capacityLargeRounds: quick ? 1 : 3,
   };
 }
 
@@ -55,6 +70,8 @@ export interface BenchContext {
   /** The run's replica ids are `${replicaIdPrefix}${index, 12 digits}`. */
   replicaIdPrefix: string;
   pgbench: string | undefined;
+  /** The store's statements recorded from the wire, replayed by the raw contenders. */
+  baselines: Baselines;
 }
 
 /** Contender order for a round: rotated each round so no contender always runs first (or last). */

@@ -9,6 +9,7 @@ import {
   createMigratedTemplate,
   dropDatabase,
   dropTemplate,
+  startEmbeddedPostgres,
   startPostgresServer,
   withAdminClient,
   type PostgresServer,
@@ -22,6 +23,16 @@ export interface ServerInfo {
   /** e.g. "18.1". */
   serverVersion: string;
   source: PostgresServer['source'] | 'database-url';
+  /**
+   * Which server the run measured: the embedded one, durable (the default) or with durability
+   * off (--fast-server), or the one --database-url named (its settings are its own).
+   */
+  kind: ServerKind;
+  /**
+   * True when a commit waits for its WAL to reach the disk (fsync, synchronous_commit and
+   * full_page_writes on), as on a production server: only then are commit costs real.
+   */
+  durable: boolean;
   /** Settings that change what the numbers mean (durability off on embedded, for one). */
   settings: Record<string, string>;
   /** The postmaster's pid when the server runs on this machine and we may read its files. */
@@ -44,6 +55,19 @@ export interface BenchDatabase {
   close(): Promise<void>;
 }
 
+export type ServerKind = 'embedded-durable' | 'embedded-fast' | 'database-url';
+
+/**
+ * The embedded server's settings on top of @usagekit/testing's throwaway ones. Durable (the
+ * default): every commit waits for its WAL flush, as production does; the measured costs of
+ * a commit are then the ones users pay. Fast (--fast-server): durability off, as the bench ran
+ * before issue 13; commits cost almost nothing, which flatters designs with many commits.
+ */
+export const EMBEDDED_SETTINGS: Record<Exclude<ServerKind, 'database-url'>, readonly string[]> = {
+  'embedded-durable': ['fsync=on', 'synchronous_commit=on', 'full_page_writes=on'],
+  'embedded-fast': ['fsync=off', 'synchronous_commit=off', 'full_page_writes=off'],
+};
+
 const REPORTED_SETTINGS = [
   'fsync',
   'synchronous_commit',
@@ -51,16 +75,25 @@ const REPORTED_SETTINGS = [
   'shared_buffers',
   'max_connections',
   'wal_level',
+  'wal_sync_method',
+  'max_locks_per_transaction',
 ];
 
 export async function openBenchDatabase(options: {
   databaseUrl: string | undefined;
+  /** Embedded server with durability off (ignored with databaseUrl). */
+  fastServer?: boolean;
   log: (line: string) => void;
 }): Promise<BenchDatabase> {
-  const server = await startPostgresServer({
-    databaseUrl: options.databaseUrl,
-    preferEmbedded: true,
-  });
+  const kind: ServerKind = options.databaseUrl
+    ? 'database-url'
+    : options.fastServer
+      ? 'embedded-fast'
+      : 'embedded-durable';
+  const server =
+    kind === 'database-url'
+      ? await startPostgresServer({ databaseUrl: options.databaseUrl })
+      : await startEmbeddedPostgres({ settings: EMBEDDED_SETTINGS[kind] });
   const cleanups: Array<() => Promise<unknown>> = [() => server.stop()];
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -79,9 +112,9 @@ export async function openBenchDatabase(options: {
     await admin.connect();
     cleanups.push(() => admin.end());
 
-    const info = await readServerInfo(server, options.databaseUrl !== undefined);
+    const info = await readServerInfo(server, kind);
     options.log(
-      `PostgreSQL ${info.serverVersion} (${info.source === 'embedded' ? 'embedded, started for this run' : `at ${redact(server.url)}`}); database ${name}`,
+      `PostgreSQL ${info.serverVersion} (${describeServer(info)}${kind === 'database-url' ? ` at ${redact(server.url)}` : ', started for this run'}); database ${name}`,
     );
     return {
       serverUrl: server.url,
@@ -102,7 +135,27 @@ export async function openBenchDatabase(options: {
   }
 }
 
-async function readServerInfo(server: PostgresServer, external: boolean): Promise<ServerInfo> {
+/** "embedded, durable (fsync=on, synchronous_commit=on)" and the like, for logs and the README. */
+export function describeServer(info: Pick<ServerInfo, 'kind' | 'durable' | 'settings'>): string {
+  const where = info.kind === 'database-url' ? '--database-url' : 'embedded';
+  const durability = ['fsync', 'synchronous_commit', 'full_page_writes']
+    .filter((name) => info.settings[name] !== undefined)
+    .map((name) => `${name}=${info.settings[name]}`)
+    .join(', ');
+  return `${where}, ${info.durable ? 'durable' : 'NOT durable'}${durability ? ` (${durability})` : ''}`;
+}
+
+/** Whether commits wait for the disk: fsync, full_page_writes and a synchronous commit. */
+export function isDurable(settings: Record<string, string>): boolean {
+  return (
+    settings['fsync'] === 'on' &&
+    settings['full_page_writes'] === 'on' &&
+    settings['synchronous_commit'] !== undefined &&
+    settings['synchronous_commit'] !== 'off'
+  );
+}
+
+async function readServerInfo(server: PostgresServer, kind: ServerKind): Promise<ServerInfo> {
   return withAdminClient(server.url, async (client) => {
     const version = (await client.query<{ v: string }>('SELECT version() AS v')).rows[0].v;
     const serverVersion = (
@@ -122,7 +175,9 @@ async function readServerInfo(server: PostgresServer, external: boolean): Promis
     return {
       version,
       serverVersion,
-      source: external ? 'database-url' : server.source,
+      source: kind === 'database-url' ? 'database-url' : server.source,
+      kind,
+      durable: isDurable(settings),
       settings,
       postmasterPid: postmasterPidFromDataDirectory(dataDirectory),
     };

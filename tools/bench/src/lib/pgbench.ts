@@ -1,6 +1,6 @@
 /**
- * Contender e: pgbench (PostgreSQL's own C load generator, no Node at all) running the raw
- * baseline's statements. Each pgbench client is one replica and flushes its own replica_id,
+ * Contender e: pgbench (PostgreSQL's own C load generator, no Node at all) running the
+ * store's interactive flush as recorded from the wire (./baselines.ts), like contender d. Each pgbench client is one replica and flushes its own replica_id,
  * built from the run's random id prefix and pgbench's :client_id exactly as the Node
  * contenders build theirs; its :seq variable rises per client like a replica's flush sequence.
  * (Drawing a random replica per transaction instead would make clients collide on rows and
@@ -19,13 +19,7 @@ import {
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { cpuPerOperation, type CpuPerOperation, type CpuProbe } from './cpu.js';
-import {
-  FLUSH_AFTER_LOCK,
-  LOCK_KEY,
-  LOCK_TIMEOUT,
-  SET_LOCK_TIMEOUT,
-  TAKE_SHARED_LOCK,
-} from './raw-sql.js';
+import type { RecordedFlush } from './baselines.js';
 import { summarizeLatencies, type LatencySummary } from './stats.js';
 
 export interface PgbenchInfo {
@@ -64,54 +58,50 @@ export async function pgbenchInfo(path: string): Promise<PgbenchInfo> {
   return { path, version: stdout.trim() };
 }
 
-/** The values every contender flushes (see the flush section). */
-export const PGBENCH_FLUSH_VARIABLES = {
-  ws_delta: '1',
-  user_delta: '1',
-  ws_count: '1',
-  user_count: '1',
-  allowed: '3',
-  denied: '1',
-  empty: '{}',
-  // The store's writer id when none is given (NIL_WRITER_ID), as in raw-sql.ts.
-  writer: '00000000-0000-0000-0000-000000000000',
-} as const;
+/** A pgbench script and the --define variables it reads. */
+export interface PgbenchScript {
+  script: string;
+  variables: Record<string, string>;
+}
+
+/** A parameter as pgbench passes it (text): arrays as PostgreSQL array literals. */
+export function pgbenchValue(value: unknown): string {
+  if (Array.isArray(value)) return `{${value.map((v) => String(v)).join(',')}}`;
+  return String(value);
+}
 
 /**
- * The pgbench script: the raw baseline's five statements, with each $n bound to a pgbench
- * variable (sent as a parameter under -M extended, like node-postgres sends its values).
+ * The pgbench script for a recorded flush: its statements in BEGIN … COMMIT (when the store
+ * used a transaction), every $n bound to a pgbench variable (sent as a parameter under
+ * -M extended, like node-postgres sends its values). The replica id becomes the client's own
+ * (the run's prefix and :client_id, as the Node contenders build theirs) and the sequence a
+ * per-client counter; every other parameter is passed as recorded.
  */
-export function pgbenchScript(): string {
+export function pgbenchScript(flush: RecordedFlush): PgbenchScript {
   const replica = `(:prefix::text || lpad(:client_id::text, 12, '0'))`;
-  const bindings: Record<string, string> = {
-    $1: replica,
-    $2: ':writer',
-    $3: ':seq',
-    $4: ':empty',
-    $5: ':empty',
-    $6: replica,
-    $7: ':ws_delta',
-    $8: ':user_delta',
-    $9: ':allowed',
-    $10: ':denied',
-    $11: ':writer',
-    $12: ':ws_count',
-    $13: ':user_count',
-  };
-  const flush = FLUSH_AFTER_LOCK.replace(/\$\d+/g, (placeholder) => {
-    const bound = bindings[placeholder];
-    if (!bound) throw new Error(`pgbenchScript: no binding for ${placeholder}`);
-    return bound;
-  });
-  return [
+  const variables: Record<string, string> = {};
+  const statements = flush.call.statements.map((statement, i) =>
+    statement.text.replace(/\$(\d+)/g, (placeholder, digits: string) => {
+      const index = Number(digits) - 1;
+      if (index < 0 || index >= statement.values.length) {
+        throw new Error(`pgbenchScript: no parameter for ${placeholder} in statement ${i + 1}`);
+      }
+      const value = statement.values[index];
+      if (typeof value === 'string' && value === flush.replicaId) return replica;
+      if (String(value) === flush.sequence.toString()) return ':seq';
+      const name = `p${i + 1}_${index + 1}`;
+      variables[name] = pgbenchValue(value);
+      return `:${name}`;
+    }),
+  );
+  const script = [
     '\\set seq :seq + 1',
-    'BEGIN;',
-    `${SET_LOCK_TIMEOUT.replace('$1', ':lock_timeout')};`,
-    `${TAKE_SHARED_LOCK.replace('$1', ':lock_key')};`,
-    `${flush};`,
-    'COMMIT;',
+    ...(flush.call.transaction ? ['BEGIN;'] : []),
+    ...statements.map((text) => `${text.trim()};`),
+    ...(flush.call.transaction ? ['COMMIT;'] : []),
     '',
   ].join('\n');
+  return { script, variables };
 }
 
 export interface PgbenchResult {
@@ -131,6 +121,8 @@ export interface PgbenchRunOptions {
   clients: number;
   seconds: number;
   replicaIdPrefix: string;
+  /** The recorded flush pgbench runs (the store's interactive flush). */
+  flush: RecordedFlush;
   cpu: CpuProbe;
   signal: AbortSignal;
 }
@@ -139,13 +131,13 @@ export async function runPgbench(options: PgbenchRunOptions): Promise<PgbenchRes
   const dir = mkdtempSync(join(tmpdir(), 'usagekit-pgbench-'));
   try {
     const script = join(dir, 'flush.sql');
-    writeFileSync(script, pgbenchScript());
+    const generated = pgbenchScript(options.flush);
+    writeFileSync(script, generated.script);
     const variables: Record<string, string> = {
-      ...PGBENCH_FLUSH_VARIABLES,
+      ...generated.variables,
       prefix: options.replicaIdPrefix,
+      // Above the prime flush's sequence 1 of the Node contenders; tables are emptied between segments.
       seq: '1',
-      lock_timeout: LOCK_TIMEOUT,
-      lock_key: LOCK_KEY,
     };
     const args = [
       '--no-vacuum',

@@ -10,10 +10,15 @@ export const CHART_CONTENDERS: ReadonlyArray<{
   color: string;
   dash?: string;
 }> = [
-  { id: 'a', label: 'a ours (shared lock, single statement)', color: '#1f77b4' },
-  { id: 'b', label: 'b ours, exclusive lock (coder)', color: '#d62728', dash: '6 4' },
-  { id: 'd', label: 'd raw node-postgres (5 statements)', color: '#2ca02c' },
-  { id: 'e', label: 'e pgbench (5 statements)', color: '#7f7f7f', dash: '2 3' },
+  { id: 'a', label: 'a the default flush', color: '#1f77b4' },
+  { id: 'l', label: "l coder's protocol, shared lock (baseline)", color: '#d62728', dash: '6 4' },
+  {
+    id: 'k',
+    label: "k coder's protocol, exclusive lock (as shipped)",
+    color: '#ff7f0e',
+    dash: '2 3',
+  },
+  { id: 'h', label: "h raw node-postgres, a's statement prepared", color: '#2ca02c' },
 ];
 
 const WIDTH = 760;

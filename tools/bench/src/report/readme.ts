@@ -3,7 +3,9 @@
  * runs: whatever sits between the NOTES markers in the existing file (analysis a person wrote
  * about a run; regenerate the numbers without losing it).
  */
+import { describeServer } from '../lib/database.js';
 import { fmt, fmtMs, fmtRatio, markdownTable } from '../lib/output.js';
+import { RATIO_COLUMNS } from '../sections/flush.js';
 import type { BenchResults } from './results.js';
 
 export const NOTES_START =
@@ -18,10 +20,17 @@ export function extractNotes(existing: string | undefined): string | undefined {
   return existing.slice(start + NOTES_START.length, end).trim();
 }
 
+/** Another run's results kept in a subdirectory (another server), shown beside this one's goals. */
+export interface OtherRun {
+  directory: string;
+  results: BenchResults;
+}
+
 export function renderReadme(
   results: BenchResults,
   chartFile: string,
   notes: string | undefined,
+  others: readonly OtherRun[] = [],
 ): string {
   const r = results;
   const lines: string[] = [];
@@ -50,6 +59,7 @@ export function renderReadme(
         ['OS', `${r.machine.platform} ${r.machine.release}`],
         ['Node.js', r.node],
         ['PostgreSQL', `${r.postgres.serverVersion} (${r.postgres.source}); ${r.postgres.version}`],
+        ['server', describeServer(r.postgres)],
         [
           'server settings',
           Object.entries(r.postgres.settings)
@@ -69,6 +79,15 @@ export function renderReadme(
       'flush in Node leaves more for the server: CPU per flush is reported for both sides.',
     '',
   );
+  if (!r.postgres.durable) {
+    push(
+      '> **This server is not durable**: commits do not wait for the disk, as they do in production. ' +
+        'Figures from a durable server (the default; embedded, or `--database-url` to a production-like ' +
+        'server) are the ones to quote.',
+      '',
+    );
+  }
+  push(...whatChanged(r));
 
   push(
     '## Goals',
@@ -85,15 +104,28 @@ export function renderReadme(
     '',
   );
 
-  if (!r.baselineSql.matches) {
+  if (others.length > 0) {
+    push(...otherServers(r, others));
+  } else {
     push(
-      '> **Warning:** the raw baselines no longer send exactly what the store sends; comparisons are suspect:',
-      ...r.baselineSql.mismatches.map((m) => `> - ${m}`),
+      'Other servers: run `npm run bench -- --database-url URL --out-dir docs/perf/NAME` first (e.g. ' +
+        '`--database-url postgresql://postgres@127.0.0.1:5432/postgres --out-dir docs/perf/pg15`), then this ' +
+        'run; its goals then appear here beside these.',
+      '',
+    );
+  }
+
+  if (r.baselines.problems.length > 0) {
+    push(
+      '> **Warning:** a raw baseline may not replay exactly what the store sent; comparisons with d, e, f, h and the raw cutovers are suspect:',
+      ...r.baselines.problems.map((m) => `> - ${m}`),
       '',
     );
   } else {
     push(
-      'The raw node-postgres and pgbench baselines were checked in this run to send the same statements and parameters as the store (captured from the wire).',
+      "The raw node-postgres and pgbench baselines replayed the store's own statements and parameters, recorded from the wire in this run " +
+        `(the default flush: ${r.baselines.statements.defaultFlush.length} statement(s), ` +
+        `${r.baselines.defaultFlushPrepared ? 'sent by the store as prepared statements' : 'sent by the store unnamed'}; the texts are in results.json under \`baselines\`).`,
       '',
     );
   }
@@ -109,7 +141,7 @@ export function renderReadme(
       '',
       `Each replica has its own client (a PrismaClient from \`createPrismaClient\`, or a \`pg.Pool\`, ` +
         `${2} connections) and flushes its own \`replica_id\` in a tight loop: a steady-state flush with a ` +
-        `sequence number and no new ids. ${r.settings.flushRounds} rounds × ${r.settings.flushSeconds} s per ` +
+        `sequence number and no new ids (t: a real tracker's flush, which carries the ids it saw again). ${r.settings.flushRounds} rounds × ${r.settings.flushSeconds} s per ` +
         `contender and concurrency, after ${r.settings.flushWarmupMs} ms of warm-up.`,
       '',
       markdownTable(
@@ -143,40 +175,21 @@ export function renderReadme(
         ]),
       ),
       '',
-      'Throughput ratios:',
+      'Ratios (throughput unless noted; a ÷ l PostgreSQL CPU is lower-is-better):',
       '',
       markdownTable(
-        [
-          'replicas',
-          'a ÷ d ours / raw pg',
-          'a ÷ e ours / pgbench',
-          'a ÷ b shared / exclusive',
-          'a ÷ f same statement',
-          'c ÷ d same 5 statements',
-          'c ÷ g shared / exclusive, interactive',
-          'h ÷ f prepared / not',
-          'i ÷ a ours prepared / default',
-          'i ÷ d ours prepared / raw pg',
-          'i ÷ j shared / exclusive, prepared',
-        ],
+        ['replicas', ...RATIO_COLUMNS.map(([, heading]) => heading)],
         f.ratios.map((x) => [
           String(x.replicas),
-          fmtRatio(x.oursOverRawPg),
-          fmtRatio(x.oursOverPgbench),
-          fmtRatio(x.sharedOverExclusive),
-          fmtRatio(x.oursOverRawSameStatement),
-          fmtRatio(x.interactiveOverRawPg),
-          fmtRatio(x.sharedOverExclusiveInteractive),
-          fmtRatio(x.preparedOverUnprepared),
-          fmtRatio(x.oursPreparedOverOurs),
-          fmtRatio(x.oursPreparedOverRawPg),
-          fmtRatio(x.sharedOverExclusivePrepared),
+          ...RATIO_COLUMNS.map(([key]) => fmtRatio(x[key])),
         ]),
       ),
       '',
-      'a ÷ d is the goal as stated (our default flush against the textbook five-statement protocol in raw ' +
-        'node-postgres); a ÷ f isolates what Prisma costs for byte-identical SQL, and c ÷ d does the same for ' +
-        'the five-statement form. pgbench numbers include no Node at all.' +
+      "a is the library's default flush as a tracker sends it, through the public API with every default. " +
+        "l is coder's protocol written by hand as coder runs it (pgx prepares every statement with arguments), " +
+        "with the shared lock: the baseline of the goals; k is the same with coder's exclusive lock, as shipped. " +
+        "h and f replay a's own statements in raw node-postgres, prepared and unnamed (recorded from the wire in this run)" +
+        ', so a ÷ h is what the client stack costs for the same server work. pgbench numbers include no Node at all.' +
         (f.pgbench === 'not found'
           ? ' pgbench was not found on this machine: contender e was skipped.'
           : ''),
@@ -188,8 +201,8 @@ export function renderReadme(
     push(
       '## 2. Cutover latency',
       '',
-      `\`getAndResetSummary\` against raw node-postgres running the same five statements (BEGIN, lock_timeout, ` +
-        `exclusive lock, the DELETE … RETURNING / sum statement, COMMIT), on a table filled with one ` +
+      `\`getAndResetSummary\` against raw node-postgres replaying the statements the store sent for it ` +
+        `(${r.baselines.statements.cutover.join('; ').slice(0, 160)}…), on a table filled with one ` +
         `INSERT … SELECT generate_series and vacuumed; ${r.settings.cutoverRounds} rounds.`,
       '',
       markdownTable(
@@ -314,18 +327,21 @@ export function renderReadme(
     );
   }
 
+  if (r.capacity) push(...capacitySection(r));
+
   push('## Where the time goes', '');
   if (r.profile && r.profile.contenders.length > 0) {
     const [a, d] = r.profile.contenders;
+    const other = d?.contender ?? 'l';
     const categories = [
       ...new Set(r.profile.contenders.flatMap((c) => Object.keys(c.usPerFlushByCategory))),
     ].sort((x, y) => (a?.usPerFlushByCategory[y] ?? 0) - (a?.usPerFlushByCategory[x] ?? 0));
     push(
-      `Contenders a and d with ${r.profile.replicas} replicas, each profiled for ${r.profile.seconds} s with V8's sampling ` +
+      `Contenders a and ${other} with ${r.profile.replicas} replicas, each profiled for ${r.profile.seconds} s with V8's sampling ` +
         "profiler (after the measured sections). Node CPU per flush by layer (self time), then each side's total:",
       '',
       markdownTable(
-        ['layer', 'a ours µs/flush', 'd raw pg µs/flush'],
+        ['layer', 'a the default µs/flush', `${other} µs/flush`],
         [
           ...categories.map((cat) => [
             cat,
@@ -358,7 +374,7 @@ export function renderReadme(
         true,
       ),
       '',
-      'Heaviest functions in d:',
+      `Heaviest functions in ${other}:`,
       '',
       markdownTable(
         ['function', 'layer', 'share of samples'],
@@ -381,15 +397,147 @@ export function renderReadme(
   push(
     '### Profiling it yourself',
     '',
-    '- `npm run bench -- --only profile --cpu-prof-dir /tmp/prof` profiles contenders a and d and keeps the `.cpuprofile` files (open them in Chrome DevTools → Performance, or speedscope).',
+    '- `npm run bench -- --only profile --cpu-prof-dir /tmp/prof` profiles contenders a and l and keeps the `.cpuprofile` files (open them in Chrome DevTools → Performance, or speedscope).',
     '- Whole-process profile of any section: `node --expose-gc --cpu-prof --cpu-prof-dir=/tmp/prof tools/bench/bin/bench.js --only flush --quick --no-write`.',
     '',
     '## Notes',
     '',
     NOTES_START,
-    notes ?? '_No notes yet._',
+    notes ?? NOTES_TEMPLATE,
     NOTES_END,
     '',
   );
   return lines.join('\n');
+}
+
+/** The notes block of a fresh README: what a person fills in after a full run. */
+export const NOTES_TEMPLATE = [
+  '_Written about the run of <date> (commit <sha>, <full|quick>, load average <x> at the start)._',
+  '',
+  "**The default flush vs coder's protocol (goals: a ÷ l ≥ 1.0 in throughput, ≤ 1.0 in PostgreSQL CPU per flush).** <ratios at 16 replicas; what the profile says>",
+  '',
+  '**The default flush vs the raw statement, prepared (goal: a ÷ h ≥ 0.8).** <ratio; where the client time goes>',
+  '',
+  '**Embedded 18 vs PostgreSQL 15 (`--database-url`).** <the same ratios on the other server>',
+  '',
+  '**Capacity.** <replicas per core; lock holds; what to do past the lock_timeout>',
+].join('\n');
+
+/**
+ * "What changed since the previous run, and why": the differences between this bench and the
+ * one that produced the previous published figures (schema 1, embedded with durability off).
+ */
+function whatChanged(r: BenchResults): string[] {
+  return [
+    '## What changed since the previous published run, and why',
+    '',
+    `- **A durable server by default.** The previous figures came from embedded PostgreSQL with \`fsync=off\` and ` +
+      '`synchronous_commit=off`, which no production database runs: there a commit costs nothing, so designs with ' +
+      'more commits or more round trips looked cheaper than they are. The bench now starts embedded PostgreSQL with ' +
+      `\`fsync\`, \`synchronous_commit\` and \`full_page_writes\` on (\`--fast-server\` restores the old settings, ` +
+      '`--database-url` measures any server as it is configured). ' +
+      `This run: ${describeServer(r.postgres)}.`,
+    "- **coder's protocol as the baseline (k, l).** Users compare the library with what coder runs: BEGIN; " +
+      "`pg_advisory_xact_lock` (k, as shipped) or `pg_advisory_xact_lock_shared` (l); sqlc's " +
+      '`UpsertBoundaryUsageStats` as a named prepared statement, as pgx sends it; COMMIT. The goals now compare the ' +
+      "default flush with l, in throughput and in PostgreSQL CPU per flush: our users' database is their product's " +
+      'database, and every microsecond telemetry spends there is taken from it. The old goals (ours ÷ the five-statement ' +
+      'raw protocol, shared ÷ exclusive ≥ 2.5, track() ≥ 10 M calls/s) are gone; track() is now held to 0.75× a `Set`.',
+    '- **The default flush is measured as the library ships it.** Contender a uses every default of ' +
+      '`createPrismaClient` and `BoundaryUsageStore` and the parameters a tracker sends (a sequence, no new ids), so ' +
+      'whatever the default becomes is what gets measured; f and h replay the statement captured from the wire, and ' +
+      't flushes through a real `BoundaryUsageTracker`.',
+    '- **A capacity section** (section 6): replicas per PostgreSQL core at a 1-minute flush, and how long the cutover ' +
+      "holds its exclusive lock as replicas and distinct ids grow, up to where it would pass the writers' lock_timeout.",
+    '',
+  ];
+}
+
+/** "**1,234 distinct ids**", or why no size was found. */
+function reach(size: number | undefined, what: string): string {
+  return size === undefined
+    ? `(not found for ${what}: the hold did not grow between the measured sizes, i.e. it is within the noise)`
+    : `**${fmt(size)} ${what}**`;
+}
+
+function capacitySection(r: BenchResults): string[] {
+  const c = r.capacity;
+  if (!c) return [];
+  const rowsAt = c.rowsFit?.sizeAtLockTimeout;
+  const idsAt = c.idsFit?.sizeAtLockTimeout;
+  const lines = [
+    '## 6. Capacity',
+    '',
+    `**Replicas per PostgreSQL core at a ${c.flushIntervalSeconds} s flush: ${fmt(c.replicasPerCore)}.** ` +
+      `One core has ${c.flushIntervalSeconds} s of CPU per minute; the default flush costs PostgreSQL ` +
+      `${fmt(c.serverCpuUsPerFlush)} µs of CPU (contender a, ${c.replicas} replicas, ${c.flushSource}; all of the ` +
+      "server's processes, WAL writer and checkpointer included). At full load this run's server completed " +
+      `${fmt(c.flushesPerSecond)} flushes/s while sharing its ${r.machine.cores} cores with the bench, i.e. ` +
+      `${fmt(c.replicasAtMeasuredThroughput)} replicas flushing once a minute; a durable server also waits for ` +
+      'its disk, which group commit shares between concurrent flushes.',
+    '',
+    `**How long the cutover holds its exclusive lock.** Through the store's \`getAndResetSummary\`, timed on the ` +
+      'wire from the return of the lock statement to the return of COMMIT; every flush that arrives meanwhile waits. ' +
+      `Tables filled with one INSERT … SELECT and vacuumed; median of ${r.settings.capacityRounds} rounds ` +
+      `(${r.settings.capacityLargeRounds ?? r.settings.capacityRounds} for 1 M ids).`,
+    '',
+    markdownTable(
+      ['replica rows', 'distinct ids in the period', 'lock held ms', 'whole call ms'],
+      c.holds.map((h) => [
+        fmt(h.replicaRows),
+        fmt(h.distinctIds),
+        fmtMs(h.holdMs),
+        fmtMs(h.callMs),
+      ]),
+    ),
+    '',
+    `Writers wait for the lock up to their lock_timeout (${fmt(c.lockTimeoutMs)} ms by default). A line through ` +
+      `the measured points: ${fmtMs(c.rowsFit?.fixedMs)} ms + ${fmt(c.rowsFit?.perUnitUs, 2)} µs per replica row, ` +
+      `and ${fmtMs(c.idsFit?.fixedMs)} ms + ${fmt(c.idsFit?.perUnitUs, 2)} µs per distinct id; the hold reaches ` +
+      `${fmt(c.lockTimeoutMs)} ms at about ${reach(rowsAt, 'replica rows')} or ${reach(idsAt, 'distinct ids')} in one period.`,
+    '',
+    'Past that point, flushes that arrive during a cutover fail with `LOCK_TIMEOUT` (55P03) instead of waiting. ' +
+      'Nothing is lost (the tracker keeps the batch and resends it with the same sequence), but the flush error ' +
+      'rate and its metrics rise once per period. What to do there:',
+    '',
+    `- raise the writers' \`lockTimeoutMs\` (\`new BoundaryUsageStore(prisma, { lockTimeoutMs })\`, below ` +
+      '`transactionTimeoutMs`) above the hold the table above predicts for your size;',
+    "- shorten the telemetry period (the reporter's `snapshotFrequencyMs`, 30 minutes by default): the hold " +
+      'grows with the distinct ids of one period, so a shorter period deletes fewer at a time;',
+    '- replica rows grow only with replicas (one row each): far past any deployment before they matter.',
+    '',
+  ];
+  return lines;
+}
+
+/** This run's goals beside those of the runs kept in subdirectories, one column per server. */
+function otherServers(r: BenchResults, others: readonly OtherRun[]): string[] {
+  const runs = [
+    { label: 'this run', results: r },
+    ...others.map((o) => ({
+      label: `[${o.directory}](${o.directory}/README.md)`,
+      results: o.results,
+    })),
+  ];
+  const header = runs.map(
+    (run) =>
+      `${run.label}: PostgreSQL ${run.results.postgres.serverVersion}, ${run.results.postgres.durable ? 'durable' : 'not durable'}, ${run.results.mode}, ${run.results.date.slice(0, 10)}`,
+  );
+  return [
+    'The same goals on the other servers measured (each a separate run; ratios are within each run):',
+    '',
+    markdownTable(
+      ['goal', ...header],
+      r.goals.map((g) => [
+        g.description,
+        ...runs.map((run) => {
+          const other = run.results.goals.find((x) => x.id === g.id);
+          return other
+            ? `${other.actualText} ${other.status === 'PASS' ? 'PASS' : `**${other.status}**`}`
+            : '–';
+        }),
+      ]),
+    ),
+    '',
+  ];
 }

@@ -2,7 +2,8 @@
 import type { BenchSettings } from '../lib/context.js';
 import type { ServerInfo } from '../lib/database.js';
 import type { PgbenchInfo } from '../lib/pgbench.js';
-import type { DriftReport } from '../lib/sql-drift.js';
+import type { BaselinesReport } from '../lib/baselines.js';
+import type { CapacitySectionResult } from '../sections/capacity.js';
 import type { ContentionSectionResult } from '../sections/contention.js';
 import type { CutoverSectionResult } from '../sections/cutover.js';
 import type { FlushSectionResult } from '../sections/flush.js';
@@ -32,7 +33,11 @@ export interface Goal {
 }
 
 export interface BenchResults {
-  schemaVersion: 1;
+  /**
+   * 2: durable server by default, coder's protocol as contenders k and l, capacity section,
+   * raw baselines recorded from the wire (`baselines` instead of `baselineSql`).
+   */
+  schemaVersion: 2;
   mode: 'quick' | 'full';
   command: string;
   date: string;
@@ -43,12 +48,14 @@ export interface BenchResults {
   postgres: Omit<ServerInfo, 'postmasterPid'> & { serverCpuMeasured: boolean };
   pgbench: PgbenchInfo | null;
   settings: BenchSettings;
-  baselineSql: DriftReport;
+  /** The store's statements the raw contenders replayed, recorded in this run. */
+  baselines: BaselinesReport;
   flush?: FlushSectionResult;
   cutover?: CutoverSectionResult;
   contention?: ContentionSectionResult;
   tracker?: TrackerSectionResult;
   uniques?: UniquesSectionResult;
+  capacity?: CapacitySectionResult;
   profile?: ProfileSectionResult;
   /** Sections that failed, with the error; the run goes on without them. */
   failures: Array<{ section: string; error: string }>;

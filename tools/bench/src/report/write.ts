@@ -1,7 +1,7 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { flushThroughputSvg } from './chart.js';
-import { extractNotes, renderReadme } from './readme.js';
+import { extractNotes, renderReadme, type OtherRun } from './readme.js';
 import type { BenchResults } from './results.js';
 
 export const CHART_FILE = 'flush-throughput.svg';
@@ -26,7 +26,37 @@ export function writeReport(dir: string, results: BenchResults): string[] {
   } catch {
     existing = undefined;
   }
-  writeFileSync(readme, renderReadme(results, CHART_FILE, extractNotes(existing)));
+  writeFileSync(readme, renderReadme(results, CHART_FILE, extractNotes(existing), otherRuns(dir)));
   files.push(readme);
   return files;
+}
+
+/**
+ * Runs kept in subdirectories of the output directory (e.g. `--out-dir docs/perf/pg15` against
+ * the machine's PostgreSQL 15), shown beside this run's goals. Unreadable or older-format
+ * results are skipped.
+ */
+export function otherRuns(dir: string): OtherRun[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name)
+      .sort();
+  } catch {
+    return [];
+  }
+  const runs: OtherRun[] = [];
+  for (const name of entries) {
+    try {
+      const results = JSON.parse(
+        readFileSync(join(dir, name, 'results.json'), 'utf8'),
+      ) as BenchResults;
+      if (results.schemaVersion !== 2 || !Array.isArray(results.goals)) continue;
+      runs.push({ directory: name, results });
+    } catch {
+      // No results there.
+    }
+  }
+  return runs;
 }

@@ -12,7 +12,7 @@ import { MAX_STALENESS_MS } from '../lib/fill.js';
 import { replicaId, runFleet } from '../lib/fleet.js';
 import { fmt, fmtMs, fmtRatio } from '../lib/output.js';
 import { LatencyRecorder, median, ratio } from '../lib/stats.js';
-import { openFleet } from './flush.js';
+import { fleetEnv, openFleet } from './flush.js';
 
 export interface ContentionRound {
   flushesPerSecond: number;
@@ -88,7 +88,7 @@ export async function runContentionSection(ctx: BenchContext): Promise<Contentio
             }
           }
         })();
-        const fleet = openFleet(contender, ctx.db.databaseUrl, ids);
+        const fleet = openFleet(contender, fleetEnv(ctx), ids);
         try {
           const result = await runFleet(fleet, {
             warmupMs: settings.flushWarmupMs,

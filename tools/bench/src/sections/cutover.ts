@@ -1,6 +1,6 @@
 /**
  * Section 2: cutover latency (getAndResetSummary) with 10, 1,000 and 100,000 replica rows,
- * ours against raw node-postgres running the same five statements. Each measurement starts
+ * ours against raw node-postgres replaying the statements the store sent for it. Each measurement starts
  * from a freshly filled table; ours and raw alternate within each round.
  */
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
@@ -8,7 +8,8 @@ import { createPrismaClient } from '@usagekit/db';
 import { rotate, type BenchContext } from '../lib/context.js';
 import { fillStats, MAX_STALENESS_MS } from '../lib/fill.js';
 import { fmt, fmtMs, fmtRatio } from '../lib/output.js';
-import { createRawPool, rawCutover } from '../lib/raw-pg.js';
+import { rawCutover } from '../lib/baselines.js';
+import { createRawPool } from '../lib/raw-pg.js';
 import { median, ratio } from '../lib/stats.js';
 
 export interface CutoverCell {
@@ -34,7 +35,7 @@ export async function runCutoverSection(ctx: BenchContext): Promise<CutoverSecti
   const cutover: Record<Side, () => Promise<bigint>> = {
     ours: async () =>
       BigInt((await store.getAndResetSummary({ maxStalenessMs: MAX_STALENESS_MS })).replicas),
-    raw: async () => BigInt((await rawCutover(pool, MAX_STALENESS_MS)).replicas),
+    raw: async () => BigInt((await rawCutover(pool, ctx.baselines)).replicas),
   };
   try {
     // Warm both clients (connections, Prisma's query compiler) on an empty table.

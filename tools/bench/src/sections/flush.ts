@@ -3,22 +3,29 @@
  * its own client (its own PrismaClient with a small pool, or its own pg.Pool) and flushes its
  * own replica_id in a tight loop. Contenders alternate within each round; medians over rounds.
  */
-import { BoundaryUsageStore, type StoreOptions } from '@usagekit/boundary-usage';
+import {
+  BoundaryUsageStore,
+  BoundaryUsageTracker,
+  type StoreOptions,
+} from '@usagekit/boundary-usage';
 import { createPrismaClient } from '@usagekit/db';
+import { randomUUID } from 'node:crypto';
+import { coderFlush, type CoderLock } from '../lib/coder.js';
 import { rotate, type BenchContext } from '../lib/context.js';
+import {
+  defaultFlushParams,
+  rawDefaultFlush,
+  rawInteractiveFlush,
+  type Baselines,
+} from '../lib/baselines.js';
 import { runFleet, replicaId, type Fleet, type SegmentResult } from '../lib/fleet.js';
 import { fmt, fmtMs, fmtRatio } from '../lib/output.js';
 import { runPgbench } from '../lib/pgbench.js';
-import {
-  createRawPool,
-  rawFlushInteractive,
-  rawFlushPrepared,
-  rawFlushSingleStatement,
-} from '../lib/raw-pg.js';
-import type { FlushValues } from '../lib/raw-sql.js';
+import { createRawPool } from '../lib/raw-pg.js';
 import { median, ratio } from '../lib/stats.js';
 
-export type FlushContenderId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'j';
+export type FlushContenderId =
+  'a' | 'b' | 'c' | 'd' | 'e' | 'f' | 'g' | 'h' | 'i' | 'k' | 'l' | 't';
 
 export interface FlushContender {
   id: FlushContenderId;
@@ -30,32 +37,53 @@ export interface FlushContender {
 }
 
 export const FLUSH_CONTENDERS: readonly FlushContender[] = [
-  { id: 'a', label: 'ours: shared lock, single statement (default)', roundTrips: 1 },
-  { id: 'b', label: 'ours: exclusive lock (coder), single statement', roundTrips: 1 },
-  { id: 'c', label: 'ours: shared lock, interactive', roundTrips: 5 },
+  {
+    id: 'a',
+    label:
+      'ours, the default flush: every library default; upsertStats with a writer id, a sequence and no ids',
+    roundTrips: 1,
+  },
+  { id: 'b', label: "ours: a with lockMode 'exclusive' (coder's locking)", roundTrips: 1 },
+  { id: 'c', label: "ours: a with flushMode 'interactive'", roundTrips: 5 },
   {
     id: 'd',
-    label: 'raw node-postgres: BEGIN, lock_timeout, shared lock, upsert, COMMIT',
+    label: "raw node-postgres: c's statements as the store sends them (recorded), in a transaction",
     roundTrips: 5,
   },
-  { id: 'e', label: 'pgbench: the same five statements as d', roundTrips: 5 },
-  { id: 'f', label: "raw node-postgres: a's single statement", roundTrips: 1 },
-  { id: 'g', label: 'ours: exclusive lock, interactive (coder, in full)', roundTrips: 5 },
+  { id: 'e', label: 'pgbench: the same statements as d', roundTrips: 5 },
+  {
+    id: 'f',
+    label: "raw node-postgres: a's statement(s) as the store sends them (recorded), unnamed",
+    roundTrips: 1,
+  },
+  { id: 'g', label: 'ours: exclusive lock, interactive', roundTrips: 5 },
   {
     id: 'h',
-    label: 'raw node-postgres: f as a named prepared statement',
+    label: 'raw node-postgres: f as named prepared statements',
     roundTrips: 1,
-    onlyAt: [16],
   },
   {
     id: 'i',
-    label: 'ours: a with preparedStatements (createPrismaClient option)',
+    label: 'ours: a with createPrismaClient({ preparedStatements: false })',
     roundTrips: 1,
   },
   {
-    id: 'j',
-    label: 'ours: b with preparedStatements',
+    id: 'k',
+    label:
+      "coder's protocol in raw node-postgres, exclusive lock: BEGIN, pg_advisory_xact_lock, prepared upsert, COMMIT",
+    roundTrips: 4,
+  },
+  {
+    id: 'l',
+    label:
+      "coder's protocol, shared lock: BEGIN, pg_advisory_xact_lock_shared, prepared upsert, COMMIT (the baseline)",
+    roundTrips: 4,
+  },
+  {
+    id: 't',
+    label: 'ours through a real tracker: track() one known workspace and owner, then flush()',
     roundTrips: 1,
+    onlyAt: [16],
   },
 ];
 
@@ -88,26 +116,32 @@ export interface FlushCell {
 
 export interface FlushRatios {
   replicas: number;
-  /** ours (a) ÷ raw node-postgres (d). */
-  oursOverRawPg: number;
-  /** ours (a) ÷ pgbench (e). */
-  oursOverPgbench: number;
+  /** the default (a) ÷ coder's protocol, shared lock, prepared (l): throughput. The goal. */
+  defaultOverCoderShared: number;
+  /** the default (a) ÷ coder's protocol as coder runs it, exclusive (k). */
+  defaultOverCoderExclusive: number;
+  /** PostgreSQL CPU per flush, the default (a) ÷ coder shared (l): lower is better. */
+  defaultServerCpuOverCoderShared: number;
+  /** the default (a) ÷ raw single statement, prepared (h). */
+  defaultOverRawPrepared: number;
+  /** the default (a) ÷ raw single statement, unnamed (f): the client's cost for identical SQL. */
+  defaultOverRawSameStatement: number;
+  /** raw prepared (h) ÷ raw unnamed (f): what parsing and planning each flush costs. */
+  preparedOverUnprepared: number;
+  /** the default (a) ÷ ours without prepared statements (i). */
+  defaultOverUnprepared: number;
+  /** the default (a) ÷ the store's interactive protocol in raw node-postgres (d). */
+  defaultOverRawInteractive: number;
+  /** the default (a) ÷ pgbench running d (e). */
+  defaultOverPgbench: number;
   /** shared (a) ÷ exclusive (b). */
   sharedOverExclusive: number;
-  /** ours (a) ÷ raw pg running a's single statement (f): Prisma's cost for identical SQL. */
-  oursOverRawSameStatement: number;
-  /** ours interactive (c) ÷ raw pg (d): Prisma's cost for identical five statements. */
+  /** coder's protocol, shared (l) ÷ exclusive (k). */
+  coderSharedOverExclusive: number;
+  /** ours interactive (c) ÷ raw pg (d): the client's cost for identical statements. */
   interactiveOverRawPg: number;
-  /** shared ÷ exclusive, both interactive (c ÷ g). */
-  sharedOverExclusiveInteractive: number;
-  /** raw prepared (h) ÷ raw unprepared (f): what parsing and planning each flush costs. */
-  preparedOverUnprepared: number;
-  /** ours with preparedStatements (i) ÷ ours default (a). */
-  oursPreparedOverOurs: number;
-  /** ours with preparedStatements (i) ÷ raw pg (d). */
-  oursPreparedOverRawPg: number;
-  /** shared ÷ exclusive, both with preparedStatements (i ÷ j). */
-  sharedOverExclusivePrepared: number;
+  /** a real tracker's flush (t) ÷ the default (a). */
+  trackerOverDefault: number;
 }
 
 export interface FlushSectionResult {
@@ -117,20 +151,11 @@ export interface FlushSectionResult {
   ratios: FlushRatios[];
 }
 
-/** What every contender writes per flush: a steady-state flush with no new ids. */
-export function flushValues(replica: string, sequence: bigint): FlushValues {
-  return {
-    replicaId: replica,
-    sequence,
-    uniqueWorkspacesDelta: 1n,
-    uniqueUsersDelta: 1n,
-    uniqueWorkspacesCount: 1n,
-    uniqueUsersCount: 1n,
-    allowedRequests: 3n,
-    deniedRequests: 1n,
-    workspaceIds: [],
-    userIds: [],
-  };
+/** What a fleet needs besides the replica ids. */
+export interface FleetEnv {
+  databaseUrl: string;
+  /** The store's statements recorded from the wire, for the raw replays d, f and h. */
+  baselines: Baselines;
 }
 
 export function openStoreFleet(
@@ -144,20 +169,36 @@ export function openStoreFleet(
   );
   const flushers = ids.map((id, i) => {
     const store = new BoundaryUsageStore(clients[i], options);
-    // The shape the tracker sends: counts as numbers, request deltas as bigints.
-    return (sequence: bigint) =>
-      store.upsertStats({
-        replicaId: id,
-        sequence,
-        uniqueWorkspacesDelta: 1,
-        uniqueUsersDelta: 1,
-        uniqueWorkspacesCount: 1,
-        uniqueUsersCount: 1,
-        allowedRequests: 3n,
-        deniedRequests: 1n,
-        workspaceIds: [],
-        userIds: [],
-      });
+    // One writer per replica, as one tracker per replica process has.
+    const writerId = randomUUID();
+    return (sequence: bigint) => store.upsertStats(defaultFlushParams(id, sequence, writerId));
+  });
+  return {
+    flushers,
+    close: async () => void (await Promise.all(clients.map((c) => c.$disconnect()))),
+  };
+}
+
+/**
+ * Contender t: each replica owns a real BoundaryUsageTracker and, per flush, tracks one
+ * request of its own workspace and owner, then flushes: whatever the tracker sends in steady
+ * state (its sequence, its writer identity, the ids it carries) is what gets measured. The
+ * fleet's sequence numbers are ignored: the tracker numbers its own batches.
+ */
+export function openTrackerFleet(databaseUrl: string, ids: readonly string[]): Fleet {
+  const clients = ids.map(() =>
+    createPrismaClient({ databaseUrl, maxConnections: REPLICA_POOL_SIZE }),
+  );
+  const flushers = ids.map((id, i) => {
+    const store = new BoundaryUsageStore(clients[i]);
+    const tracker = new BoundaryUsageTracker();
+    // Per replica, a workspace and owner of its own: uuids derived from the replica's id.
+    const workspace = `${id.slice(0, 24)}${'a'.repeat(12)}`;
+    const owner = `${id.slice(0, 24)}${'b'.repeat(12)}`;
+    return async () => {
+      tracker.track(workspace, owner, 3, 1);
+      return tracker.flush(store, id);
+    };
   });
   return {
     flushers,
@@ -168,56 +209,61 @@ export function openStoreFleet(
 export function openRawFleet(
   databaseUrl: string,
   ids: readonly string[],
-  flush: typeof rawFlushInteractive,
+  flush: (pool: import('pg').Pool, replica: string, sequence: bigint) => Promise<unknown>,
 ): Fleet {
   const pools = ids.map(() => createRawPool(databaseUrl, REPLICA_POOL_SIZE));
   const flushers = ids.map((id, i) => {
     const pool = pools[i];
-    return (sequence: bigint) => flush(pool, flushValues(id, sequence));
+    return (sequence: bigint) => flush(pool, id, sequence);
   });
   return { flushers, close: async () => void (await Promise.all(pools.map((p) => p.end()))) };
 }
 
-export function openFleet(
-  id: FlushContenderId,
-  databaseUrl: string,
-  ids: readonly string[],
-): Fleet {
+function coderFleet(databaseUrl: string, ids: readonly string[], lock: CoderLock): Fleet {
+  return openRawFleet(databaseUrl, ids, (pool, replica) =>
+    coderFlush(pool, lock, {
+      replicaId: replica,
+      uniqueWorkspacesDelta: 1n,
+      uniqueUsersDelta: 1n,
+      allowedRequests: 3n,
+      deniedRequests: 1n,
+      uniqueWorkspacesCount: 1n,
+      uniqueUsersCount: 1n,
+    }),
+  );
+}
+
+export function openFleet(id: FlushContenderId, env: FleetEnv, ids: readonly string[]): Fleet {
+  const { databaseUrl, baselines } = env;
   switch (id) {
     case 'a':
-      return openStoreFleet(databaseUrl, ids, {
-        lockMode: 'shared',
-        flushMode: 'single-statement',
-      });
+      return openStoreFleet(databaseUrl, ids, {});
     case 'b':
-      return openStoreFleet(databaseUrl, ids, {
-        lockMode: 'exclusive',
-        flushMode: 'single-statement',
-      });
+      return openStoreFleet(databaseUrl, ids, { lockMode: 'exclusive' });
     case 'c':
-      return openStoreFleet(databaseUrl, ids, { lockMode: 'shared', flushMode: 'interactive' });
+      return openStoreFleet(databaseUrl, ids, { flushMode: 'interactive' });
     case 'g':
       return openStoreFleet(databaseUrl, ids, { lockMode: 'exclusive', flushMode: 'interactive' });
-    case 'd':
-      return openRawFleet(databaseUrl, ids, rawFlushInteractive);
-    case 'f':
-      return openRawFleet(databaseUrl, ids, rawFlushSingleStatement);
-    case 'h':
-      return openRawFleet(databaseUrl, ids, rawFlushPrepared);
     case 'i':
-      return openStoreFleet(
-        databaseUrl,
-        ids,
-        { lockMode: 'shared', flushMode: 'single-statement' },
-        { preparedStatements: true },
+      return openStoreFleet(databaseUrl, ids, {}, { preparedStatements: false });
+    case 'd':
+      return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
+        rawInteractiveFlush(pool, baselines, replica, sequence),
       );
-    case 'j':
-      return openStoreFleet(
-        databaseUrl,
-        ids,
-        { lockMode: 'exclusive', flushMode: 'single-statement' },
-        { preparedStatements: true },
+    case 'f':
+      return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
+        rawDefaultFlush(pool, baselines, replica, sequence, false),
       );
+    case 'h':
+      return openRawFleet(databaseUrl, ids, (pool, replica, sequence) =>
+        rawDefaultFlush(pool, baselines, replica, sequence, true),
+      );
+    case 'k':
+      return coderFleet(databaseUrl, ids, 'exclusive');
+    case 'l':
+      return coderFleet(databaseUrl, ids, 'shared');
+    case 't':
+      return openTrackerFleet(databaseUrl, ids);
     case 'e':
       throw new Error('pgbench is not a Node fleet');
   }
@@ -239,12 +285,13 @@ export async function measureContender(
       clients: replicas,
       seconds: timing.seconds,
       replicaIdPrefix: ctx.replicaIdPrefix,
+      flush: ctx.baselines.interactiveFlush,
       cpu: ctx.cpu,
       signal: ctx.signal,
     }).then((r) => ({ ...r, seconds: timing.seconds }));
   }
   const ids = Array.from({ length: replicas }, (_, i) => replicaId(ctx.replicaIdPrefix, i));
-  const fleet = openFleet(contender, ctx.db.databaseUrl, ids);
+  const fleet = openFleet(contender, fleetEnv(ctx), ids);
   try {
     return await runFleet(fleet, {
       warmupMs: timing.warmupMs,
@@ -257,9 +304,35 @@ export async function measureContender(
   }
 }
 
+/**
+ * Round trips per flush as this run's store sends them: the recorded calls' statements, plus
+ * BEGIN and COMMIT when they run in a transaction (the static figures are the defaults).
+ */
+export function withRecordedRoundTrips(
+  contenders: readonly FlushContender[],
+  baselines: Baselines,
+): FlushContender[] {
+  const trips = (call: Baselines['defaultFlush']['call']) =>
+    call.statements.length + (call.transaction ? 2 : 0);
+  const single = trips(baselines.defaultFlush.call);
+  const interactive = trips(baselines.interactiveFlush.call);
+  return contenders.map((c) => {
+    if (['a', 'b', 'f', 'h', 'i', 't'].includes(c.id)) return { ...c, roundTrips: single };
+    if (['c', 'd', 'e', 'g'].includes(c.id)) return { ...c, roundTrips: interactive };
+    return c;
+  });
+}
+
+export function fleetEnv(ctx: BenchContext): FleetEnv {
+  return { databaseUrl: ctx.db.databaseUrl, baselines: ctx.baselines };
+}
+
 export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionResult> {
   const { settings, out } = ctx;
-  const contenders = FLUSH_CONTENDERS.filter((c) => c.id !== 'e' || ctx.pgbench !== undefined);
+  const contenders = withRecordedRoundTrips(
+    FLUSH_CONTENDERS.filter((c) => c.id !== 'e' || ctx.pgbench !== undefined),
+    ctx.baselines,
+  );
   if (!ctx.pgbench) out.line('pgbench not found, skipped (contender e)');
   const cells: FlushCell[] = [];
   for (const replicas of settings.concurrencies) {
@@ -323,22 +396,48 @@ function summarizeCell(
 }
 
 export function flushRatios(cells: readonly FlushCell[], replicas: number): FlushRatios {
-  const tput = (id: FlushContenderId) =>
-    cells.find((c) => c.contender === id && c.replicas === replicas)?.flushesPerSecond;
+  const cell = (id: FlushContenderId) =>
+    cells.find((c) => c.contender === id && c.replicas === replicas);
+  const tput = (id: FlushContenderId) => cell(id)?.flushesPerSecond;
   return {
     replicas,
-    oursOverRawPg: ratio(tput('a'), tput('d')),
-    oursOverPgbench: ratio(tput('a'), tput('e')),
-    sharedOverExclusive: ratio(tput('a'), tput('b')),
-    oursOverRawSameStatement: ratio(tput('a'), tput('f')),
-    interactiveOverRawPg: ratio(tput('c'), tput('d')),
-    sharedOverExclusiveInteractive: ratio(tput('c'), tput('g')),
+    defaultOverCoderShared: ratio(tput('a'), tput('l')),
+    defaultOverCoderExclusive: ratio(tput('a'), tput('k')),
+    defaultServerCpuOverCoderShared: ratio(
+      cell('a')?.serverCpuUsPerFlush,
+      cell('l')?.serverCpuUsPerFlush,
+    ),
+    defaultOverRawPrepared: ratio(tput('a'), tput('h')),
+    defaultOverRawSameStatement: ratio(tput('a'), tput('f')),
     preparedOverUnprepared: ratio(tput('h'), tput('f')),
-    oursPreparedOverOurs: ratio(tput('i'), tput('a')),
-    oursPreparedOverRawPg: ratio(tput('i'), tput('d')),
-    sharedOverExclusivePrepared: ratio(tput('i'), tput('j')),
+    defaultOverUnprepared: ratio(tput('a'), tput('i')),
+    defaultOverRawInteractive: ratio(tput('a'), tput('d')),
+    defaultOverPgbench: ratio(tput('a'), tput('e')),
+    sharedOverExclusive: ratio(tput('a'), tput('b')),
+    coderSharedOverExclusive: ratio(tput('l'), tput('k')),
+    interactiveOverRawPg: ratio(tput('c'), tput('d')),
+    trackerOverDefault: ratio(tput('t'), tput('a')),
   };
 }
+
+/** Ratio columns of the flush tables: key, heading. Shared by the console and the README. */
+export const RATIO_COLUMNS: ReadonlyArray<
+  readonly [Exclude<keyof FlushRatios, 'replicas'>, string]
+> = [
+  ['defaultOverCoderShared', 'a ÷ l default / coder shared'],
+  ['defaultServerCpuOverCoderShared', 'a ÷ l PostgreSQL CPU per flush'],
+  ['defaultOverCoderExclusive', 'a ÷ k default / coder as shipped'],
+  ['defaultOverRawPrepared', 'a ÷ h default / raw prepared'],
+  ['defaultOverRawSameStatement', 'a ÷ f default / raw same statement'],
+  ['preparedOverUnprepared', 'h ÷ f prepared / unnamed'],
+  ['defaultOverUnprepared', 'a ÷ i default / unprepared'],
+  ['defaultOverRawInteractive', 'a ÷ d default / raw 5 statements'],
+  ['defaultOverPgbench', 'a ÷ e default / pgbench'],
+  ['sharedOverExclusive', 'a ÷ b shared / exclusive'],
+  ['coderSharedOverExclusive', 'l ÷ k coder shared / exclusive'],
+  ['interactiveOverRawPg', 'c ÷ d same statements'],
+  ['trackerOverDefault', 't ÷ a real tracker / default'],
+];
 
 function printFlushTables(
   ctx: BenchContext,
@@ -371,32 +470,8 @@ function printFlushTables(
     rows,
   );
   ctx.out.table(
-    'Flush ratios (throughput)',
-    [
-      'replicas',
-      'a÷d ours/raw pg',
-      'a÷e ours/pgbench',
-      'a÷b shared/excl',
-      'a÷f same stmt',
-      'c÷d same 5 stmts',
-      'c÷g shared/excl itx',
-      'h÷f prepared',
-      'i÷a ours prepared',
-      'i÷d ours prepared/raw pg',
-      'i÷j shared/excl prepared',
-    ],
-    ratios.map((r) => [
-      String(r.replicas),
-      fmtRatio(r.oursOverRawPg),
-      fmtRatio(r.oursOverPgbench),
-      fmtRatio(r.sharedOverExclusive),
-      fmtRatio(r.oursOverRawSameStatement),
-      fmtRatio(r.interactiveOverRawPg),
-      fmtRatio(r.sharedOverExclusiveInteractive),
-      fmtRatio(r.preparedOverUnprepared),
-      fmtRatio(r.oursPreparedOverOurs),
-      fmtRatio(r.oursPreparedOverRawPg),
-      fmtRatio(r.sharedOverExclusivePrepared),
-    ]),
+    'Flush ratios (throughput unless noted)',
+    ['replicas', ...RATIO_COLUMNS.map(([, heading]) => heading)],
+    ratios.map((r) => [String(r.replicas), ...RATIO_COLUMNS.map(([key]) => fmtRatio(r[key]))]),
   );
 }

@@ -1,5 +1,6 @@
 /**
- * Section 7: where the time goes. Contender a (ours) and d (raw node-postgres) with 16
+ * Section 7: where the time goes. Contender a (the default flush) and l (coder's protocol,
+ * shared lock, in raw node-postgres) with 16
  * replicas, each under V8's sampling profiler (node:inspector, in this process), after the
  * measured sections so the profiler's overhead touches no reported figure. The profiles are
  * kept as .cpuprofile files (open them in Chrome DevTools or speedscope) and summarized here
@@ -13,10 +14,10 @@ import type { BenchContext } from '../lib/context.js';
 import { breakdown, type CpuProfile, type ProfileBreakdown } from '../lib/cpu-profile.js';
 import { replicaId, runFleet } from '../lib/fleet.js';
 import { fmt } from '../lib/output.js';
-import { openFleet } from './flush.js';
+import { fleetEnv, openFleet } from './flush.js';
 
 export interface ProfiledContender {
-  contender: 'a' | 'd';
+  contender: 'a' | 'l';
   file: string;
   flushes: number;
   flushesPerSecond: number;
@@ -52,9 +53,9 @@ export async function runProfileSection(
   try {
     await session.post('Profiler.enable');
     await session.post('Profiler.setSamplingInterval', { interval: 200 });
-    for (const contender of ['a', 'd'] as const) {
+    for (const contender of ['a', 'l'] as const) {
       await ctx.db.reset();
-      const fleet = openFleet(contender, ctx.db.databaseUrl, ids);
+      const fleet = openFleet(contender, fleetEnv(ctx), ids);
       let profile: CpuProfile | undefined;
       try {
         let starting: Promise<unknown> | undefined;
@@ -105,24 +106,24 @@ export async function runProfileSection(
   }
 
   const categories = [...new Set(contenders.flatMap((c) => Object.keys(c.usPerFlushByCategory)))];
-  const [a, d] = contenders;
+  const [a, l] = contenders;
   categories.sort((x, y) => (a?.usPerFlushByCategory[y] ?? 0) - (a?.usPerFlushByCategory[x] ?? 0));
   ctx.out.table(
     `Where the time goes: Node CPU µs per flush by layer, ${settings.profileReplicas} replicas (profiled, ${settings.profileSeconds} s each)`,
-    ['layer', 'a ours', 'd raw pg'],
+    ['layer', 'a the default', "l coder's protocol, shared"],
     [
       ...categories.map((category) => [
         category,
         fmt(a?.usPerFlushByCategory[category], 1),
-        fmt(d?.usPerFlushByCategory[category], 1),
+        fmt(l?.usPerFlushByCategory[category], 1),
       ]),
       [
         'total Node CPU (process.cpuUsage)',
         fmt(a?.clientCpuUsPerFlush, 1),
-        fmt(d?.clientCpuUsPerFlush, 1),
+        fmt(l?.clientCpuUsPerFlush, 1),
       ],
-      ['PostgreSQL CPU (/proc)', fmt(a?.serverCpuUsPerFlush, 1), fmt(d?.serverCpuUsPerFlush, 1)],
-      ['flushes/s while profiled', fmt(a?.flushesPerSecond), fmt(d?.flushesPerSecond)],
+      ['PostgreSQL CPU (/proc)', fmt(a?.serverCpuUsPerFlush, 1), fmt(l?.serverCpuUsPerFlush, 1)],
+      ['flushes/s while profiled', fmt(a?.flushesPerSecond), fmt(l?.flushesPerSecond)],
     ],
     [`profiles: ${dir}`],
   );

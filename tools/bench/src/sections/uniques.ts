@@ -12,7 +12,9 @@ import { fillIds, fillStats, MAX_STALENESS_MS } from '../lib/fill.js';
 import { replicaId } from '../lib/fleet.js';
 import { flatUuid } from '../lib/ids.js';
 import { fmt, fmtMs } from '../lib/output.js';
-import { createRawPool, rawCutover, rawFlushSingleStatement } from '../lib/raw-pg.js';
+import { rawCutover } from '../lib/baselines.js';
+import { createRawPool } from '../lib/raw-pg.js';
+import { recordCall, replayCall, type RecordedCall } from '../lib/replay.js';
 import { median } from '../lib/stats.js';
 
 export type UniquesOperation =
@@ -79,19 +81,14 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
       workspaceIds: withIds ? workspaceIds : [],
       userIds: withIds ? userIds : [],
     });
-  const raw = (replica: string, withIds: boolean) =>
-    rawFlushSingleStatement(pool, {
-      replicaId: replica,
-      sequence: 1n,
-      uniqueWorkspacesDelta: withIds ? BigInt(half) : 0n,
-      uniqueUsersDelta: withIds ? BigInt(half) : 0n,
-      uniqueWorkspacesCount: BigInt(half),
-      uniqueUsersCount: BigInt(half),
-      allowedRequests: 3n,
-      deniedRequests: 1n,
-      workspaceIds: withIds ? workspaceIds : [],
-      userIds: withIds ? userIds : [],
-    });
+  // Raw node-postgres sends what the store sent for the same flush (recorded in the warm-up),
+  // for another replica.
+  const recorded = new Map<boolean, RecordedCall>();
+  const raw = async (replica: string, withIds: boolean) => {
+    const call = recorded.get(withIds);
+    if (!call) throw new Error('uniques: the store flush was not recorded');
+    return replayCall(pool, call, [[first, replica]]);
+  };
 
   const samples = new Map<string, Sample[]>();
   const record = (key: string, sample: Sample) => {
@@ -99,9 +96,13 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
   };
 
   try {
-    // Warm both clients, including a flush with a large array parameter.
+    // Warm both clients, including a flush with a large array parameter, and record the
+    // store's two flushes for the raw side.
+    for (const withIds of [false, true]) {
+      await db.reset();
+      recorded.set(withIds, await recordCall(() => ours(first, withIds)));
+    }
     await db.reset();
-    await ours(first, true);
     await raw(second, true);
 
     for (let round = 0; round < settings.uniquesRounds; round++) {
@@ -121,7 +122,7 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
                 return s.uniqueWorkspaces + s.uniqueUsers;
               }
             : async () => {
-                const r = await rawCutover(pool, MAX_STALENESS_MS);
+                const r = await rawCutover(pool, ctx.baselines);
                 return BigInt(r.unique_workspaces) + BigInt(r.unique_users);
               };
         await db.reset();
