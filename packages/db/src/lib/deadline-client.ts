@@ -111,9 +111,11 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
     async #queryWithFallback(config: QueryConfig): Promise<unknown> {
       const named = config.name !== undefined && settings.prepared.enabled;
       if (!named) delete config.name;
-      // The transaction status before this statement: 'I' means it runs as its own
-      // transaction, so if it fails at Parse/Bind nothing at all happened.
+      // The transaction status before this statement: 'I' (or null: nothing ran on this
+      // connection since the handshake) means it runs as its own transaction, so if it fails
+      // at Parse/Bind nothing at all happened.
       const statusBefore = this.getTransactionStatus();
+      const outsideTransaction = statusBefore === 'I' || statusBefore === null;
       try {
         return await this.#queryWithDeadline(config);
       } catch (error) {
@@ -127,7 +129,7 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
           // carries a sequence, so even a repeated flush would be recognised and not counted
           // twice.) Inside a transaction the block is now aborted: the error goes to the
           // caller, as a retryable PreparedStatementMismatchError, and its retry runs unnamed.
-          if (statusBefore === 'I') {
+          if (outsideTransaction) {
             delete config.name;
             return await this.#queryWithDeadline(config);
           }

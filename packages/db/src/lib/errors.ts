@@ -171,8 +171,10 @@ const CONNECTION_ADAPTER_KINDS = new Set([
   'TooManyConnections',
 ]);
 const CONNECTION_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017']);
+// 'timeout expired': node-postgres's connectionTimeoutMillis while connecting; 'timeout exceeded
+// when trying to connect': pg-pool's wait for a free slot ran out (connectTimeoutMs).
 const CONNECTION_MESSAGES =
-  /Connection terminated|terminating connection|Client has encountered a connection error|connection is closed|Connection closed|ECONNRESET|ECONNREFUSED|server closed the connection/i;
+  /Connection terminated|timeout expired|timeout exceeded when trying to connect|terminating connection|Client has encountered a connection error|connection is closed|Connection closed|ECONNRESET|ECONNREFUSED|server closed the connection/i;
 
 interface ErrorShape {
   code?: unknown;
