@@ -9,7 +9,7 @@
 import { createPrismaClient, Prisma, toDatabaseError } from '@usagekit/db';
 import { startFreezingProxy, type FreezingProxy } from '@usagekit/testing';
 import { BoundaryUsageStore } from '../src/index.js';
-import { useDatabase, uuid } from './helpers.js';
+import { gate, useDatabase, uuid } from './helpers.js';
 
 const db = useDatabase();
 let proxy: FreezingProxy;
@@ -36,12 +36,17 @@ test('writers flush again once the server ends the vanished holder’s session, 
   const writer = new BoundaryUsageStore(writerClient, { lockTimeoutMs: 300 });
   const replicaId = uuid();
   try {
+    let holderPid: number | undefined;
+    const frozen = gate();
     const holding = holderClient
       .$transaction(
         async (tx) => {
           await holderStore.getAndResetSummaryInTransaction(tx, { maxStalenessMs: 3_600_000 });
+          const [backend] = await tx.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+          holderPid = backend!.pid;
           // The lock is held; now the network goes silent (no FIN, no RST).
           proxy.freeze();
+          frozen.open();
           await tx.$queryRaw`SELECT 1 AS one`;
         },
         { isolationLevel: Prisma.TransactionIsolationLevel.ReadCommitted, timeout: 60_000 },
@@ -54,6 +59,7 @@ test('writers flush again once the server ends the vanished holder’s session, 
     // Writers fail with LOCK_TIMEOUT while the lock is held, then succeed once the server has
     // ended the idle session. 20 attempts of at least 300 ms: well past the store's 1 s, well
     // short of the 10 s session default that createPrismaClient would also apply.
+    await frozen.promise;
     let flushed = false;
     for (let attempt = 0; attempt < 20; attempt++) {
       const result = await writer
@@ -79,9 +85,10 @@ test('writers flush again once the server ends the vanished holder’s session, 
     }
     // The server released the lock (the holder's own deadline is a minute away).
     expect(flushed).toBe(true);
+    // pg_stat_activity: the server ended the holder's backend ("idle in transaction" timeout).
+    expect(holderPid).toEqual(expect.any(Number));
     const rows = await writerClient.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM pg_stat_activity
-       WHERE datname = current_database() AND state = 'idle in transaction'`;
+      SELECT count(*) AS n FROM pg_stat_activity WHERE pid = ${holderPid}::int`;
     expect(rows[0]!.n).toBe(0n);
 
     // And the vanished caller's promise settles with a typed, retryable error: here the proxy
