@@ -80,10 +80,28 @@ describe('a direct connection', () => {
     expect(await settings(prisma)).toEqual({
       lock_timeout: '2s',
       idle: '10s',
-      statement_timeout: '14s',
+      // Not ours to set: an operator's ALTER DATABASE … SET statement_timeout stays in force.
+      statement_timeout: '0',
       isolation: 'read committed',
       current_isolation: 'read committed',
     });
+  });
+
+  test("via: 'direct' or 'pooler' skips the probe and is taken as given", async () => {
+    const direct = client({ via: 'direct' });
+    await expect(connectionProfile(direct)).resolves.toEqual({
+      via: 'direct',
+      sessionSettings: true,
+      preparedStatements: true,
+    });
+    expect((await settings(direct)).lock_timeout).toBe('2s');
+    const pooled = client({ via: 'pooler' });
+    await expect(connectionProfile(pooled)).resolves.toEqual({
+      via: 'pooler',
+      sessionSettings: false,
+      preparedStatements: false,
+    });
+    expect((await settings(pooled)).lock_timeout).toBe('0');
   });
 
   test('a PrismaClient that createPrismaClient did not make is unknown', async () => {

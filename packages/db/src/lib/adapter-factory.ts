@@ -18,7 +18,7 @@ export interface ConnectionProfile {
   via: ConnectionVia;
   /**
    * True when every connection starts with usagekit's session settings (lock_timeout,
-   * idle_in_transaction_session_timeout, statement_timeout, read committed): a single
+   * idle_in_transaction_session_timeout, read committed): a single
    * statement is then bounded and isolated even before any of its own code runs.
    */
   sessionSettings: boolean;
@@ -35,6 +35,8 @@ export interface TransportOptions {
   cancelTimeoutMs: number;
   settings: SessionSettings;
   preparedStatements: 'auto' | boolean;
+  /** 'auto': probe; 'direct' / 'pooler': taken as given, no probe. */
+  via: 'auto' | 'direct' | 'pooler';
   logger: Logger;
   where: string;
 }
@@ -64,13 +66,18 @@ export class UsagekitAdapterFactory {
 
   /** Probes once; a failed probe (server unreachable) is forgotten so the next call tries again. */
   probe(): Promise<ProbeResult> {
-    this.#probe ??= probeConnection({
-      connectionString: this.#options.connectionString,
-      userOptions: this.#options.userOptions,
-      settings: this.#options.settings,
-      connectTimeoutMs: this.#options.connectTimeoutMs,
-      statementDeadlineMs: this.#options.statementDeadlineMs,
-    }).then(
+    const given = this.#options.via;
+    this.#probe ??= (
+      given === 'auto'
+        ? probeConnection({
+            connectionString: this.#options.connectionString,
+            userOptions: this.#options.userOptions,
+            settings: this.#options.settings,
+            connectTimeoutMs: this.#options.connectTimeoutMs,
+            statementDeadlineMs: this.#options.statementDeadlineMs,
+          })
+        : Promise.resolve({ via: given, sessionSettings: given === 'direct' })
+    ).then(
       (result) => {
         this.#probed = result;
         // 'auto': prepared only where they are known to work. Forced on behind a pooler,

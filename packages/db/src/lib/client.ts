@@ -44,11 +44,11 @@ export interface CreatePrismaClientOptions {
    */
   idleInTransactionTimeoutMs?: number;
   /**
-   * Session `statement_timeout` on a direct connection; default 1 s below
-   * `statementDeadlineMs` (14 s), so a slow but live server answers with a clean
-   * StatementTimeoutError before the client gives up on the connection.
+   * What is on the other end. `'auto'` (default): probed once, with one extra connection, at
+   * the first connect (see README "The connection profile"). `'direct'` or `'pooler'` skip the
+   * probe: session settings are then sent (direct) or not (pooler) without asking.
    */
-  statementTimeoutMs?: number;
+  via?: 'auto' | 'direct' | 'pooler';
 }
 
 export const DEFAULT_TRANSACTION_MAX_WAIT_MS = 5_000;
@@ -67,8 +67,7 @@ const FACTORY = Symbol.for('usagekit.db.adapterFactory');
 /**
  * A PrismaClient on `@prisma/adapter-pg` with a pool of our own, built to never hang: every
  * connect, pool wait and statement has a deadline, and on a direct connection every session
- * starts with lock_timeout, idle_in_transaction_session_timeout, statement_timeout and read
- * committed (see README "The client"). We own the pool so that an error on an idle connection
+ * starts with lock_timeout, idle_in_transaction_session_timeout and read committed (see README "The client"). We own the pool so that an error on an idle connection
  * (pg_terminate_backend, a server restart) is logged instead of crashing the process:
  * `pg.Pool` re-emits it as an 'error' event, and an unhandled 'error' event kills Node.
  */
@@ -103,12 +102,13 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
       options.idleInTransactionTimeoutMs,
       DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
     ),
-    statementTimeoutMs: positiveMs(
-      'statementTimeoutMs',
-      options.statementTimeoutMs,
-      Math.max(1, statementDeadlineMs - Math.min(1_000, Math.floor(statementDeadlineMs / 5))),
-    ),
   };
+  const via = options.via ?? 'auto';
+  if (via !== 'auto' && via !== 'direct' && via !== 'pooler') {
+    throw new TypeError(
+      `createPrismaClient: via must be 'auto', 'direct' or 'pooler', got ${String(via)}`,
+    );
+  }
   const preparedStatements = options.preparedStatements ?? 'auto';
   if (preparedStatements !== 'auto' && typeof preparedStatements !== 'boolean') {
     throw new TypeError(
@@ -127,6 +127,7 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
     cancelTimeoutMs: CANCEL_TIMEOUT_MS,
     settings,
     preparedStatements,
+    via,
     logger,
     where: redactDatabaseUrl(databaseUrl),
   });

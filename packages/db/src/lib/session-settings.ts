@@ -7,14 +7,17 @@ import { Client } from 'pg';
  * `ALTER DATABASE/ROLE … SET` and postgresql.conf, and unlike a per-statement `set_config` it
  * is in force while PostgreSQL parses and binds a statement: that is when a statement takes
  * its table locks (RowExclusive for an INSERT), before any of its own code runs.
+ *
+ * Deliberately not statement_timeout: it would override an operator's stricter
+ * `ALTER DATABASE … SET statement_timeout`, and the client-side deadline bounds statements
+ * anyway. (lock_timeout and idle_in_transaction_session_timeout do override the database's;
+ * the stores set both locally in every transaction regardless.)
  */
 export interface SessionSettings {
   /** `lock_timeout`: bounds every lock wait, table locks taken at parse/bind included. */
   lockTimeoutMs: number;
   /** `idle_in_transaction_session_timeout`: a client that vanished mid-transaction loses its locks. */
   idleInTransactionTimeoutMs: number;
-  /** `statement_timeout`: the server gives up just before the client-side deadline would. */
-  statementTimeoutMs: number;
 }
 
 /** The startup `options` string for `settings` (PostgreSQL splits it on unescaped spaces). */
@@ -22,7 +25,6 @@ export function startupOptions(settings: SessionSettings, marker?: string): stri
   const parts = [
     `-c lock_timeout=${settings.lockTimeoutMs}`,
     `-c idle_in_transaction_session_timeout=${settings.idleInTransactionTimeoutMs}`,
-    `-c statement_timeout=${settings.statementTimeoutMs}`,
     // The database default may be repeatable read or serializable (an operator's choice); the
     // flush and the cutover are written for read committed (issue 11 item 6). The backslash
     // escapes the space for PostgreSQL's option splitter (pg_split_opts).
@@ -86,6 +88,10 @@ export async function probeConnection(options: ProbeOptions): Promise<ProbeResul
     // The user's own options overrode ours: respect them, but don't rely on the session.
     return { via: 'direct', sessionSettings: inForce };
   } catch (error) {
+    // Unreachable, or the connection died: not an answer about the settings. Fail this
+    // connect (Prisma connects again at the next call, and the probe runs again) rather
+    // than open another connection to a server that is struggling.
+    if (!answeredByServer(error)) throw error;
     refusal = error;
   }
   // Throws when the server cannot be reached at all.
@@ -95,6 +101,17 @@ export async function probeConnection(options: ProbeOptions): Promise<ProbeResul
     via: /unsupported startup parameter/i.test(message) ? 'pooler' : 'unknown',
     sessionSettings: false,
   };
+}
+
+/**
+ * An ErrorResponse about the startup itself (PgBouncer's 08P01 "unsupported startup
+ * parameter", PostgreSQL's 22023 / 42704 for a bad setting), as opposed to a socket error, a
+ * timeout or a terminated backend.
+ */
+function answeredByServer(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return false;
+  return !code.startsWith('57P') && code !== '08006' && code !== '08003';
 }
 
 async function probeQuery(
