@@ -123,8 +123,10 @@ export class UsagekitAdapterFactory {
       max: options.maxConnections,
       // Every wait has a deadline: connecting (TCP, TLS, startup) …
       connectionTimeoutMillis: options.connectTimeoutMs,
-      // … an idle connection whose peer vanished is noticed by TCP, not at its next query …
+      // … an idle connection whose peer vanished is noticed by TCP, not at its next query
+      // (probes start after 10 s idle instead of the kernel's default two hours) …
       keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
       // … and every statement (see deadline-client.ts).
       Client: deadlineClientClass({
         statementDeadlineMs: options.statementDeadlineMs,
