@@ -104,6 +104,14 @@ describe('a direct connection', () => {
     expect((await settings(pooled)).lock_timeout).toBe('0');
   });
 
+  test('the profile is found through $extends too', async () => {
+    const extended = client().$extends({});
+    expect(await connectionProfile(extended)).toMatchObject({
+      via: 'direct',
+      sessionSettings: true,
+    });
+  });
+
   test('a PrismaClient that createPrismaClient did not make is unknown', async () => {
     const plain = new PrismaClient({
       adapter: new PrismaPg({ connectionString: database.databaseUrl }),
