@@ -126,6 +126,19 @@ test('an interactive transaction whose connection goes silent mid-way settles wi
   expect(await backendPid(prisma)).not.toBe(first);
 });
 
+test('a COMMIT that gets no answer is abandoned too (its outcome unknown, as with a lost connection)', async () => {
+  const prisma = throughProxy({ applicationName: 'deadline_commit' });
+  await backendPid(prisma);
+  const transaction = prisma.$transaction(async (tx) => {
+    await tx.$queryRaw`SELECT 1 AS one`;
+    // The callback returns; Prisma's COMMIT goes out on a silent connection.
+    proxy.freeze();
+  });
+  const { error } = await rejectionWithin(transaction);
+  expect(toDatabaseError(error)).toBeInstanceOf(DeadlineExceededError);
+  await expect(backendPid(prisma)).resolves.toEqual(expect.any(Number));
+});
+
 test('a batched transaction and a statement stuck in the server are abandoned too, and the server-side statement is cancelled', async () => {
   const prisma = throughProxy({ applicationName: 'deadline_batch' });
   const first = await backendPid(prisma);
