@@ -83,7 +83,7 @@ export class UsagekitAdapterFactory {
         // 'auto': prepared only where they are known to work. Forced on behind a pooler,
         // the client still survives it (PreparedStatementSwitch).
         if (this.#options.preparedStatements === 'auto' && result.via !== 'direct') {
-          this.#prepared.disable(`auto: the connection goes through a ${result.via} connection`);
+          this.#prepared.disable(`auto: ${result.via} connection`, true);
         }
         this.#options.logger.info('usagekit: database connection profile', {
           database: this.#options.where,

@@ -22,10 +22,11 @@ export class PreparedStatementSwitch {
     return this.#enabled;
   }
 
-  disable(reason: string): void {
+  /** `expected`: switched off by configuration ('auto' behind a pooler), not by a failure: not reported. */
+  disable(reason: string, expected = false): void {
     if (!this.#enabled) return;
     this.#enabled = false;
-    this.#onDisable(reason);
+    if (!expected) this.#onDisable(reason);
   }
 }
 
