@@ -182,11 +182,12 @@ test('connecting to a server that accepts but never answers gives up at connectT
 test('a permission error (42501) names the connecting role through Prisma', async () => {
   const role = `usagekit_nobody_${process.pid}`;
   await query(database.databaseUrl, `DROP ROLE IF EXISTS ${role}`);
-  await query(database.databaseUrl, `CREATE ROLE ${role} LOGIN`);
+  // A password: the embedded server authenticates by password, PostgreSQL 15 here trusts.
+  await query(database.databaseUrl, `CREATE ROLE ${role} LOGIN PASSWORD 'usagekit-test'`);
   try {
     const url = new URL(database.databaseUrl);
     url.username = role;
-    url.password = '';
+    url.password = 'usagekit-test';
     const denied = createPrismaClient({ databaseUrl: url.toString() });
     clients.push(denied);
     for (const attempt of [
