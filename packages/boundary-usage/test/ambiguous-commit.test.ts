@@ -18,7 +18,13 @@ const HOUR_MS = 3_600_000;
 beforeAll(async () => {
   prisma = db.client();
   proxy = await startCommitCuttingProxy(db.database().databaseUrl);
-  viaProxy = createPrismaClient({ databaseUrl: proxy.databaseUrl, maxConnections: 2 });
+  // Unnamed statements: the proxy finds the commit point in a Parse message, and a prepared
+  // statement is parsed only on its first use per connection.
+  viaProxy = createPrismaClient({
+    databaseUrl: proxy.databaseUrl,
+    maxConnections: 2,
+    preparedStatements: false,
+  });
 });
 afterAll(async () => {
   await viaProxy?.$disconnect().catch(() => undefined);

@@ -1,8 +1,12 @@
-export { createPrismaClient } from './lib/client.js';
-export type { CreatePrismaClientOptions } from './lib/client.js';
+export { createPrismaClient, connectionProfile } from './lib/client.js';
+export type { CreatePrismaClientOptions, ConnectionProfile } from './lib/client.js';
 export {
   DEFAULT_TRANSACTION_MAX_WAIT_MS,
   DEFAULT_TRANSACTION_TIMEOUT_MS,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_STATEMENT_DEADLINE_MS,
+  DEFAULT_SESSION_LOCK_TIMEOUT_MS,
+  DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
 } from './lib/client.js';
 export {
   migrate,
@@ -10,12 +14,20 @@ export {
   readMigrations,
   MigrationChecksumMismatchError,
   MigrationFailedError,
+  MigrationLockTimeoutError,
+  DEFAULT_MIGRATE_LOCK_TIMEOUT_MS,
+  DEFAULT_MIGRATE_MAX_LOCK_ATTEMPTS,
 } from './lib/migrate.js';
 export type { MigrateOptions, MigrateResult } from './lib/migrate.js';
 export { defaultMigrationsDir } from './lib/migrations-dir.js';
 export { LockIds } from './lib/lock-ids.js';
 export type { LockId } from './lib/lock-ids.js';
-export { applyRoles, defaultRolesScriptPath, UsagekitRoles, type ApplyRolesOptions } from './lib/roles.js';
+export {
+  applyRoles,
+  defaultRolesScriptPath,
+  UsagekitRoles,
+  type ApplyRolesOptions,
+} from './lib/roles.js';
 export {
   DatabaseError,
   DeadlockError,
@@ -27,6 +39,7 @@ export {
   NumericOverflowError,
   DeadlineExceededError,
   PermissionDeniedError,
+  PreparedStatementMismatchError,
   toDatabaseError,
   sqlStateOf,
 } from './lib/errors.js';

@@ -178,9 +178,22 @@ describe('preparedStatements', () => {
     expect(names.filter((name) => name.startsWith('usagekit_'))).toHaveLength(2);
   });
 
-  test('off (the default): nothing is prepared by name', async () => {
+  test('auto (the default) on a direct connection: prepared, like on', async () => {
     const client = track(
       createPrismaClient({ databaseUrl: database.databaseUrl, maxConnections: 1 }),
+    );
+    await client.$queryRaw`SELECT 1 AS n`;
+    const names = await preparedInSession(client);
+    expect(names.filter((name) => name.startsWith('usagekit_'))).toHaveLength(2);
+  });
+
+  test('off: nothing is prepared by name', async () => {
+    const client = track(
+      createPrismaClient({
+        databaseUrl: database.databaseUrl,
+        maxConnections: 1,
+        preparedStatements: false,
+      }),
     );
     await client.$queryRaw`SELECT 1 AS n`;
     expect(await preparedInSession(client)).toEqual([]);

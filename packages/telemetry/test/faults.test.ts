@@ -571,7 +571,14 @@ test('d. a connection killed as the pool hands it out fails the transaction, not
     warn: (message) => warnings.push(message),
     error: () => undefined,
   };
-  const prisma = createPrismaClient({ databaseUrl: proxy.databaseUrl, maxConnections: 1, logger });
+  // via: 'direct' skips createPrismaClient's connection probe, which this proxy would kill
+  // too: every connection below is then one the pool hands out.
+  const prisma = createPrismaClient({
+    databaseUrl: proxy.databaseUrl,
+    maxConnections: 1,
+    logger,
+    via: 'direct',
+  });
   const store = new BoundaryUsageStore(prisma, STORE_OPTIONS);
   const rounds = 5 * MULTIPLIER;
   const codes: string[] = [];

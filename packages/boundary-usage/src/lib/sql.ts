@@ -15,29 +15,62 @@ export type LockMode = 'shared' | 'exclusive';
 
 const lockKey = LockIds.boundaryUsageStats;
 
-/**
- * Transaction-local lock_timeout, so a writer stuck behind a long cutover fails with 55P03
- * instead of holding its pool slot until Prisma's transaction timer fires (which does not
- * cancel the wait). `SET` takes no parameters; set_config(…, true) is SET LOCAL that does.
- */
-export function setLockTimeout(lockTimeoutMs: number): Prisma.Sql {
-  return Prisma.sql`SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true)`;
+/** The server-side bounds every lock-taking transaction of the store sets for itself. */
+export interface LockTimeouts {
+  /** lock_timeout: how long any lock wait may last (55P03 → LockTimeoutError). */
+  lockTimeoutMs: number;
+  /**
+   * idle_in_transaction_session_timeout: if the client vanishes (a silent network) while the
+   * transaction holds the lock, the server ends the session after this long and the lock is
+   * released, instead of keeping it "idle in transaction" until TCP keepalive notices (hours).
+   */
+  idleInTransactionTimeoutMs: number;
 }
 
 /**
- * The writers' lock. SHARED: many flushes at once, none during a cutover. EXCLUSIVE only
- * when the store reproduces coder's protocol for comparison. Both return void, which
- * adapter-pg cannot decode, so they run through $executeRaw.
+ * Transaction-local lock_timeout and idle_in_transaction_session_timeout, so a writer stuck
+ * behind a long cutover fails with 55P03 instead of holding its pool slot until Prisma's
+ * transaction timer fires (which does not cancel the wait), and a holder whose client vanished
+ * loses its locks within a bound. `SET` takes no parameters; set_config(…, true) is SET LOCAL
+ * that does. Run it before any statement that touches a table: a statement takes its table
+ * locks at parse/bind, under whatever lock_timeout is in force then.
  */
-export function takeWriterLock(mode: LockMode): Prisma.Sql {
-  return mode === 'shared'
-    ? Prisma.sql`SELECT pg_advisory_xact_lock_shared(${lockKey}::bigint)`
-    : Prisma.sql`SELECT pg_advisory_xact_lock(${lockKey}::bigint)`;
+export function setLockTimeout(timeouts: LockTimeouts): Prisma.Sql {
+  return Prisma.sql`SELECT set_config('lock_timeout', ${`${timeouts.lockTimeoutMs}ms`}, true),
+    set_config('idle_in_transaction_session_timeout', ${`${timeouts.idleInTransactionTimeoutMs}ms`}, true)`;
 }
 
-/** The cutover's lock: EXCLUSIVE, so no flush is half-visible to it and cutovers serialize. */
-export function takeCutoverLock(): Prisma.Sql {
-  return Prisma.sql`SELECT pg_advisory_xact_lock(${lockKey}::bigint)`;
+/**
+ * Sets the timeouts above, then takes `lockCall`, in one statement and one round trip:
+ * `config` is MATERIALIZED and the lock is computed from its row, so both settings are in
+ * force before the lock wait starts. Touches no table, so nothing can wait outside the
+ * bounds. The lock functions return void, which adapter-pg cannot decode: run it through
+ * $executeRaw.
+ */
+function withTimeouts(lockCall: Prisma.Sql, timeouts: LockTimeouts): Prisma.Sql {
+  return Prisma.sql`WITH config AS MATERIALIZED (${setLockTimeout(timeouts)})
+    SELECT ${lockCall} FROM config`;
+}
+
+/**
+ * The writers' lock, with the transaction's timeouts. SHARED: many flushes at once, none
+ * during a cutover. EXCLUSIVE only when the store reproduces coder's protocol for comparison.
+ */
+export function takeWriterLock(mode: LockMode, timeouts: LockTimeouts): Prisma.Sql {
+  return withTimeouts(
+    mode === 'shared'
+      ? Prisma.sql`pg_advisory_xact_lock_shared(${lockKey}::bigint)`
+      : Prisma.sql`pg_advisory_xact_lock(${lockKey}::bigint)`,
+    timeouts,
+  );
+}
+
+/**
+ * The cutover's lock, with the transaction's timeouts: EXCLUSIVE, so no flush is half-visible
+ * to it and cutovers serialize.
+ */
+export function takeCutoverLock(timeouts: LockTimeouts): Prisma.Sql {
+  return withTimeouts(Prisma.sql`pg_advisory_xact_lock(${lockKey}::bigint)`, timeouts);
 }
 
 export interface FlushStatementParams {
@@ -211,7 +244,12 @@ export function flushAfterLock(params: FlushStatementParams): Prisma.Sql {
  * `lock` (directly or through `sequence`), so none can happen before the lock is granted.
  * The statement's snapshot predates the lock wait, which is harmless here: INSERT … ON
  * CONFLICT DO UPDATE checks and locks the latest committed row version, not the snapshot's,
- * so a row a cutover deleted while we waited is seen as gone and we INSERT (a new period).
+ * so a row a cutover deleted while we waited is seen as gone and we INSERT (a new period). *
+ * What the statement cannot bound itself: its table locks (RowExclusive on the three tables)
+ * are taken at parse/bind, before `config` runs, and its isolation level is whatever the
+ * session's is. The store sends it this way only when the connection's session settings
+ * (createPrismaClient on a direct connection) already cover both: a session lock_timeout and
+ * read committed. Otherwise it sends takeWriterLock() and flushAfterLock() in a transaction.
  */
 export function flushWithLock(
   params: FlushStatementParams,

@@ -1,4 +1,5 @@
 import {
+  connectionProfile,
   DEFAULT_TRANSACTION_MAX_WAIT_MS,
   Prisma,
   toDatabaseError,
@@ -27,13 +28,23 @@ export interface StoreOptions {
   lockTimeoutMs?: number;
   /** Prisma's limit for a whole transaction; must exceed lockTimeoutMs. */
   transactionTimeoutMs?: number;
+  /**
+   * idle_in_transaction_session_timeout, set locally in every transaction that takes the lock:
+   * if this process vanishes (a silent network) while holding it, the server ends the session
+   * and releases the lock after this long. Default 10 s.
+   */
+  idleInTransactionTimeoutMs?: number;
   /** How long to wait for a pooled connection to start a transaction. */
   maxWaitMs?: number;
   /**
    * How a flush talks to PostgreSQL:
    * - 'single-statement' (default): a batched `$transaction([…])` whose one statement sets
    *   lock_timeout, takes the lock and writes (Prisma sends a one-query batch as a single
-   *   autocommit statement: one round trip);
+   *   autocommit statement: one round trip). Used as such only where the connection's session
+   *   settings bound its table locks and pin read committed (createPrismaClient on a direct
+   *   connection, see `connectionProfile`); elsewhere (PgBouncer, a client of your own) the
+   *   same flush runs as a two-statement batch in a read-committed transaction whose first
+   *   statement sets the timeouts and takes the lock;
    * - 'interactive': `$transaction(async tx => …)` with the lock and the write as separate
    *   statements (the textbook form; slower, kept for comparison and as a fallback).
    */
@@ -44,6 +55,7 @@ export const DEFAULT_STORE_OPTIONS = {
   lockMode: 'shared',
   lockTimeoutMs: 2_000,
   transactionTimeoutMs: 5_000,
+  idleInTransactionTimeoutMs: 10_000,
   maxWaitMs: DEFAULT_TRANSACTION_MAX_WAIT_MS,
   flushMode: 'single-statement',
 } as const satisfies Required<StoreOptions>;
@@ -129,6 +141,7 @@ export class BoundaryUsageStore {
     }
     assertPositiveMs('lockTimeoutMs', merged.lockTimeoutMs);
     assertPositiveMs('transactionTimeoutMs', merged.transactionTimeoutMs);
+    assertPositiveMs('idleInTransactionTimeoutMs', merged.idleInTransactionTimeoutMs);
     assertPositiveMs('maxWaitMs', merged.maxWaitMs);
     if (merged.lockTimeoutMs >= merged.transactionTimeoutMs) {
       throw new InvalidInputError(
@@ -146,7 +159,15 @@ export class BoundaryUsageStore {
     const { lockMode, lockTimeoutMs, flushMode } = this.options;
     let result: UpsertStatsResult;
     try {
-      if (flushMode === 'single-statement') {
+      if (flushMode === 'interactive') {
+        result = await this.prisma.$transaction(
+          (tx) => this.flushInTransaction(tx, statementParams),
+          this.transactionOptions(),
+        );
+      } else if (await this.sessionBoundsStatements()) {
+        // One statement, one round trip: the session's lock_timeout covers the table locks it
+        // takes at parse/bind and its isolation is read committed; its own set_config then
+        // sets the precise lock_timeout for the advisory lock.
         const [rows] = await this.prisma.$transaction([
           this.prisma.$queryRaw<sql.FlushStatementRow[]>(
             sql.flushWithLock(statementParams, lockMode, lockTimeoutMs),
@@ -154,10 +175,16 @@ export class BoundaryUsageStore {
         ]);
         result = resultFromRow(rows[0]);
       } else {
-        result = await this.prisma.$transaction(
-          (tx) => this.flushInTransaction(tx, statementParams),
-          this.transactionOptions(),
+        // No session settings to rely on (a pooler, a client of your own): pin read committed
+        // and set the timeouts and take the lock before any statement touches a table.
+        const [, rows] = await this.prisma.$transaction(
+          [
+            this.prisma.$executeRaw(sql.takeWriterLock(lockMode, this.lockTimeouts())),
+            this.prisma.$queryRaw<sql.FlushStatementRow[]>(sql.flushAfterLock(statementParams)),
+          ],
+          { isolationLevel: Prisma.TransactionIsolationLevel.ReadCommitted },
         );
+        result = resultFromRow(rows[0]);
       }
       // Not applied: what the database holds is read by a statement of its own (item 5).
       return result.applied ? result : await readNotApplied(this.prisma, statementParams);
@@ -184,8 +211,7 @@ export class BoundaryUsageStore {
     tx: Prisma.TransactionClient,
     params: sql.FlushStatementParams,
   ): Promise<UpsertStatsResult> {
-    await tx.$executeRaw(sql.setLockTimeout(this.options.lockTimeoutMs));
-    await tx.$executeRaw(sql.takeWriterLock(this.options.lockMode));
+    await tx.$executeRaw(sql.takeWriterLock(this.options.lockMode, this.lockTimeouts()));
     const rows = await tx.$queryRaw<sql.FlushStatementRow[]>(sql.flushAfterLock(params));
     return resultFromRow(rows[0]);
   }
@@ -217,14 +243,55 @@ export class BoundaryUsageStore {
     params: { maxStalenessMs: number },
   ): Promise<BoundaryUsageSummary> {
     const maxStalenessMs = assertPositiveMs('maxStalenessMs', params?.maxStalenessMs);
-    await tx.$executeRaw(sql.setLockTimeout(this.options.lockTimeoutMs));
-    await tx.$executeRaw(sql.takeCutoverLock());
+    // The timeouts come from here, not from the caller: the telemetry reporter runs this
+    // inside its own transaction.
+    await tx.$executeRaw(sql.takeCutoverLock(this.lockTimeouts()));
     const rows = await tx.$queryRaw<sql.CutoverRow[]>(sql.getAndResetSummary(maxStalenessMs));
     return summaryFromRow(rows[0]);
   }
 
-  private transactionOptions(): { maxWait: number; timeout: number } {
-    return { maxWait: this.options.maxWaitMs, timeout: this.options.transactionTimeoutMs };
+  /**
+   * Every interactive transaction pins read committed: the database default may be repeatable
+   * read or serializable, under which a cutover that waited behind a flush fails with 40001.
+   */
+  private transactionOptions(): {
+    maxWait: number;
+    timeout: number;
+    isolationLevel: Prisma.TransactionIsolationLevel;
+  } {
+    return {
+      maxWait: this.options.maxWaitMs,
+      timeout: this.options.transactionTimeoutMs,
+      isolationLevel: Prisma.TransactionIsolationLevel.ReadCommitted,
+    };
+  }
+
+  private lockTimeouts(): sql.LockTimeouts {
+    return {
+      lockTimeoutMs: this.options.lockTimeoutMs,
+      idleInTransactionTimeoutMs: this.options.idleInTransactionTimeoutMs,
+    };
+  }
+
+  #sessionBounds: Promise<boolean> | undefined;
+
+  /**
+   * Whether every session of our client starts with a lock_timeout and read committed
+   * (createPrismaClient on a direct connection). Asked once per store; a failed probe (the
+   * server unreachable) is asked again next time.
+   */
+  private sessionBoundsStatements(): Promise<boolean> {
+    const known =
+      this.#sessionBounds ??
+      connectionProfile(this.prisma).then(
+        (profile) => profile.sessionSettings,
+        (error: unknown) => {
+          this.#sessionBounds = undefined;
+          throw error;
+        },
+      );
+    this.#sessionBounds = known;
+    return known;
   }
 }
 

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
-import { PrismaPg } from '@prisma/adapter-pg';
-import { Pool } from 'pg';
 import { PrismaClient } from '../generated/prisma/client.js';
+import { UsagekitAdapterFactory, type ConnectionProfile } from './adapter-factory.js';
 import { noopLogger, redactDatabaseUrl, type Logger } from './logger.js';
+
+export type { ConnectionProfile } from './adapter-factory.js';
 
 export interface CreatePrismaClientOptions {
   databaseUrl: string;
@@ -13,24 +13,63 @@ export interface CreatePrismaClientOptions {
   /** Where pool errors (an idle connection dropped by the server, say) are reported. */
   logger?: Logger;
   /**
-   * Send every statement as a named prepared statement, planned once per connection. The
-   * flush's statement then costs PostgreSQL about a third of the CPU (docs/perf: 2.2× the
-   * flush throughput at 16 replicas). Off by default: named statements do not survive
-   * PgBouncer in transaction mode before 1.21 (and need max_prepared_statements after it).
-   * Each distinct SQL text is prepared once per connection, so enable it for clients that
-   * run a bounded set of statements, such as usagekit's.
+   * Send statements as named prepared statements, planned once per connection: the flush's
+   * statement then costs PostgreSQL about a third of the CPU (docs/perf). `'auto'` (default):
+   * on for a direct connection, off behind a pooler (PgBouncer before 1.21 has no
+   * protocol-level prepared statements). Forced on behind a pooler, the first "prepared
+   * statement does not exist / already exists" switches the client to unnamed statements for
+   * good (a statement outside a transaction is retried once; one inside fails with the
+   * retryable PreparedStatementMismatchError). Each distinct SQL text is prepared once per
+   * connection, so keep it for clients that run a bounded set of statements, such as usagekit's.
    */
-  preparedStatements?: boolean;
+  preparedStatements?: 'auto' | boolean;
+  /** Connecting (TCP, TLS, startup) and waiting for a pool slot give up after this long; default 10 s. */
+  connectTimeoutMs?: number;
+  /**
+   * A statement with no answer after this long is abandoned: a cancel request is sent, its
+   * connection destroyed (never reused) and the call rejected with DeadlineExceededError
+   * (retryable; the retry runs on a fresh connection). Default 15 s. Must exceed every lock
+   * wait you allow (lock_timeout) and your longest statement.
+   */
+  statementDeadlineMs?: number;
+  /**
+   * Session default `lock_timeout` on a direct connection (default 2 s): it also bounds the
+   * table locks PostgreSQL takes while parsing a statement, before a per-statement
+   * `set_config('lock_timeout')` can run. Transactions still set their own, locally.
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Session `idle_in_transaction_session_timeout` on a direct connection (default 10 s): the
+   * server ends a session whose client vanished mid-transaction, releasing its locks.
+   */
+  idleInTransactionTimeoutMs?: number;
+  /**
+   * What is on the other end. `'auto'` (default): probed once, with one extra connection, at
+   * the first connect (see README "The connection profile"). `'direct'` or `'pooler'` skip the
+   * probe: session settings are then sent (direct) or not (pooler) without asking.
+   */
+  via?: 'auto' | 'direct' | 'pooler';
 }
 
 export const DEFAULT_TRANSACTION_MAX_WAIT_MS = 5_000;
 export const DEFAULT_TRANSACTION_TIMEOUT_MS = 10_000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_STATEMENT_DEADLINE_MS = 15_000;
+export const DEFAULT_SESSION_LOCK_TIMEOUT_MS = 2_000;
+export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000;
+/** The CancelRequest sent for an abandoned statement is dropped after this long. */
+const CANCEL_TIMEOUT_MS = 2_000;
+
+const factories = new WeakMap<object, UsagekitAdapterFactory>();
+/** Also reachable through `$extends`, which returns a proxy that forwards unknown keys. */
+const FACTORY = Symbol.for('usagekit.db.adapterFactory');
 
 /**
- * A PrismaClient on `@prisma/adapter-pg` with a pool of our own. We own the pool so that an
- * error on an idle connection (pg_terminate_backend, a server restart) is logged instead of
- * crashing the process: `pg.Pool` re-emits it as an 'error' event, and an unhandled 'error'
- * event kills Node.
+ * A PrismaClient on `@prisma/adapter-pg` with a pool of our own, built to never hang: every
+ * connect, pool wait and statement has a deadline, and on a direct connection every session
+ * starts with lock_timeout, idle_in_transaction_session_timeout and read committed (see README "The client"). We own the pool so that an error on an idle connection
+ * (pg_terminate_backend, a server restart) is logged instead of crashing the process:
+ * `pg.Pool` re-emits it as an 'error' event, and an unhandled 'error' event kills Node.
  */
 export function createPrismaClient(options: CreatePrismaClientOptions): PrismaClient {
   const { databaseUrl, maxConnections = 10, logger = noopLogger } = options;
@@ -42,53 +81,106 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
       `createPrismaClient: maxConnections must be a positive integer, got ${String(maxConnections)}`,
     );
   }
-  const pool = new Pool({ connectionString: databaseUrl, max: maxConnections });
-  const where = redactDatabaseUrl(databaseUrl);
-  pool.on('error', (error) => {
-    logger.warn('usagekit: idle database connection failed; the pool replaces it', {
-      database: where,
-      error: error.message,
-    });
+  const connectTimeoutMs = positiveMs(
+    'connectTimeoutMs',
+    options.connectTimeoutMs,
+    DEFAULT_CONNECT_TIMEOUT_MS,
+  );
+  const statementDeadlineMs = positiveMs(
+    'statementDeadlineMs',
+    options.statementDeadlineMs,
+    DEFAULT_STATEMENT_DEADLINE_MS,
+  );
+  const settings = {
+    lockTimeoutMs: positiveMs(
+      'lockTimeoutMs',
+      options.lockTimeoutMs,
+      DEFAULT_SESSION_LOCK_TIMEOUT_MS,
+    ),
+    idleInTransactionTimeoutMs: positiveMs(
+      'idleInTransactionTimeoutMs',
+      options.idleInTransactionTimeoutMs,
+      DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    ),
+  };
+  const via = options.via ?? 'auto';
+  if (via !== 'auto' && via !== 'direct' && via !== 'pooler') {
+    throw new TypeError(
+      `createPrismaClient: via must be 'auto', 'direct' or 'pooler', got ${String(via)}`,
+    );
+  }
+  const preparedStatements = options.preparedStatements ?? 'auto';
+  if (preparedStatements !== 'auto' && typeof preparedStatements !== 'boolean') {
+    throw new TypeError(
+      `createPrismaClient: preparedStatements must be 'auto', true or false, got ${String(preparedStatements)}`,
+    );
+  }
+  // node-postgres lets the URL's parameters override explicit options, so a user's own
+  // `options=` is taken out of the URL and joined after ours (theirs wins on a conflict).
+  const { connectionString, userOptions } = splitOptions(databaseUrl);
+  const factory = new UsagekitAdapterFactory({
+    connectionString,
+    userOptions,
+    maxConnections,
+    connectTimeoutMs,
+    statementDeadlineMs,
+    cancelTimeoutMs: CANCEL_TIMEOUT_MS,
+    settings,
+    preparedStatements,
+    via,
+    logger,
+    where: redactDatabaseUrl(databaseUrl),
   });
-  // pg-pool drops its own 'error' listener from a connection as it hands it out, and
-  // adapter-pg adds one only once `await pool.connect()` has resumed. A FATAL that arrives in
-  // the same read as the new connection's ReadyForQuery (its backend terminated, or the server
-  // shutting down, just as it became ready) is emitted in between, to nobody: Node turns an
-  // unhandled 'error' event into an exception that kills the process, and every count not yet
-  // flushed dies with it (found by packages/telemetry/test/faults.test.ts). So each connection
-  // keeps a listener of its own for life; the connection is unusable afterwards, and the next
-  // query on it fails with ConnectionLostError, which callers retry.
-  pool.on('connect', (connection) => {
-    connection.on('error', (error) => {
-      // The pool or the adapter also listens, and reports it.
-      if (connection.listenerCount('error') > 1) return;
-      logger.warn('usagekit: database connection failed while being handed out', {
-        database: where,
-        error: error.message,
-      });
-    });
-  });
-  const adapter = new PrismaPg(pool, {
-    disposeExternalPool: true,
-    statementNameGenerator: options.preparedStatements ? statementName : undefined,
-    // A connection that breaks while checked out: the caller gets ConnectionLostError; this
-    // leaves a trace in the logs too.
-    onConnectionError: (error) =>
-      logger.warn('usagekit: database connection failed during a query', {
-        database: where,
-        error: error.message,
-      }),
-  });
-  return new PrismaClient({
-    adapter,
+  const client = new PrismaClient({
+    adapter: factory,
     transactionOptions: {
       maxWait: options.transactionOptions?.maxWaitMs ?? DEFAULT_TRANSACTION_MAX_WAIT_MS,
       timeout: options.transactionOptions?.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS,
     },
   });
+  factories.set(client, factory);
+  Object.defineProperty(client, FACTORY, { value: factory, enumerable: false });
+  return client;
 }
 
-/** A name per distinct SQL text: node-postgres prepares it once per connection, then reuses it. */
-function statementName(query: { sql: string }): string {
-  return `usagekit_${createHash('sha1').update(query.sql).digest('hex').slice(0, 24)}`;
+/**
+ * How `prisma` reaches PostgreSQL: probed once per client (one extra connection), at its first
+ * connect or at this call. For a PrismaClient that createPrismaClient did not make:
+ * `{ via: 'unknown', sessionSettings: false, preparedStatements: false }`. Rejects when the
+ * server cannot be reached (the next call probes again).
+ */
+export async function connectionProfile(prisma: object): Promise<ConnectionProfile> {
+  const factory =
+    factories.get(prisma) ??
+    ((prisma as Record<symbol, unknown>)[FACTORY] as UsagekitAdapterFactory | undefined);
+  if (!(factory instanceof UsagekitAdapterFactory)) {
+    return { via: 'unknown', sessionSettings: false, preparedStatements: false };
+  }
+  return factory.profile();
+}
+
+function positiveMs(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new RangeError(
+      `createPrismaClient: ${name} must be a positive number of milliseconds, got ${String(value)}`,
+    );
+  }
+  return Math.ceil(value);
+}
+
+function splitOptions(databaseUrl: string): {
+  connectionString: string;
+  userOptions: string | undefined;
+} {
+  let url: URL;
+  try {
+    url = new URL(databaseUrl);
+  } catch {
+    return { connectionString: databaseUrl, userOptions: undefined };
+  }
+  const userOptions = url.searchParams.get('options') ?? undefined;
+  if (userOptions === undefined) return { connectionString: databaseUrl, userOptions };
+  url.searchParams.delete('options');
+  return { connectionString: url.toString(), userOptions };
 }

@@ -16,6 +16,7 @@ export type DatabaseErrorCode =
   | 'NUMERIC_OVERFLOW'
   | 'DEADLINE_EXCEEDED'
   | 'PERMISSION_DENIED'
+  | 'PREPARED_STATEMENT_MISMATCH'
   | 'DATABASE_ERROR';
 
 export class DatabaseError extends Error {
@@ -130,6 +131,19 @@ export class PermissionDeniedError extends DatabaseError {
   }
 }
 
+/**
+ * A named (prepared) statement was missing on the server connection (26000) or already there
+ * (42P05): a pooler in transaction mode moved this client to another server connection. The
+ * client has switched to unnamed statements for good; a statement outside a transaction was
+ * already retried. This one ran inside a transaction, which PostgreSQL has aborted, so run the
+ * transaction again (it is retryable: nothing of it was committed).
+ */
+export class PreparedStatementMismatchError extends DatabaseError {
+  override readonly name = 'PreparedStatementMismatchError';
+  override readonly code = 'PREPARED_STATEMENT_MISMATCH';
+  override readonly retryable = true;
+}
+
 const CONNECTION_SQLSTATES = new Set([
   '08000',
   '08001',
@@ -157,8 +171,10 @@ const CONNECTION_ADAPTER_KINDS = new Set([
   'TooManyConnections',
 ]);
 const CONNECTION_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017']);
+// 'timeout expired': node-postgres's connectionTimeoutMillis while connecting; 'timeout exceeded
+// when trying to connect': pg-pool's wait for a free slot ran out (connectTimeoutMs).
 const CONNECTION_MESSAGES =
-  /Connection terminated|terminating connection|Client has encountered a connection error|connection is closed|Connection closed|ECONNRESET|ECONNREFUSED|server closed the connection/i;
+  /Connection terminated|timeout expired|timeout exceeded when trying to connect|terminating connection|Client has encountered a connection error|connection is closed|Connection closed|ECONNRESET|ECONNREFUSED|server closed the connection/i;
 
 interface ErrorShape {
   code?: unknown;
@@ -244,6 +260,8 @@ function describe(error: unknown): string {
  */
 export function toDatabaseError(error: unknown): DatabaseError {
   if (error instanceof DatabaseError) return error;
+  const abandoned = deadlineExceededIn(error);
+  if (abandoned) return abandoned;
   const sqlState = sqlStateOf(error);
   const detail = describe(error);
   const options = { sqlState, cause: error };
@@ -266,6 +284,12 @@ export function toDatabaseError(error: unknown): DatabaseError {
       return new NumericOverflowError(`A value is out of range for its type. (${detail})`, options);
     case '42501':
       return permissionDenied(error, detail, options);
+    case '26000':
+    case '42P05':
+      return new PreparedStatementMismatchError(
+        `A prepared statement did not match the server connection (a pooler in transaction mode); the client now sends unnamed statements, retry the transaction. (${detail})`,
+        options,
+      );
   }
   if ((sqlState && CONNECTION_SQLSTATES.has(sqlState)) || looksLikeLostConnection(error)) {
     return new ConnectionLostError(
@@ -282,11 +306,42 @@ export function toDatabaseError(error: unknown): DatabaseError {
   return new DatabaseError(`Database error${sqlState ? ` ${sqlState}` : ''}: ${detail}`, options);
 }
 
-/** Finds a `role` some layer attached to the error (the connection's user), if any. */
+/**
+ * A DeadlineExceededError, wherever it sits. Our pool's client rejects with one; Prisma then
+ * rebuilds it as a PrismaClientKnownRequestError that keeps only its `code` and message (no
+ * cause), so the operation and the deadline are read back from the message.
+ */
+function deadlineExceededIn(error: unknown): DeadlineExceededError | undefined {
+  for (const level of causeChain(error)) {
+    if (level instanceof DeadlineExceededError) return level;
+    if (level.code !== 'DEADLINE_EXCEEDED') continue;
+    const message = stringOrUndefined(level.message) ?? '';
+    const found = /Abandoned the (\S+) after (\d+) ms/.exec(message);
+    return new DeadlineExceededError(found?.[1] ?? 'statement', Number(found?.[2] ?? 0), {
+      cause: error,
+    });
+  }
+  return undefined;
+}
+
+/**
+ * Finds the role some layer attached to the error (our pool's client sets `role` and appends
+ * `(role "name")` to the message, which is all that survives Prisma's wrapping), if any.
+ */
 function roleOf(error: unknown): string | undefined {
   for (const level of causeChain(error)) {
     const role = stringOrUndefined((level as { role?: unknown }).role);
     if (role) return role;
+    const messages = [
+      stringOrUndefined(level.message),
+      stringOrUndefined(
+        (level.meta?.driverAdapterError?.cause as { originalMessage?: unknown })?.originalMessage,
+      ),
+    ];
+    for (const message of messages) {
+      const named = message && /\(role "([^"]+)"\)/.exec(message)?.[1];
+      if (named) return named;
+    }
   }
   return undefined;
 }

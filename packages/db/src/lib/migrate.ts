@@ -11,7 +11,23 @@ export interface MigrateOptions {
   /** Defaults to the workspace's `prisma/migrations`. */
   migrationsDir?: string;
   logger?: Logger;
+  /**
+   * How long one attempt of a migration may wait for a table lock (lock_timeout); default 5 s.
+   * DDL such as `ALTER TABLE` queues for an ACCESS EXCLUSIVE lock, and every later statement
+   * on that table (every replica's flush) queues behind the DDL, so the wait must be short.
+   */
+  lockTimeoutMs?: number;
+  /** Attempts per migration when its locks are not granted in time; default 5. */
+  maxLockAttempts?: number;
+  /** Pause before the second attempt, doubled each time up to 15 s, with jitter; default 1 s. */
+  lockRetryDelayMs?: number;
+  /** Also bounds connecting; default 10 s. */
+  connectTimeoutMs?: number;
 }
+
+export const DEFAULT_MIGRATE_LOCK_TIMEOUT_MS = 5_000;
+export const DEFAULT_MIGRATE_MAX_LOCK_ATTEMPTS = 5;
+const MAX_LOCK_RETRY_DELAY_MS = 15_000;
 
 export interface MigrateResult {
   /** Names of the migrations this call applied, in order; empty when all were applied. */
@@ -41,6 +57,35 @@ export class MigrationFailedError extends Error {
   ) {
     super(message, options);
   }
+}
+
+/**
+ * A migration could not get its locks within `maxLockAttempts` attempts of `lockTimeoutMs`
+ * each: something held the table the whole time (a long transaction, a stuck session).
+ * Nothing of it was applied and nothing is recorded as failed; run migrate() again later.
+ */
+export class MigrationLockTimeoutError extends Error {
+  override readonly name = 'MigrationLockTimeoutError';
+  readonly code = 'MIGRATION_LOCK_TIMEOUT';
+  constructor(
+    readonly migrationName: string,
+    readonly attempts: number,
+    lockTimeoutMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `Migration ${migrationName} could not get its table locks in ${attempts} attempt(s) of ${lockTimeoutMs} ms ` +
+        '(lock_timeout): another session held them throughout. Nothing was applied; find the holder ' +
+        '(pg_locks, pg_stat_activity) or run migrate() again later.',
+      options,
+    );
+  }
+}
+
+interface LockPolicy {
+  lockTimeoutMs: number;
+  maxLockAttempts: number;
+  lockRetryDelayMs: number;
 }
 
 interface MigrationFile {
@@ -95,14 +140,38 @@ export function readMigrations(migrationsDir: string): MigrationFile[] {
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const logger = options.logger ?? noopLogger;
   const migrations = readMigrations(options.migrationsDir ?? defaultMigrationsDir());
-  const client = new Client({ connectionString: options.databaseUrl });
+  const policy: LockPolicy = {
+    lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_MIGRATE_LOCK_TIMEOUT_MS,
+    maxLockAttempts: options.maxLockAttempts ?? DEFAULT_MIGRATE_MAX_LOCK_ATTEMPTS,
+    lockRetryDelayMs: options.lockRetryDelayMs ?? 1_000,
+  };
+  if (
+    !(policy.lockTimeoutMs > 0) ||
+    !Number.isSafeInteger(policy.maxLockAttempts) ||
+    policy.maxLockAttempts < 1
+  ) {
+    throw new RangeError(
+      'migrate: lockTimeoutMs must be positive and maxLockAttempts a positive integer',
+    );
+  }
+  const client = new Client({
+    connectionString: options.databaseUrl,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+    keepAlive: true,
+  });
   // A dropped connection must reach us as a rejected query, not as a process crash.
   client.on('error', (error) => logger.warn('migrate: connection error', { error: error.message }));
   await client.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1::bigint)', [LockIds.migrate.toString()]);
     try {
-      return { applied: await applyPending(client, migrations, logger) };
+      // Set after the advisory lock, which waits for another migrate() on purpose. From here
+      // on every statement of the session, the DDL included, waits for a table lock at most
+      // this long; applyOne() retries a migration that timed out.
+      await client.query(`SELECT set_config('lock_timeout', $1, false)`, [
+        `${policy.lockTimeoutMs}ms`,
+      ]);
+      return { applied: await applyPending(client, migrations, logger, policy) };
     } finally {
       await client.query('SELECT pg_advisory_unlock($1::bigint)', [LockIds.migrate.toString()]);
     }
@@ -115,6 +184,7 @@ async function applyPending(
   client: Client,
   migrations: MigrationFile[],
   logger: Logger,
+  policy: LockPolicy,
 ): Promise<string[]> {
   await client.query(CREATE_MIGRATIONS_TABLE);
   const { rows } = await client.query<AppliedRow>(
@@ -141,11 +211,56 @@ async function applyPending(
       }
       continue;
     }
-    await applyOne(client, migration);
+    await applyWithLockRetries(client, migration, logger, policy);
     logger.info('migrate: applied', { migration: migration.name });
     applied.push(migration.name);
   }
   return applied;
+}
+
+/**
+ * Runs applyOne, and again with a growing, jittered pause when its locks did not come within
+ * lock_timeout: the fleet's statements queued behind the DDL's lock request then run in the
+ * pause instead of waiting for the holder.
+ */
+async function applyWithLockRetries(
+  client: Client,
+  migration: MigrationFile,
+  logger: Logger,
+  policy: LockPolicy,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await applyOne(client, migration);
+      return;
+    } catch (error) {
+      if (!(error instanceof LockNotGrantedError)) throw error;
+      if (attempt >= policy.maxLockAttempts) {
+        throw new MigrationLockTimeoutError(migration.name, attempt, policy.lockTimeoutMs, {
+          cause: error.cause,
+        });
+      }
+      const ceiling = Math.min(
+        MAX_LOCK_RETRY_DELAY_MS,
+        policy.lockRetryDelayMs * 2 ** (attempt - 1),
+      );
+      const delayMs = ceiling / 2 + Math.random() * (ceiling / 2);
+      logger.warn('migrate: a table lock was not granted in time; retrying', {
+        migration: migration.name,
+        attempt,
+        lockTimeoutMs: policy.lockTimeoutMs,
+        delayMs: Math.round(delayMs),
+      });
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
+/** applyOne's lock_timeout (55P03): rolled back and unrecorded, so it can simply run again. */
+class LockNotGrantedError extends Error {
+  constructor(options: { cause: unknown }) {
+    super('lock not granted within lock_timeout', options);
+  }
 }
 
 async function applyOne(client: Client, migration: MigrationFile): Promise<void> {
@@ -167,6 +282,15 @@ async function applyOne(client: Client, migration: MigrationFile): Promise<void>
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
+    if ((error as { code?: unknown }).code === '55P03') {
+      // Not a failed migration, just a busy table: forget the attempt entirely, so neither
+      // we nor `prisma migrate deploy` later refuse to run it as failed (P3009).
+      const forgotten = await client
+        .query(`DELETE FROM "_prisma_migrations" WHERE id = $1`, [id])
+        .then(() => true)
+        .catch(() => false);
+      if (forgotten) throw new LockNotGrantedError({ cause: error });
+    }
     const message = error instanceof Error ? error.message : String(error);
     await client
       .query(`UPDATE "_prisma_migrations" SET logs = $2 WHERE id = $1`, [id, message])

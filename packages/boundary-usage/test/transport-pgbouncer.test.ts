@@ -1,0 +1,93 @@
+/**
+ * Behind PgBouncer 1.18 in transaction mode with no configuration: createPrismaClient detects
+ * the pooler (it refuses startup options), so there are no session settings and no prepared
+ * statements, and the store's default flush runs as a read-committed transaction that bounds
+ * its own lock waits. Skipped where pgbouncer is not installed (`apt-get install -y pgbouncer`).
+ */
+import { existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { Client } from 'pg';
+import {
+  connectionProfile,
+  createPrismaClient,
+  LockTimeoutError,
+  type PrismaClient,
+} from '@usagekit/db';
+import { startPgBouncer, type PgBouncer } from '@usagekit/testing';
+import { BoundaryUsageStore } from '../src/index.js';
+import { useDatabase, uuid } from './helpers.js';
+
+// TODO(requireProgram): becomes requireProgram('pgbouncer', 'apt-get install -y pgbouncer') at merge.
+function which(program: string): string | undefined {
+  const dirs = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
+  return dirs.map((dir) => join(dir, program)).find((path) => existsSync(path));
+}
+const describeWithPgBouncer = which('pgbouncer') ? describe : describe.skip;
+
+let bouncer: PgBouncer | undefined;
+const bounced: PrismaClient[] = [];
+// Before useDatabase(): PgBouncer lets go of its server connections before the drop.
+afterAll(async () => {
+  await Promise.all(bounced.map((client) => client.$disconnect().catch(() => undefined)));
+  await bouncer?.stop();
+});
+const db = useDatabase();
+
+function flushOf(replicaId: string, sequence: bigint) {
+  return {
+    replicaId,
+    sequence,
+    uniqueWorkspacesDelta: 1,
+    uniqueUsersDelta: 1,
+    uniqueWorkspacesCount: 1,
+    uniqueUsersCount: 1,
+    allowedRequests: 2,
+    deniedRequests: 1,
+    workspaceIds: [uuid()],
+    userIds: [uuid()],
+  };
+}
+
+describeWithPgBouncer('through PgBouncer in transaction mode', () => {
+  let prisma: PrismaClient;
+  beforeAll(async () => {
+    bouncer = await startPgBouncer(db.database().databaseUrl, { serverConnections: 2 });
+    prisma = createPrismaClient({ databaseUrl: bouncer.databaseUrl, maxConnections: 4 });
+    bounced.push(prisma);
+  }, 30_000);
+
+  test('the default flush works with no configuration: pooler detected, counts exact', async () => {
+    expect(await connectionProfile(prisma)).toEqual({
+      via: 'pooler',
+      sessionSettings: false,
+      preparedStatements: false,
+    });
+    const store = new BoundaryUsageStore(prisma);
+    const replicas = [uuid(), uuid(), uuid()];
+    await Promise.all(
+      replicas.map(async (replicaId) => {
+        for (let i = 1; i <= 5; i++) await store.upsertStats(flushOf(replicaId, BigInt(i)));
+      }),
+    );
+    const summary = await store.getAndResetSummary({ maxStalenessMs: 3_600_000 });
+    expect([summary.allowedRequests, summary.deniedRequests, summary.replicas]).toEqual([
+      30n,
+      15n,
+      3,
+    ]);
+  });
+
+  test('a held LOCK TABLE fails the flush with LOCK_TIMEOUT instead of waiting for the holder', async () => {
+    const store = new BoundaryUsageStore(prisma, { lockTimeoutMs: 300 });
+    const holder = new Client({ connectionString: db.database().databaseUrl });
+    await holder.connect();
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE boundary_usage_stats IN SHARE MODE');
+    try {
+      await expect(store.upsertStats(flushOf(uuid(), 1n))).rejects.toBeInstanceOf(LockTimeoutError);
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+  });
+});

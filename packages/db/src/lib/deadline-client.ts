@@ -1,0 +1,211 @@
+import { Client, type ClientConfig } from 'pg';
+import { sendCancelRequest } from './cancel-request.js';
+import { DeadlineExceededError } from './errors.js';
+import type { Logger } from './logger.js';
+
+/**
+ * Whether statements are still sent by name (prepared once per connection). Shared by every
+ * connection of one PrismaClient and switched off for good the first time the server says a
+ * named statement is missing or already there: a transaction-mode pooler we did not detect is
+ * moving us between server connections, and named statements cannot work behind it.
+ */
+export class PreparedStatementSwitch {
+  #enabled: boolean;
+  #onDisable: (reason: string) => void;
+
+  constructor(enabled: boolean, onDisable: (reason: string) => void = () => undefined) {
+    this.#enabled = enabled;
+    this.#onDisable = onDisable;
+  }
+
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  /** `expected`: switched off by configuration ('auto' behind a pooler), not by a failure: not reported. */
+  disable(reason: string, expected = false): void {
+    if (!this.#enabled) return;
+    this.#enabled = false;
+    if (!expected) this.#onDisable(reason);
+  }
+}
+
+/** 26000 invalid_sql_statement_name ("prepared statement … does not exist"), 42P05 duplicate_prepared_statement. */
+const PREPARED_STATEMENT_MISMATCH = new Set(['26000', '42P05']);
+
+export interface DeadlineClientSettings {
+  /** A statement with no answer after this long is abandoned (its connection destroyed). */
+  statementDeadlineMs: number;
+  /** How long the fire-and-forget CancelRequest may take before it is dropped. */
+  cancelTimeoutMs: number;
+  prepared: PreparedStatementSwitch;
+  logger: Logger;
+  /** The redacted database URL, for logs. */
+  where: string;
+}
+
+type QueryConfig = { text: string; name?: string; values?: unknown[] } & Record<string, unknown>;
+type Callback = (error: Error | null, result?: unknown) => void;
+
+/** The parts of pg.Client's internals we touch; pg-pool reads the same `_queryable` flag. */
+interface ClientInternals {
+  _queryable: boolean;
+  connection: { stream: { destroy(): void } };
+  processID: number | null;
+  secretKey: number | null;
+}
+
+/**
+ * A `pg.Client` class for our pool whose every query has a client-side deadline.
+ *
+ * Why: a connection that goes silent (a partition, a failover, a NAT or load balancer that
+ * dropped the flow: no FIN, no RST) leaves node-postgres waiting for ever, and Prisma's
+ * transaction timer only queues its ROLLBACK behind the stuck query. A statement that gets no
+ * answer within `statementDeadlineMs` is abandoned instead: a CancelRequest goes out on a new
+ * socket (bounded, fire and forget), the connection is marked unusable and its socket
+ * destroyed, so pg-pool never hands it out again, and the caller gets DeadlineExceededError
+ * (retryable: the retry runs on a fresh connection). node-postgres's own `query_timeout` is no
+ * substitute: it rejects but keeps the connection, whose next query then waits behind the
+ * stuck one.
+ *
+ * It also names the connecting role on permission errors (42501), and turns named statements
+ * off for good when a pooler proves them unusable (26000 / 42P05), retrying that statement
+ * once, unnamed, when it ran outside a transaction block.
+ */
+export function deadlineClientClass(settings: DeadlineClientSettings): typeof Client {
+  class DeadlineClient extends Client {
+    constructor(config?: string | ClientConfig) {
+      super(config);
+    }
+
+    override query(...args: unknown[]): never {
+      const [config, second, third] = args;
+      // Cursors, streams and other Submittables manage their own lifecycle; pass them through.
+      if (
+        config === null ||
+        config === undefined ||
+        typeof (config as { submit?: unknown }).submit === 'function'
+      ) {
+        return (super.query as (...a: unknown[]) => never)(...args);
+      }
+      let values = second as unknown[] | undefined;
+      let callback = third as Callback | undefined;
+      if (typeof second === 'function') {
+        callback = second as Callback;
+        values = undefined;
+      }
+      const queryConfig: QueryConfig =
+        typeof config === 'string' ? { text: config } : { ...(config as QueryConfig) };
+      if (values !== undefined) queryConfig.values = values;
+      const result = this.#queryWithFallback(queryConfig);
+      if (callback) {
+        const cb = callback;
+        result.then(
+          (value) => cb(null, value),
+          (error: Error) => cb(error),
+        );
+        return undefined as never;
+      }
+      return result as never;
+    }
+
+    async #queryWithFallback(config: QueryConfig): Promise<unknown> {
+      const named = config.name !== undefined && settings.prepared.enabled;
+      if (!named) delete config.name;
+      // The transaction status before this statement: 'I' (or null: nothing ran on this
+      // connection since the handshake) means it runs as its own transaction, so if it fails
+      // at Parse/Bind nothing at all happened.
+      const statusBefore = this.getTransactionStatus();
+      const outsideTransaction = statusBefore === 'I' || statusBefore === null;
+      try {
+        return await this.#queryWithDeadline(config);
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (named && typeof code === 'string' && PREPARED_STATEMENT_MISMATCH.has(code)) {
+          settings.prepared.disable(
+            `${code}: ${(error as Error).message} (a pooler in transaction mode moves this client between server connections)`,
+          );
+          // Retrying is safe: the server refused the statement at Parse/Bind, before running
+          // it, and outside a transaction block the failure ended nothing else. (The flush also
+          // carries a sequence, so even a repeated flush would be recognised and not counted
+          // twice.) Inside a transaction the block is now aborted: the error goes to the
+          // caller, as a retryable PreparedStatementMismatchError, and its retry runs unnamed.
+          if (outsideTransaction) {
+            delete config.name;
+            return await this.#queryWithDeadline(config);
+          }
+        }
+        if (code === '42501') nameTheRole(error, this.user);
+        throw error;
+      }
+    }
+
+    #queryWithDeadline(config: QueryConfig): Promise<unknown> {
+      const pending = (super.query as (config: QueryConfig) => Promise<unknown>)(config);
+      return new Promise((resolve, reject) => {
+        let settled = false;
+        const timer = setTimeout(() => {
+          if (settled) return;
+          settled = true;
+          this.#abandon();
+          reject(new DeadlineExceededError('statement', settings.statementDeadlineMs));
+        }, settings.statementDeadlineMs);
+        pending.then(
+          (value) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            resolve(value);
+          },
+          (error: unknown) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            reject(error);
+          },
+        );
+      });
+    }
+
+    /** Never reuse this connection: cancel its statement (best effort) and destroy it. */
+    #abandon(): void {
+      const internals = this as unknown as ClientInternals;
+      // pg-pool checks this flag when the connection is released and drops it.
+      internals._queryable = false;
+      const { processID, secretKey } = internals;
+      if (processID !== null && secretKey !== null && this.host) {
+        void sendCancelRequest(
+          { host: this.host, port: this.port, processID, secretKey },
+          settings.cancelTimeoutMs,
+        );
+      }
+      settings.logger.warn(
+        'usagekit: abandoned a statement with no answer from PostgreSQL; its connection is destroyed and a cancel request sent',
+        {
+          database: settings.where,
+          deadlineMs: settings.statementDeadlineMs,
+          backendPid: processID,
+        },
+      );
+      // Ends every query on it (they reject with "Connection terminated"); the 'error' the
+      // client then emits is handled by the listener createPrismaClient keeps on it.
+      internals.connection.stream.destroy();
+    }
+  }
+  return DeadlineClient as unknown as typeof Client;
+}
+
+/**
+ * PostgreSQL's "permission denied for table x" never says who was refused. The message and a
+ * `role` property carry it: Prisma copies only the message into its own error, and
+ * `toDatabaseError` reads the role back for PermissionDeniedError.
+ */
+function nameTheRole(error: unknown, role: string | undefined): void {
+  if (!role || typeof error !== 'object' || error === null) return;
+  const target = error as { role?: string; message?: string };
+  if (target.role) return;
+  target.role = role;
+  if (typeof target.message === 'string' && !target.message.includes('(role "')) {
+    target.message = `${target.message} (role "${role}")`;
+  }
+}
