@@ -5,7 +5,7 @@
  * with 40001, and collections, deliveries and purges keep exact totals.
  */
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
-import { LockIds, Prisma, type PrismaClient } from '@usagekit/db';
+import { createPrismaClient, LockIds, Prisma, type PrismaClient } from '@usagekit/db';
 import { quoteIdentifier } from '@usagekit/testing';
 import { TelemetryReporter, type Snapshot } from '../src/index.js';
 import {
@@ -40,9 +40,26 @@ beforeEach(async () => {
   await prisma.$disconnect();
 });
 
-/** A client opened after the ALTER DATABASE: its sessions default to SERIALIZABLE. */
+const serializableClients: PrismaClient[] = [];
+afterAll(async () => {
+  await Promise.all(
+    serializableClients.map((client) => client.$disconnect().catch(() => undefined)),
+  );
+});
+
+/**
+ * A client opened after the ALTER DATABASE: its sessions default to SERIALIZABLE. On a direct
+ * connection createPrismaClient's session settings would pin read committed at startup
+ * (tested in @usagekit/db); `via: 'pooler'` leaves them out, as behind PgBouncer, so what is
+ * tested here is that every reporter transaction pins read committed itself.
+ */
 async function serializableClient(maxConnections = 4): Promise<PrismaClient> {
-  const prisma = db.client(maxConnections);
+  const prisma = createPrismaClient({
+    databaseUrl: db.database().databaseUrl,
+    maxConnections,
+    via: 'pooler',
+  });
+  serializableClients.push(prisma);
   const [row] = await prisma.$queryRaw<{ level: string }[]>`
     SELECT current_setting('default_transaction_isolation') AS level`;
   expect(row!.level).toBe('serializable');
