@@ -180,7 +180,7 @@ describe('buildReport', () => {
       replicaId: base.replicas[1]!.replicaId,
       atMs: 5_000,
       state: state(1, [110, 10], [75, 5]),
-      unconfirmedBatch: { sequence: 7n, allowed: 15n, denied: 5n },
+      unconfirmedBatch: { sequence: 7n, writerId: undefined, allowed: 15n, denied: 5n },
       unconfirmedBatchApplied: true,
     };
     base.received = [snapshot('a', '2026-01-01T00:00:00.000Z', 180, 20)];

@@ -93,7 +93,9 @@ export async function killOneReplica(input: {
       10_000,
     );
     const rows = await input.prisma.$queryRaw<{ last_sequence: bigint | string }[]>`
-      SELECT last_sequence FROM boundary_usage_flush_sequences WHERE replica_id = ${victim.replicaId}::uuid`;
+      SELECT last_sequence FROM boundary_usage_flush_sequences
+       WHERE replica_id = ${victim.replicaId}::uuid
+         AND writer_id = ${frozen.unconfirmedBatch.writerId ?? '00000000-0000-0000-0000-000000000000'}::uuid`;
     const last = rows[0] ? BigInt(rows[0].last_sequence) : undefined;
     unconfirmedBatchApplied = last !== undefined && last >= frozen.unconfirmedBatch.sequence;
   }

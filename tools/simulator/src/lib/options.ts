@@ -11,6 +11,14 @@ export interface SimulatorOptions {
   flushIntervalMs: number;
   /** The telemetry period (the reporter's snapshot frequency). */
   periodMs: number;
+  /**
+   * Each replica client's statement deadline (createPrismaClient's statementDeadlineMs): a
+   * query with no answer by then is abandoned and retried on a fresh connection. The
+   * simulator compresses time (a 5 s period stands for coder's 30 min, a 1 s flush for its
+   * minute), so it compresses the library's 15 s default too, to let a --chaos partition's
+   * recovery by deadline happen inside a 30 s run.
+   */
+  statementDeadlineMs: number;
   /** Requests generated per second by each replica. */
   ratePerReplica: number;
   /** Distinct workspaces and users the traffic draws from (shared by all replicas). */
@@ -44,6 +52,7 @@ export const DEFAULT_OPTIONS = {
   durationMs: 30_000,
   flushIntervalMs: 1_000,
   periodMs: 5_000,
+  statementDeadlineMs: 3_000,
   // Modest on purpose: four replicas, the reporter and PostgreSQL share two cores on the
   // machines this runs on, and a run must be reliable there. `--rate 2000` is fine on a laptop.
   ratePerReplica: 200,
@@ -74,6 +83,7 @@ Flags (durations take ms, s or m; a bare number means seconds):
   --duration D           how long traffic runs                      (default ${DEFAULT_OPTIONS.durationMs / 1000}s)
   --flush-interval D     each replica's flush interval              (default ${DEFAULT_OPTIONS.flushIntervalMs / 1000}s)
   --period D             telemetry period (snapshot frequency)      (default ${DEFAULT_OPTIONS.periodMs / 1000}s)
+  --statement-deadline D each replica client's statement deadline   (default ${DEFAULT_OPTIONS.statementDeadlineMs / 1000}s; library: 15s)
   --rate N               requests per second per replica            (default ${DEFAULT_OPTIONS.ratePerReplica})
   --workspaces N         distinct workspaces in the traffic         (default ${DEFAULT_OPTIONS.workspaces})
   --users N              distinct users (workspace owners)          (default ${DEFAULT_OPTIONS.users})
@@ -104,6 +114,7 @@ const LIMITS = {
   durationMs: { min: 500, max: 24 * 3_600_000 },
   flushIntervalMs: { min: 20, max: 3_600_000 },
   periodMs: { min: 200, max: 24 * 3_600_000 },
+  statementDeadlineMs: { min: 100, max: 3_600_000 },
 } as const;
 
 /**
@@ -147,6 +158,12 @@ export function parseOptions(
       LIMITS.flushIntervalMs,
     ),
     periodMs: durationFlag('--period', values.period, DEFAULT_OPTIONS.periodMs, LIMITS.periodMs),
+    statementDeadlineMs: durationFlag(
+      '--statement-deadline',
+      values['statement-deadline'],
+      DEFAULT_OPTIONS.statementDeadlineMs,
+      LIMITS.statementDeadlineMs,
+    ),
     ratePerReplica: integerFlag(
       '--rate',
       values.rate,
@@ -184,6 +201,7 @@ function parseFlags(argv: readonly string[]) {
       duration: { type: 'string' },
       'flush-interval': { type: 'string' },
       period: { type: 'string' },
+      'statement-deadline': { type: 'string' },
       rate: { type: 'string' },
       workspaces: { type: 'string' },
       users: { type: 'string' },

@@ -97,6 +97,7 @@ export async function runSimulation(
         collectorUrl,
         flushIntervalMs: options.flushIntervalMs,
         periodMs: options.periodMs,
+        statementDeadlineMs: options.statementDeadlineMs,
         maxStalenessMs,
         ratePerReplica: options.ratePerReplica,
         workspaces: options.workspaces,

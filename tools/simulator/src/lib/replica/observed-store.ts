@@ -3,17 +3,15 @@ import {
   type UpsertStatsParams,
   type UpsertStatsResult,
 } from '@usagekit/boundary-usage';
-import type { RequestCounts, UnconfirmedBatch } from './protocol.js';
+import type { UnconfirmedBatch } from './protocol.js';
 
 /**
- * The replica's store, with the accounting the simulator needs at the one place where it is
- * exact: each upsert call.
+ * The replica's store, with what the simulator needs to account for a SIGKILL. (What was
+ * flushed comes from `tracker.confirmed()`, not from counting calls here: a call abandoned at
+ * the tracker's deadline may still land and its resend then comes back as a duplicate, and a
+ * batch whose first send found the stored sequence ahead is resent under a new one; counting
+ * returned calls would count either batch twice.)
  *
- * - `confirmed` sums the batches whose upsert returned (applied, or found already applied by
- *   its sequence). The tracker sends a batch until one call returns and never again after, so
- *   each batch is counted exactly once. (Summing FlushResult instead loses a batch when a
- *   flush confirms a resent batch and then fails on the next one: the flush throws and its
- *   result, with the confirmed batch in it, never reaches the observer.)
  * - `unconfirmed` is the batch of the last call if that call failed: the one batch whose fate
  *   only the database knows (an ambiguous commit). The tracker resends it first, so there is
  *   never more than one.
@@ -21,7 +19,6 @@ import type { RequestCounts, UnconfirmedBatch } from './protocol.js';
  *   SIGKILLed reports numbers that cannot change any more.
  */
 export class ObservedStore extends BoundaryUsageStore {
-  readonly confirmed: RequestCounts = { allowed: 0n, denied: 0n };
   unconfirmed: UnconfirmedBatch | undefined;
   private readonly inFlight = new Set<Promise<unknown>>();
   private frozen = false;
@@ -32,14 +29,13 @@ export class ObservedStore extends BoundaryUsageStore {
     if (this.frozen) return new Promise<never>(() => undefined);
     const call = super.upsertStats(params).then(
       (result) => {
-        this.confirmed.allowed += BigInt(params.allowedRequests);
-        this.confirmed.denied += BigInt(params.deniedRequests);
         this.unconfirmed = undefined;
         return result;
       },
       (error: unknown) => {
         this.unconfirmed = {
           sequence: params.sequence ?? 0n,
+          writerId: params.writerId,
           allowed: BigInt(params.allowedRequests),
           denied: BigInt(params.deniedRequests),
         };

@@ -11,6 +11,7 @@ export interface ReplicaConfig {
   collectorUrl: string;
   flushIntervalMs: number;
   periodMs: number;
+  statementDeadlineMs: number;
   maxStalenessMs: number;
   ratePerReplica: number;
   workspaces: number;
@@ -35,6 +36,8 @@ export interface RequestCounts {
 /** A flush batch the store neither confirmed nor refused for sure (the call failed). */
 export interface UnconfirmedBatch extends RequestCounts {
   sequence: bigint;
+  /** The tracker instance that sent it: sequences are per (replica, writer). */
+  writerId: string | undefined;
 }
 
 /** Cumulative since the replica started, except the latency samples (since the last message). */
@@ -45,8 +48,8 @@ export interface ReplicaState {
   /** Requests generated (and tracked; every generated request is tracked). */
   generated: RequestCounts;
   /**
-   * Requests the store confirmed are in the database: the sum over flush batches whose
-   * upsert returned (applied now, or found already applied by its sequence).
+   * Requests the database is known to have from this replica (tracker.confirmed(): each batch
+   * once, applied now or found already applied by its sequence).
    */
   flushed: RequestCounts;
   /** The same, summed from FlushResult of successful flushes (cross-check, see README). */

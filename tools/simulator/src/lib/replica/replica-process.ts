@@ -75,6 +75,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
       `${REPLICA_APPLICATION_NAME_PREFIX}${config.index}`,
     ),
     maxConnections: 4,
+    statementDeadlineMs: config.statementDeadlineMs,
     logger,
   });
   await prisma.$queryRaw`SELECT 1`;
@@ -100,12 +101,13 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
 
   const state = (): ReplicaState => {
     const pending = tracker.pending();
+    const confirmed = tracker.confirmed();
     const snapshot: ReplicaState = {
       replicaId,
       index: config.index,
       pid: process.pid,
       generated: { ...generated },
-      flushed: { ...store.confirmed },
+      flushed: { allowed: confirmed.allowedRequests, denied: confirmed.deniedRequests },
       flushResults: { ...flushResults },
       pending: { allowed: pending.allowedRequests, denied: pending.deniedRequests },
       ...counters,

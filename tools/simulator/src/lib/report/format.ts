@@ -157,7 +157,7 @@ export function formatReport(report: SimulationReport): string {
             `${k.ambiguousBatch === 'none' ? '' : `; its last, failed flush was ${k.ambiguousBatch} in the database`}`
           : 'no replica was killed (the run ended before the kill)'),
     );
-    lines.push(...formatFaults(report.chaos));
+    lines.push(...formatFaults(report.chaos, report.settings.statementDeadlineMs));
   }
   if (report.alerts) lines.push(...formatAlerts(report.alerts));
   if (report.flushResultShortfall.total !== 0n) {
@@ -174,7 +174,10 @@ export function formatReport(report: SimulationReport): string {
   return lines.join('\n');
 }
 
-function formatFaults(chaos: NonNullable<SimulationReport['chaos']>): string[] {
+function formatFaults(
+  chaos: NonNullable<SimulationReport['chaos']>,
+  statementDeadlineMs: number,
+): string[] {
   const lines: string[] = [];
   const p = chaos.partition;
   if (p) {
@@ -185,7 +188,8 @@ function formatFaults(chaos: NonNullable<SimulationReport['chaos']>): string[] {
           : `; new connections worked again at ${seconds(p.newConnectionsMs)}`) +
         (p.thawedMs === null
           ? '; it never healed'
-          : `; healed at ${seconds(p.thawedMs)} (the ${p.connectionsDropped ?? 0} silent connection(s) still open were dropped)`),
+          : `; healed at ${seconds(p.thawedMs)} (the ${p.connectionsDropped ?? 0} silent connection(s) still open were dropped)`) +
+        `; replicas abandon a statement after ${ms(statementDeadlineMs)} (--statement-deadline)`,
     );
     lines.push(
       '  stall: the longest time without a completed flush; recovery: the flush that ended the stall the partition caused',

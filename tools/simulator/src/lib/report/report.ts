@@ -109,6 +109,7 @@ export interface SimulationReport {
     durationMs: number;
     flushIntervalMs: number;
     periodMs: number;
+    statementDeadlineMs: number;
     ratePerReplica: number;
     workspaces: number;
     users: number;
@@ -343,6 +344,7 @@ export function buildReport(run: RunObservations): SimulationReport {
       durationMs: run.options.durationMs,
       flushIntervalMs: run.options.flushIntervalMs,
       periodMs: run.options.periodMs,
+      statementDeadlineMs: run.options.statementDeadlineMs,
       ratePerReplica: run.options.ratePerReplica,
       workspaces: run.options.workspaces,
       users: run.options.users,
