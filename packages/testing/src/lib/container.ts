@@ -1,4 +1,9 @@
-import type { PostgresServer } from './server.js';
+import type { PostgresServer } from './postgres-server.js';
+
+/** The image used when the caller names none: the production major version, from Docker Hub. */
+export const DEFAULT_POSTGRES_IMAGE = 'postgres:18-alpine';
+const PASSWORD = 'usagekit';
+const POSTGRES_PORT = 5432;
 
 /**
  * Asks testcontainers for a container runtime. Returns a reason instead of throwing, since
@@ -10,25 +15,92 @@ export async function containerRuntimeProblem(): Promise<string | undefined> {
     await getContainerRuntimeClient();
     return undefined;
   } catch (error) {
-    return error instanceof Error ? error.message.split('\n')[0] : String(error);
+    return firstLine(error);
   }
 }
 
+export interface PostgresContainerOptions {
+  /** Any image with the official image's interface (POSTGRES_* env, `postgres -c …` args). */
+  image?: string;
+  /**
+   * Publish on this host port instead of a free one. A fault test that restarts the container
+   * needs it: Docker may give a restarted container another ephemeral port.
+   */
+  hostPort?: number;
+}
+
+export interface PostgresContainer extends PostgresServer {
+  /** The container id, for `docker pause` and friends. */
+  id: string;
+  image: string;
+  /** Whether Ryuk (testcontainers' reaper) was turned off because its image was unavailable. */
+  ryukDisabled: boolean;
+}
+
+/**
+ * A throwaway PostgreSQL in a container, its port published on 127.0.0.1 only (never on every
+ * interface of the host), reached through the loopback. When the first start fails (e.g.
+ * Ryuk's image cannot be pulled: no registry), it is retried once with
+ * TESTCONTAINERS_RYUK_DISABLED=true: stop() still removes the container, only a killed run
+ * would leave it behind.
+ */
 export async function startPostgresContainer(
-  image = 'postgres:18-alpine',
-): Promise<PostgresServer> {
+  options: PostgresContainerOptions = {},
+): Promise<PostgresContainer> {
+  const image = options.image ?? DEFAULT_POSTGRES_IMAGE;
+  let ryukDisabled = process.env.TESTCONTAINERS_RYUK_DISABLED === 'true';
+  try {
+    return await startOnce(image, options.hostPort, ryukDisabled);
+  } catch (error) {
+    if (ryukDisabled) throw error;
+    // testcontainers pulls the image first, then starts Ryuk, whose image it must pull too;
+    // without a registry that fails even when the PostgreSQL image is local. Its error does
+    // not name Ryuk, so retry once without it. testcontainers reads the variable each time
+    // it looks for a reaper and caches only a reaper that started.
+    process.env.TESTCONTAINERS_RYUK_DISABLED = 'true';
+    ryukDisabled = true;
+    return await startOnce(image, options.hostPort, ryukDisabled);
+  }
+}
+
+async function startOnce(
+  image: string,
+  hostPort: number | undefined,
+  ryukDisabled: boolean,
+): Promise<PostgresContainer> {
   const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
-  const container = await new PostgreSqlContainer(image)
+  /** Publishes 5432 on 127.0.0.1 only; testcontainers itself binds every interface. */
+  class LoopbackPostgreSqlContainer extends PostgreSqlContainer {
+    constructor() {
+      super(image);
+      if (hostPort !== undefined)
+        this.withExposedPorts({ container: POSTGRES_PORT, host: hostPort });
+      const bindings = this.hostConfig.PortBindings as Record<string, { HostPort?: string }[]>;
+      for (const [key, list] of Object.entries(bindings)) {
+        bindings[key] = list.map((binding) => ({ ...binding, HostIp: '127.0.0.1' }));
+      }
+    }
+  }
+  const container = await new LoopbackPostgreSqlContainer()
     .withDatabase('postgres')
     .withUsername('postgres')
-    .withPassword('usagekit')
+    .withPassword(PASSWORD)
     .withCommand(['postgres', '-c', 'fsync=off', '-c', 'max_connections=400'])
     .start();
   let stopped: Promise<void> | undefined;
+  const port = container.getMappedPort(POSTGRES_PORT);
   return {
-    url: container.getConnectionUri(),
+    // 127.0.0.1, not testcontainers' "localhost", which may resolve to ::1 where nothing listens.
+    url: `postgresql://postgres:${PASSWORD}@127.0.0.1:${port}/postgres`,
     source: 'testcontainers',
     reason: '',
+    id: container.getId(),
+    image,
+    ryukDisabled,
     stop: () => (stopped ??= container.stop().then(() => undefined)),
   };
+}
+
+function firstLine(error: unknown): string {
+  return error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error);
 }
