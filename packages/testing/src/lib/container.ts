@@ -35,6 +35,18 @@ export interface PostgresContainer extends PostgresServer {
   image: string;
   /** Whether Ryuk (testcontainers' reaper) was turned off because its image was unavailable. */
   ryukDisabled: boolean;
+  /**
+   * `docker pause`: every process of the container frozen (cgroup freezer). Its TCP
+   * connections stay open and new ones are still accepted by the kernel, but nothing answers.
+   */
+  pause(): Promise<void>;
+  unpause(): Promise<void>;
+  /**
+   * `docker restart`: PostgreSQL is killed after `stopTimeoutS` (0: SIGKILL at once, a
+   * crash; it runs crash recovery on the way back) and started again on the same data and,
+   * with `hostPort`, on the same host port.
+   */
+  restart(options?: { stopTimeoutS?: number }): Promise<void>;
 }
 
 /**
@@ -88,6 +100,11 @@ async function startOnce(
     .withCommand(['postgres', '-c', 'fsync=off', '-c', 'max_connections=400'])
     .start();
   let stopped: Promise<void> | undefined;
+  // testcontainers wraps only start/stop/restart; pause is the runtime's (dockerode's) own.
+  const control = async () => {
+    const { getContainerRuntimeClient } = await import('testcontainers');
+    return (await getContainerRuntimeClient()).container.getById(container.getId());
+  };
   const port = container.getMappedPort(POSTGRES_PORT);
   return {
     // 127.0.0.1, not testcontainers' "localhost", which may resolve to ::1 where nothing listens.
@@ -97,6 +114,15 @@ async function startOnce(
     id: container.getId(),
     image,
     ryukDisabled,
+    pause: async () => {
+      await (await control()).pause();
+    },
+    unpause: async () => {
+      await (await control()).unpause();
+    },
+    restart: async ({ stopTimeoutS = 0 } = {}) => {
+      await (await control()).restart({ t: stopTimeoutS });
+    },
     stop: () => (stopped ??= container.stop().then(() => undefined)),
   };
 }
