@@ -20,6 +20,7 @@ import {
   BoundaryUsageStore,
   BoundaryUsageTracker,
   startFlushLoop,
+  type FlushLoop,
   type LockMode,
   type StoreOptions,
 } from '../src/index.js';
@@ -35,10 +36,13 @@ describeWithPgBouncer('the store behind PgBouncer (transaction pooling)', () => 
   let bouncer: PgBouncer;
   let admin: PrismaClient;
   const bouncedClients: PrismaClient[] = [];
+  /** Stopped in afterAll too (stop() is idempotent): a failed test must not leave one running. */
+  const openLoops: FlushLoop[] = [];
 
   // Declared before useDatabase(): Jest runs afterAll hooks in declaration order, and PgBouncer
   // should let go of its server connections before the database is dropped.
   afterAll(async () => {
+    await Promise.all(openLoops.map((loop) => loop.stop().catch(() => undefined)));
     await Promise.all(bouncedClients.map((client) => client.$disconnect().catch(() => undefined)));
     await bouncer?.stop();
   });
@@ -170,6 +174,7 @@ describeWithPgBouncer('the store behind PgBouncer (transaction pooling)', () => 
       const loops = replicas.map(({ tracker, store, replicaId }) =>
         startFlushLoop({ tracker, store, replicaId, intervalMs: 15 }),
       );
+      openLoops.push(...loops);
       const workspaces = new Set<string>();
       const users = new Set<string>();
       let allowed = 0n;

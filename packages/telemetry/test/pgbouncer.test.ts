@@ -4,7 +4,12 @@
  * PgBouncer hands every transaction a different one. Two reporters and three replicas, more
  * clients than server connections; every request is reported exactly once.
  */
-import { BoundaryUsageStore, BoundaryUsageTracker, startFlushLoop } from '@usagekit/boundary-usage';
+import {
+  BoundaryUsageStore,
+  BoundaryUsageTracker,
+  startFlushLoop,
+  type FlushLoop,
+} from '@usagekit/boundary-usage';
 import { createPrismaClient, type PrismaClient } from '@usagekit/db';
 import {
   PGBOUNCER_INSTALL_HINT,
@@ -32,9 +37,12 @@ describeWithPgBouncer('the reporter behind PgBouncer (transaction pooling)', () 
   let bouncer: PgBouncer;
   let receiver: Receiver;
   const bouncedClients: PrismaClient[] = [];
+  /** Stopped in afterAll too (stop() is idempotent): a failed test must not leave one running. */
+  const openLoops: FlushLoop[] = [];
 
   // Before useDatabase(): PgBouncer must let go of its server connections before the drop.
   afterAll(async () => {
+    await Promise.all(openLoops.map((loop) => loop.stop().catch(() => undefined)));
     await Promise.all(bouncedClients.map((client) => client.$disconnect().catch(() => undefined)));
     await bouncer?.stop();
     await receiver?.close();
@@ -70,6 +78,7 @@ describeWithPgBouncer('the reporter behind PgBouncer (transaction pooling)', () 
       const tracker = new BoundaryUsageTracker();
       const store = new BoundaryUsageStore(bounced());
       const loop = startFlushLoop({ tracker, store, replicaId: uuid(), intervalMs: 5 });
+      openLoops.push(loop);
       return { tracker, loop };
     });
     const workspaces = Array.from({ length: 5 }, () => uuid());

@@ -6,6 +6,13 @@ export interface SuiteDatabase {
   database: () => TestDatabase;
   /** A new PrismaClient on it, with its own pool: one replica. Closed in afterAll. */
   client: (maxConnections?: number) => PrismaClient;
+  /**
+   * Runs `close` in afterAll, before the clients are closed and the database dropped, also
+   * when the test that opened the thing failed half way: a flush loop, a proxy, a server.
+   * Deferred closers run last-in first-out, each bounded; idempotent closers (loop.stop())
+   * may be called by the test too.
+   */
+  defer: (close: () => unknown) => void;
 }
 
 /**
@@ -21,12 +28,22 @@ export interface SuiteDatabase {
 export function useDatabase(): SuiteDatabase {
   let database: TestDatabase | undefined;
   const clients: PrismaClient[] = [];
+  const closers: (() => unknown)[] = [];
   beforeAll(async () => {
     database = await createTestDatabase();
   });
   afterAll(async () => {
-    await Promise.all(clients.splice(0).map((client) => disconnectBounded(client)));
+    for (const close of closers.splice(0).reverse()) {
+      await bounded(async () => close());
+    }
+    // A client stuck behind a session that never answers cannot disconnect; the drop ends
+    // that session on the server, after which its disconnect completes too.
+    const disconnected = Promise.all(
+      clients.splice(0).map((client) => client.$disconnect().catch(() => undefined)),
+    );
+    await bounded(() => disconnected, 3_000);
     await database?.drop();
+    await bounded(() => disconnected);
   });
   return {
     database: () => {
@@ -41,22 +58,28 @@ export function useDatabase(): SuiteDatabase {
       clients.push(client);
       return client;
     },
+    defer: (close) => {
+      closers.push(close);
+    },
   };
 }
 
-const DISCONNECT_TIMEOUT_MS = 10_000;
+const CLOSE_TIMEOUT_MS = 10_000;
 
 /**
- * $disconnect() waits for the pool's clients to be released; a client stuck in a query that
- * never returns (a test that failed mid-lock) would hold it forever. The drop below ends
- * those sessions, so after the deadline we go on without it.
+ * Every closing step gets a deadline and its errors are dropped: $disconnect() waits for the
+ * pool's connections to come back, and one stuck in a query that never returns (a test that
+ * failed while another session held a lock) would hold it forever. The drop that follows ends
+ * those sessions on the server (WITH (FORCE)), which frees the client side too.
  */
-async function disconnectBounded(client: PrismaClient): Promise<void> {
+async function bounded(close: () => Promise<unknown>, timeoutMs = CLOSE_TIMEOUT_MS): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([
-    client.$disconnect().catch(() => undefined),
+    Promise.resolve()
+      .then(close)
+      .catch(() => undefined),
     new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, DISCONNECT_TIMEOUT_MS);
+      timer = setTimeout(resolve, timeoutMs);
       timer.unref();
     }),
   ]);
