@@ -345,7 +345,7 @@ describe('locking', () => {
     // sequence, ids and stats inserts have not run.
     const waiting = await observer.$queryRaw<{ xid: string | null; query: string }[]>`
       SELECT a.backend_xid::text AS xid, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-       WHERE l.locktype = 'advisory' AND NOT l.granted`;
+       WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = current_database()`;
     expect(waiting).toHaveLength(1);
     expect(waiting[0]!.query).toContain('pg_advisory_xact_lock_shared');
     expect(waiting[0]!.xid).toBeNull();

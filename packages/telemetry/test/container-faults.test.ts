@@ -52,7 +52,8 @@ import { clearTables, FakeClock, FREQUENCY_MS, uuid, waitUntil } from './helpers
 
 const describeWithContainers = requireContainerRuntime(
   'container faults (docker pause, container restart)',
-  'apt-get install docker.io, then start dockerd',
+  'apt-get install docker.io and start dockerd; with no registry, set ' +
+    'USAGEKIT_TEST_POSTGRES_IMAGE to an image from tools/postgres-image/build.sh',
 )
   ? describe
   : describe.skip;

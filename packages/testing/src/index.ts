@@ -2,6 +2,7 @@ export { startPostgresServer } from './lib/server.js';
 export type { StartPostgresServerOptions } from './lib/server.js';
 export type { PostgresServer } from './lib/postgres-server.js';
 export {
+  containerImageProblem,
   containerRuntimeProblem,
   DEFAULT_POSTGRES_IMAGE,
   startPostgresContainer,

@@ -15,16 +15,17 @@ module.exports = async function globalSetup() {
   const restore = register();
   try {
     const testing = require('@usagekit/testing');
+    const image = process.env[testing.CONTAINER_IMAGE_ENV] || testing.DEFAULT_POSTGRES_IMAGE;
     const server = await testing.startPostgresServer({
       databaseUrl: process.env.TEST_DATABASE_URL,
-      containerImage: process.env[testing.CONTAINER_IMAGE_ENV] || undefined,
+      containerImage: image,
       preferEmbedded: process.env.USAGEKIT_TEST_PREFER_EMBEDDED === '1',
     });
     // Suites that need a container of their own (pause, restart) ask requireContainerRuntime(),
-    // which reads this: one probe for the whole run.
-    const runtimeProblem =
-      server.source === 'testcontainers' ? undefined : await testing.containerRuntimeProblem();
-    process.env[testing.CONTAINER_RUNTIME_ENV] = runtimeProblem ?? 'ok';
+    // which reads this: one probe (runtime and image) for the whole run.
+    const containerProblem =
+      server.source === 'testcontainers' ? undefined : await testing.containerImageProblem(image);
+    process.env[testing.CONTAINER_RUNTIME_ENV] = containerProblem ?? 'ok';
     const version = await testing.serverMajorVersion(server.url);
     console.log(
       `\n[usagekit/testing] PostgreSQL ${version} from ${server.source}: ${server.reason}`,

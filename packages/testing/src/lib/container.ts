@@ -19,6 +19,28 @@ export async function containerRuntimeProblem(): Promise<string | undefined> {
   }
 }
 
+/**
+ * Whether a container of `image` can be started here: a runtime answers, and the image is
+ * present or can be pulled (with no registry it cannot: then a local build is needed, see
+ * tools/postgres-image). Returns the reason it cannot, or undefined. Pulls at most once.
+ */
+export async function containerImageProblem(image: string): Promise<string | undefined> {
+  try {
+    const { getContainerRuntimeClient, ImageName } = await import('testcontainers');
+    const client = await getContainerRuntimeClient();
+    const name = ImageName.fromString(image);
+    if (await client.image.exists(name)) return undefined;
+    try {
+      await client.image.pull(name);
+      return undefined;
+    } catch (error) {
+      return `image ${image} is not here and cannot be pulled: ${firstLine(error)}`;
+    }
+  } catch (error) {
+    return firstLine(error);
+  }
+}
+
 export interface PostgresContainerOptions {
   /** Any image with the official image's interface (POSTGRES_* env, `postgres -c …` args). */
   image?: string;
