@@ -6,12 +6,32 @@ const PASSWORD = 'usagekit';
 const POSTGRES_PORT = 5432;
 
 /**
+ * Published ports are bound to 127.0.0.1 only, so the host testcontainers connects to must be
+ * the loopback too. With a local runtime (a unix socket) testcontainers would otherwise pick
+ * the bridge's gateway (172.17.0.1) whenever /.dockerenv exists, as it does in many CI VMs,
+ * and wait forever for a port that is not published there. Must run before testcontainers
+ * creates (and caches) its client; a remote DOCKER_HOST, or an override, is left alone.
+ */
+function reachContainersThroughLoopback(): void {
+  const dockerHost = process.env.DOCKER_HOST;
+  if (process.env.TESTCONTAINERS_HOST_OVERRIDE !== undefined) return;
+  if (dockerHost === undefined || dockerHost === '' || dockerHost.startsWith('unix:')) {
+    process.env.TESTCONTAINERS_HOST_OVERRIDE = '127.0.0.1';
+  }
+}
+
+async function loadTestcontainers(): Promise<typeof import('testcontainers')> {
+  reachContainersThroughLoopback();
+  return import('testcontainers');
+}
+
+/**
  * Asks testcontainers for a container runtime. Returns a reason instead of throwing, since
  * "no runtime" is the normal case on machines without Docker.
  */
 export async function containerRuntimeProblem(): Promise<string | undefined> {
   try {
-    const { getContainerRuntimeClient } = await import('testcontainers');
+    const { getContainerRuntimeClient } = await loadTestcontainers();
     await getContainerRuntimeClient();
     return undefined;
   } catch (error) {
@@ -26,7 +46,7 @@ export async function containerRuntimeProblem(): Promise<string | undefined> {
  */
 export async function containerImageProblem(image: string): Promise<string | undefined> {
   try {
-    const { getContainerRuntimeClient, ImageName } = await import('testcontainers');
+    const { getContainerRuntimeClient, ImageName } = await loadTestcontainers();
     const client = await getContainerRuntimeClient();
     const name = ImageName.fromString(image);
     if (await client.image.exists(name)) return undefined;
@@ -102,6 +122,7 @@ async function startOnce(
   hostPort: number | undefined,
   ryukDisabled: boolean,
 ): Promise<PostgresContainer> {
+  reachContainersThroughLoopback();
   const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
   /** Publishes 5432 on 127.0.0.1 only; testcontainers itself binds every interface. */
   class LoopbackPostgreSqlContainer extends PostgreSqlContainer {
@@ -124,7 +145,7 @@ async function startOnce(
   let stopped: Promise<void> | undefined;
   // testcontainers wraps only start/stop/restart; pause is the runtime's (dockerode's) own.
   const control = async () => {
-    const { getContainerRuntimeClient } = await import('testcontainers');
+    const { getContainerRuntimeClient } = await loadTestcontainers();
     return (await getContainerRuntimeClient()).container.getById(container.getId());
   };
   const port = container.getMappedPort(POSTGRES_PORT);
