@@ -106,7 +106,8 @@ export async function startPostgresContainer(
   try {
     return await startOnce(image, options.hostPort, ryukDisabled);
   } catch (error) {
-    if (ryukDisabled) throw error;
+    // A container that started but never became ready would fail the same way again.
+    if (ryukDisabled || /not bound|health ?check|timed? ?out/i.test(String(error))) throw error;
     // testcontainers pulls the image first, then starts Ryuk, whose image it must pull too;
     // without a registry that fails even when the PostgreSQL image is local. Its error does
     // not name Ryuk, so retry once without it. testcontainers reads the variable each time
