@@ -27,7 +27,7 @@ export default [
               sourceTag: 'scope:telemetry',
               onlyDependOnLibsWithTags: ['scope:boundary-usage', 'scope:db', 'scope:testing'],
             },
-            { sourceTag: 'scope:testing', onlyDependOnLibsWithTags: ['scope:db'] },
+            { sourceTag: 'scope:testing', onlyDependOnLibsWithTags: ['scope:db', 'scope:testing'] },
             {
               sourceTag: 'scope:tools',
               onlyDependOnLibsWithTags: [
@@ -45,7 +45,10 @@ export default [
   {
     files: ['**/*.ts'],
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_' },
+      ],
     },
   },
   {

@@ -28,6 +28,7 @@ test('flushes on its interval and stop() flushes what is pending', async () => {
     intervalMs: 20,
     observer: { onFlush: (result) => result.flushed && flushed.push(result.allowedRequests) },
   });
+  db.defer(() => loop.stop()); // stopped even if the test fails
   tracker.track(uuid(), uuid(), 3, 0);
   await waitUntil(async () => flushed.length > 0, 'a scheduled flush');
   tracker.track(uuid(), uuid(), 4, 0);
@@ -60,6 +61,7 @@ test('retries a lock timeout with backoff and loses nothing', async () => {
       },
     },
   });
+  db.defer(() => loop.stop()); // stopped even if the test fails
   tracker.track(uuid(), uuid(), 5, 1);
   await waitUntil(async () => failures.length >= 2, 'the loop retried');
   tracker.track(uuid(), uuid(), 6, 2);
@@ -85,6 +87,7 @@ test('aborting the signal stops the loop with a final flush', async () => {
     intervalMs: 60_000,
     signal: controller.signal,
   });
+  db.defer(() => loop.stop()); // stopped even if the test fails
   tracker.track(uuid(), uuid(), 9, 0);
   controller.abort();
   await loop.stop();
@@ -103,6 +106,7 @@ test('a final flush that cannot finish is bounded and keeps the usage in memory'
     finalFlushTimeoutMs: 300,
     logger: { ...noopLogger, error: (message) => errors.push(message) },
   });
+  db.defer(() => loop.stop()); // stopped even if the test fails
   tracker.track(uuid(), uuid(), 2, 0);
   await loop.stop();
   await releaseLock();

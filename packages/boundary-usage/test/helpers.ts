@@ -1,36 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { createPrismaClient, LockIds, type PrismaClient } from '@usagekit/db';
+import { LockIds, type PrismaClient } from '@usagekit/db';
+import { useDatabase } from '@usagekit/test-support';
 import { BoundaryUsageStore, type StoreOptions } from '../src/index.js';
-import { createTestDatabase, gate, waitUntil, type TestDatabase } from '@usagekit/testing';
+import { gate, waitUntil } from '@usagekit/testing';
 
 export { gate, waitUntil };
 
-/**
- * A fresh database for this suite plus any number of PrismaClients on it, each standing for
- * a separate replica (its own pool). Everything is closed and dropped in afterAll.
- */
-export function useDatabase(): {
-  database: () => TestDatabase;
-  client: (maxConnections?: number) => PrismaClient;
-} {
-  let database: TestDatabase | undefined;
-  const clients: PrismaClient[] = [];
-  beforeAll(async () => {
-    database = await createTestDatabase();
-  });
-  afterAll(async () => {
-    await Promise.all(clients.map((client) => client.$disconnect().catch(() => undefined)));
-    await database?.drop();
-  });
-  return {
-    database: () => database!,
-    client: (maxConnections = 4) => {
-      const client = createPrismaClient({ databaseUrl: database!.databaseUrl, maxConnections });
-      clients.push(client);
-      return client;
-    },
-  };
-}
+// One useDatabase() for every package's suites (closes clients and drops the database even
+// when a test fails): @usagekit/test-support.
+export { useDatabase };
 
 export const uuid = (): string => randomUUID();
 

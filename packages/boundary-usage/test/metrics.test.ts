@@ -45,6 +45,7 @@ test('flush metrics count flushes, requests, errors and retries on the given reg
     retryBackoff: { baseDelayMs: 5, maxDelayMs: 10 },
     observer,
   });
+  db.defer(() => loop.stop()); // stopped even if the test fails
   tracker.track(uuid(), uuid(), 5, 2);
   await waitUntil(
     async () => (await value(registry, 'usagekit_boundary_flush_retries_total')) >= 2,

@@ -217,6 +217,7 @@ test('the schedule feeds the same series; telemetry and flush metrics share one 
     intervalMs: 60_000,
     observer: flushObserver,
   });
+  db.defer(() => loop.stop()); // stopped even if the test fails
   await loop.flushNow();
   await loop.stop();
   const telemetry = new TelemetryReporter({
@@ -319,6 +320,7 @@ describe('logs', () => {
           finalFlushTimeoutMs: 2_000,
           logger,
         });
+        db.defer(() => loop.stop()); // stopped even if the test fails
         const telemetry = new TelemetryReporter({
           prisma: client,
           store,

@@ -1,5 +1,24 @@
 export { startPostgresServer } from './lib/server.js';
-export type { PostgresServer, StartPostgresServerOptions } from './lib/server.js';
+export type { StartPostgresServerOptions } from './lib/server.js';
+export type { PostgresServer } from './lib/postgres-server.js';
+export {
+  containerImageProblem,
+  containerRuntimeProblem,
+  DEFAULT_POSTGRES_IMAGE,
+  startPostgresContainer,
+} from './lib/container.js';
+export type { PostgresContainer, PostgresContainerOptions } from './lib/container.js';
+export {
+  CONTAINER_IMAGE_ENV,
+  CONTAINER_RUNTIME_ENV,
+  requireContainerRuntime,
+} from './lib/container-runtime-env.js';
+export {
+  findProgram,
+  requireProgram,
+  skipOrThrow,
+  REQUIRE_PROGRAMS_ENV,
+} from './lib/require-program.js';
 export { startEmbeddedPostgres } from './lib/embedded.js';
 export { createMigratedTemplate, cloneTemplate, dropTemplate } from './lib/template.js';
 export { createTestDatabase, SERVER_URL_ENV, TEMPLATE_ENV } from './lib/test-database.js';
@@ -9,7 +28,7 @@ export { withDatabase, uniqueDatabaseName } from './lib/database-url.js';
 export { findFreePort } from './lib/free-port.js';
 export { startCommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export type { CommitCuttingProxy } from './lib/commit-cutting-proxy.js';
-export { startPgBouncer } from './lib/pgbouncer.js';
+export { PGBOUNCER_INSTALL_HINT, startPgBouncer } from './lib/pgbouncer.js';
 export type { PgBouncer } from './lib/pgbouncer.js';
 export { gate, waitUntil } from './lib/wait.js';
 export { startFreezingProxy } from './lib/freezing-proxy.js';

@@ -8,7 +8,7 @@ import {
   type EmbeddedClusterSettings,
 } from './embedded-host.js';
 import { findFreePort } from './free-port.js';
-import type { PostgresServer } from './server.js';
+import type { PostgresServer } from './postgres-server.js';
 
 const STOP_TIMEOUT_MS = 10_000;
 

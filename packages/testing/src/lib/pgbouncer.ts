@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { Client } from 'pg';
 import { findFreePort } from './free-port.js';
+import { findProgram } from './require-program.js';
 
 export interface PgBouncer {
   /** The suite's database URL, pointed at PgBouncer. */
@@ -14,23 +15,17 @@ export interface PgBouncer {
   stop(): Promise<void>;
 }
 
-const INSTALL_HINT =
-  'pgbouncer is not installed, and this suite needs it (usagekit supports running behind ' +
-  'PgBouncer in transaction mode). Install it: `apt-get install -y pgbouncer` on Debian/Ubuntu ' +
-  '(.ci/run does this), `brew install pgbouncer` on macOS, or put a pgbouncer binary on PATH.';
+/** For requireProgram(): how to get pgbouncer. */
+export const PGBOUNCER_INSTALL_HINT =
+  'apt-get install pgbouncer on Debian/Ubuntu, brew install pgbouncer on macOS';
 
 function findPgBouncer(): string {
-  const dirs = [
-    ...(process.env.PATH ?? '').split(delimiter),
-    '/usr/sbin',
-    '/usr/local/sbin',
-    '/usr/local/bin',
-    '/opt/homebrew/bin',
-  ];
-  for (const dir of dirs) {
-    if (dir && existsSync(join(dir, 'pgbouncer'))) return join(dir, 'pgbouncer');
-  }
-  throw new Error(INSTALL_HINT);
+  const path = findProgram('pgbouncer');
+  if (path) return path;
+  throw new Error(
+    `pgbouncer is not installed (install: ${PGBOUNCER_INSTALL_HINT}); suites that need it ` +
+      "skip with requireProgram('pgbouncer', …) first",
+  );
 }
 
 /** PgBouncer refuses to run as root; as root we run it as the `postgres` system user. */
@@ -59,7 +54,8 @@ function iniValue(value: string): string {
  * Starts pgbouncer in transaction pooling mode on a free loopback port in front of
  * `databaseUrl`'s database, with at most `serverConnections` server connections. As root it
  * runs as the `postgres` system user (pgbouncer refuses root). Throws with install
- * instructions when pgbouncer is missing: suites that need it fail rather than skip.
+ * instructions when pgbouncer is missing: a suite that needs it asks
+ * `requireProgram('pgbouncer', PGBOUNCER_INSTALL_HINT)` first and skips without it.
  */
 export async function startPgBouncer(
   databaseUrl: string,

@@ -1,20 +1,20 @@
-import { containerRuntimeProblem, startPostgresContainer } from './container.js';
+import {
+  containerRuntimeProblem,
+  DEFAULT_POSTGRES_IMAGE,
+  startPostgresContainer,
+} from './container.js';
 import { startEmbeddedPostgres } from './embedded.js';
+import type { PostgresServer } from './postgres-server.js';
 
-export interface PostgresServer {
-  /** A superuser URL on the server's `postgres` database. */
-  url: string;
-  source: 'TEST_DATABASE_URL' | 'testcontainers' | 'embedded';
-  /** Why this source was chosen, for the one line we print. */
-  reason: string;
-  stop(): Promise<void>;
-}
+export type { PostgresServer } from './postgres-server.js';
 
 export interface StartPostgresServerOptions {
   /** A server the caller already has; its databases are created and dropped, never reused. */
   databaseUrl?: string;
   /** Skip the container probe (e.g. the simulator, which always wants embedded). */
   preferEmbedded?: boolean;
+  /** The container image (default `postgres:18-alpine`); e.g. tools/postgres-image's build. */
+  containerImage?: string;
   onLog?: (message: string) => void;
 }
 
@@ -33,13 +33,15 @@ export async function startPostgresServer(
       stop: async () => undefined,
     };
   }
-  let whyNotContainer = 'skipped';
+  let whyNotContainer = 'containers not wanted (preferEmbedded)';
   if (!options.preferEmbedded) {
     const problem = await containerRuntimeProblem();
     if (!problem) {
       try {
-        const server = await startPostgresContainer();
-        return { ...server, reason: 'a container runtime answered' };
+        const image = options.containerImage ?? DEFAULT_POSTGRES_IMAGE;
+        const server = await startPostgresContainer({ image });
+        const ryuk = server.ryukDisabled ? ', Ryuk disabled' : '';
+        return { ...server, reason: `a container runtime answered (image ${image}${ryuk})` };
       } catch (error) {
         whyNotContainer = `container failed to start: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`;
       }
