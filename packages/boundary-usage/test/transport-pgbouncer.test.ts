@@ -4,8 +4,6 @@
  * statements, and the store's default flush runs as a read-committed transaction that bounds
  * its own lock waits. Skipped where pgbouncer is not installed (`apt-get install -y pgbouncer`).
  */
-import { existsSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { Client } from 'pg';
 import {
   connectionProfile,
@@ -13,16 +11,20 @@ import {
   LockTimeoutError,
   type PrismaClient,
 } from '@usagekit/db';
-import { startPgBouncer, type PgBouncer } from '@usagekit/testing';
+import {
+  PGBOUNCER_INSTALL_HINT,
+  requireProgram,
+  startPgBouncer,
+  type PgBouncer,
+} from '@usagekit/testing';
 import { BoundaryUsageStore } from '../src/index.js';
 import { useDatabase, uuid } from './helpers.js';
 
-// TODO(requireProgram): becomes requireProgram('pgbouncer', 'apt-get install -y pgbouncer') at merge.
-function which(program: string): string | undefined {
-  const dirs = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
-  return dirs.map((dir) => join(dir, program)).find((path) => existsSync(path));
-}
-const describeWithPgBouncer = which('pgbouncer') ? describe : describe.skip;
+// Skipped, with one printed line, where pgbouncer is not installed; CI sets
+// USAGEKIT_REQUIRE_PROGRAMS=1, which turns the skip into a failure.
+const describeWithPgBouncer = requireProgram('pgbouncer', PGBOUNCER_INSTALL_HINT)
+  ? describe
+  : describe.skip;
 
 let bouncer: PgBouncer | undefined;
 const bounced: PrismaClient[] = [];

@@ -2,7 +2,6 @@ import { DEFAULT_OPTIONS, formatReport, runSimulation } from '../src/index.js';
 import { testServerUrl } from './support/server.js';
 import { which } from './support/which.js';
 
-// TODO(requireProgram): use requireProgram('prometheus', …) from @usagekit/testing once merged.
 const prometheus = which('prometheus', 'apt-get install -y prometheus');
 const describeWithPrometheus = prometheus ? describe : describe.skip;
 
