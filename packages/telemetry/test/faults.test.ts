@@ -15,21 +15,16 @@
  * last period, delivery until the outbox is empty) and exact accounting: every request
  * tracked is in exactly one report the receiver accepted. One line per scenario is printed:
  * faults injected, rounds, lost and counted twice (both must be 0). USAGEKIT_STRESS_ROUNDS
- * multiplies the rounds.
+ * multiplies the rounds. The fleet is test/support/fault-fleet.ts (container-faults.test.ts
+ * runs it too).
  */
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  BoundaryUsageStore,
-  BoundaryUsageTracker,
-  startFlushLoop,
-  type FlushLoop,
-  type StoreOptions,
-} from '@usagekit/boundary-usage';
-import { createPrismaClient, LockIds, migrate, type Logger, type PrismaClient } from '@usagekit/db';
+import { BoundaryUsageStore, type StoreOptions } from '@usagekit/boundary-usage';
+import { createPrismaClient, LockIds, migrate, type Logger } from '@usagekit/db';
 import {
   findFreePort,
   quoteIdentifier,
@@ -38,25 +33,17 @@ import {
   withDatabase,
   type PostgresServer,
 } from '@usagekit/testing';
-import { HttpSink, parseJsonInteger, TelemetryReporter, type SnapshotJson } from '../src/index.js';
+import { FREQUENCY_MS, useDatabase } from './helpers.js';
 import {
-  ageOutbox,
-  clearTables,
-  FakeClock,
-  FREQUENCY_MS,
-  type Receiver,
-  startReceiver,
-  TEST_RETENTION_MS,
-  useDatabase,
-  uuid,
-  waitUntil,
-} from './helpers.js';
+  codeOf,
+  FaultFleet,
+  randomInt,
+  type FaultFleetOptions,
+  type FleetAccount,
+} from './support/fault-fleet.js';
 
 const db = useDatabase();
 const MULTIPLIER = Math.max(1, Number(process.env.USAGEKIT_STRESS_ROUNDS ?? 1));
-const REPLICAS = 3;
-const WORKSPACES = Array.from({ length: 40 }, () => uuid());
-const USERS = Array.from({ length: 25 }, () => uuid());
 const T0 = '2026-02-03T12:00:00.000Z';
 /** Every store's (and so the reporter's) lock_timeout: short, so a held lock fails fast. */
 const LOCK_TIMEOUT_MS = 50;
@@ -66,345 +53,48 @@ const STORE_OPTIONS: StoreOptions = {
   maxWaitMs: 3_000,
 };
 
-const randomInt = (max: number): number => Math.floor(Math.random() * (max + 1));
-const pick = <T>(items: readonly T[]): T => items[randomInt(items.length - 1)]!;
-const codeOf = (error: unknown): string =>
-  String((error as { code?: unknown } | undefined)?.code ?? 'UNKNOWN');
-
-interface Replica {
-  prisma: PrismaClient;
-  tracker: BoundaryUsageTracker;
-  loop: FlushLoop;
-  allowed: bigint;
-  denied: bigint;
-  /** When the latest flush that wrote something started (Date.now()). */
-  lastFlushStartedAt: number;
-}
-
-interface Account {
-  tracked: { allowed: bigint; denied: bigint };
-  reported: { allowed: bigint; denied: bigint };
-  /** Still in a tracker after the final flushes (must be 0). */
-  pending: bigint;
-  lost: bigint;
-  countedTwice: bigint;
-  reports: number;
-  /** Accepted POSTs that repeated a key already accepted (the receiver dropped them). */
-  redelivered: number;
-  /** Repeated keys whose body differed from the first (must be 0). */
-  conflicting: number;
-  /** Reports whose unique counts do not fit their requests (must be none). */
-  inconsistentUniques: string[];
-  /** Σ over reports of the exact unique counts, and the ids tracked at all. */
-  uniqueWorkspacesSum: bigint;
-  uniqueUsersSum: bigint;
-  workspacesTracked: number;
-  usersTracked: number;
-  staleRequests: bigint;
-  /** Rows left in boundary_usage_stats and undelivered reports at the end (must be 0). */
-  leftInTable: bigint;
-  undelivered: bigint;
-  outboxRows: bigint;
-  cuts: number;
-}
-
-/**
- * The replicas, the reporter, the receiver and the traffic, all running until finish(). Short
- * timeouts everywhere, so that a fault costs milliseconds, not seconds.
- */
-class Fleet {
-  /** Errors seen by the loops (every failed attempt) and the reporter, by code. */
-  readonly errors = new Map<string, number>();
-  private readonly replicas: Replica[] = [];
-  private readonly workspacesSeen = new Set<string>();
-  private readonly usersSeen = new Set<string>();
-  private readonly traffic: NodeJS.Timeout;
-  private readonly driving: Promise<void>;
-  private running = true;
-  private cuts = 0;
-  private lastCollectStartedAt = 0;
-
-  private constructor(
-    databaseUrl: string,
-    private readonly receiver: Receiver,
-    private readonly clock: FakeClock,
-    private readonly reporterClient: PrismaClient,
-    private readonly reporter: TelemetryReporter,
-  ) {
-    for (let index = 0; index < REPLICAS; index++)
-      this.replicas.push(this.startReplica(databaseUrl));
-    this.traffic = setInterval(() => this.trackSome(), 2);
-    this.driving = this.drive();
-  }
-
-  static async start(databaseUrl: string): Promise<Fleet> {
-    const receiver = await startReceiver();
-    const clock = new FakeClock(T0);
-    const prisma = createPrismaClient({ databaseUrl, maxConnections: 2 });
-    try {
-      // Scenarios share the suite's database: each starts from empty tables and elections.
-      await clearTables(prisma);
-    } catch (error) {
-      await prisma.$disconnect();
-      await receiver.close();
-      throw error;
-    }
-    const reporter = new TelemetryReporter({
-      prisma,
-      store: new BoundaryUsageStore(prisma, STORE_OPTIONS),
-      deploymentId: 'faults',
-      sink: new HttpSink({ url: receiver.url, timeoutMs: 5_000 }),
-      clock,
-      reportRetentionMs: TEST_RETENTION_MS,
-      collectAttempts: 3,
-    });
-    return new Fleet(databaseUrl, receiver, clock, prisma, reporter);
-  }
-
-  private startReplica(databaseUrl: string): Replica {
-    const prisma = createPrismaClient({ databaseUrl, maxConnections: 2 });
-    const tracker = new BoundaryUsageTracker();
-    const replica: Partial<Replica> & Pick<Replica, 'lastFlushStartedAt'> = {
-      prisma,
-      tracker,
-      allowed: 0n,
-      denied: 0n,
-      lastFlushStartedAt: 0,
-    };
-    replica.loop = startFlushLoop({
-      tracker,
-      store: new BoundaryUsageStore(prisma, STORE_OPTIONS),
-      replicaId: uuid(),
-      intervalMs: 15,
-      maxAttempts: 3,
-      retryBackoff: { baseDelayMs: 5, maxDelayMs: 50 },
-      finalFlushTimeoutMs: 15_000,
-      observer: {
-        onFlush: (result, durationMs) => {
-          if (result.flushed) replica.lastFlushStartedAt = Date.now() - durationMs;
-        },
-        onError: (error) => this.noteError(error),
-      },
-    });
-    return replica as Replica;
-  }
-
-  private noteError(error: unknown): void {
-    const code = codeOf(error);
-    this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
-  }
-
-  /** A few requests on random replicas, random workspaces and users; never zero requests. */
-  private trackSome(): void {
-    for (let i = 0; i < 6; i++) {
-      const replica = pick(this.replicas);
-      const workspace = pick(WORKSPACES);
-      const user = pick(USERS);
-      const allowed = randomInt(5);
-      const denied = allowed === 0 ? 1 + randomInt(2) : randomInt(2);
-      replica.tracker.track(workspace, user, allowed, denied);
-      replica.allowed += BigInt(allowed);
-      replica.denied += BigInt(denied);
-      this.workspacesSeen.add(workspace);
-      this.usersSeen.add(user);
-    }
-  }
-
-  /** The reporter, driven by the test: cut a period, deliver; again, until finish(). */
-  private async drive(): Promise<void> {
-    while (this.running) {
-      await sleep(25);
-      this.clock.advance(FREQUENCY_MS);
-      this.cuts++;
-      const startedAt = Date.now();
-      try {
-        await this.reporter.collectSnapshot();
-        this.lastCollectStartedAt = startedAt;
-      } catch (error) {
-        this.noteError(error);
-      }
-      await this.reporter.deliverPending().catch((error: unknown) => this.noteError(error));
-    }
-  }
-
-  /**
-   * Waits until every loop flushed and the reporter collected, each starting after
-   * `lastFaultAt`, on their own; then stops gracefully and accounts for every request.
-   */
-  async finish(lastFaultAt: number): Promise<Account> {
-    await waitUntil(
-      () =>
-        this.replicas.every((replica) => replica.lastFlushStartedAt > lastFaultAt) &&
-        this.lastCollectStartedAt > lastFaultAt,
-      'every loop flushed and the reporter collected after the last fault',
-      30_000,
-    );
-    clearInterval(this.traffic);
-    this.running = false;
-    await this.driving;
-    // stop() flushes once more: after it, nothing tracked may be left in memory.
-    await Promise.all(this.replicas.map((replica) => replica.loop.stop()));
-    const pending = this.replicas.reduce((total, replica) => {
-      const { allowedRequests, deniedRequests } = replica.tracker.pending();
-      return total + allowedRequests + deniedRequests;
-    }, 0n);
-    this.clock.advance(FREQUENCY_MS);
-    this.cuts++;
-    const last = await this.reporter.collectSnapshot();
-    expect(last.boundaryUsageSummary).toBeDefined();
-    // Deliver until the outbox is empty; the outbox ages past any lease or backoff (both are
-    // on the database's clock).
-    for (let pass = 0; pass < 50 && (await this.undelivered()) > 0n; pass++) {
-      await ageOutbox(this.reporterClient, FREQUENCY_MS);
-      await this.reporter.deliverPending();
-    }
-    return this.account(pending);
-  }
-
-  private async undelivered(): Promise<bigint> {
-    const [row] = await this.reporterClient.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM telemetry_reports WHERE delivered_at IS NULL`;
-    return row!.n;
-  }
-
-  private async account(pending: bigint): Promise<Account> {
-    // The receiver's view: the first accepted body per Idempotency-Key.
-    const byKey = new Map<string, string>();
-    let redelivered = 0;
-    let conflicting = 0;
-    for (const request of this.receiver.accepted()) {
-      const key = String(request.headers['idempotency-key']);
-      const first = byKey.get(key);
-      if (first === undefined) byKey.set(key, request.body);
-      else {
-        redelivered++;
-        if (first !== request.body) conflicting++;
-      }
-    }
-    const tracked = { allowed: 0n, denied: 0n };
-    for (const replica of this.replicas) {
-      tracked.allowed += replica.allowed;
-      tracked.denied += replica.denied;
-    }
-    const reported = { allowed: 0n, denied: 0n };
-    const inconsistentUniques: string[] = [];
-    let uniqueWorkspacesSum = 0n;
-    let uniqueUsersSum = 0n;
-    let staleRequests = 0n;
-    for (const [key, body] of byKey) {
-      const summary = (JSON.parse(body) as SnapshotJson).boundary_usage_summary!;
-      const allowed = parseJsonInteger(summary.allowed_requests);
-      const denied = parseJsonInteger(summary.denied_requests);
-      const workspaces = parseJsonInteger(summary.unique_workspaces);
-      const users = parseJsonInteger(summary.unique_users);
-      reported.allowed += allowed;
-      reported.denied += denied;
-      uniqueWorkspacesSum += workspaces;
-      uniqueUsersSum += users;
-      staleRequests +=
-        parseJsonInteger(summary.stale_allowed_requests) +
-        parseJsonInteger(summary.stale_denied_requests);
-      if (!uniquesFit(summary, allowed + denied)) {
-        inconsistentUniques.push(`${key}: ${JSON.stringify(summary)}`);
-      }
-    }
-    const [left] = await this.reporterClient.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM boundary_usage_stats`;
-    const [outbox] = await this.reporterClient.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM telemetry_reports`;
-    const difference = (a: bigint, b: bigint): bigint => (a > b ? a - b : 0n);
-    return {
-      tracked,
-      reported,
-      pending,
-      lost:
-        difference(tracked.allowed, reported.allowed) + difference(tracked.denied, reported.denied),
-      countedTwice:
-        difference(reported.allowed, tracked.allowed) + difference(reported.denied, tracked.denied),
-      reports: byKey.size,
-      redelivered,
-      conflicting,
-      inconsistentUniques,
-      uniqueWorkspacesSum,
-      uniqueUsersSum,
-      workspacesTracked: this.workspacesSeen.size,
-      usersTracked: this.usersSeen.size,
-      staleRequests,
-      leftInTable: left!.n,
-      undelivered: await this.undelivered(),
-      outboxRows: outbox!.n,
-      cuts: this.cuts,
-    };
-  }
-
-  /** Idempotent; safe after a failed finish(). */
-  async close(): Promise<void> {
-    clearInterval(this.traffic);
-    this.running = false;
-    await this.driving;
-    await Promise.all(this.replicas.map((replica) => replica.loop.stop()));
-    await this.reporter.stop();
-    await Promise.all(
-      [this.reporterClient, ...this.replicas.map((replica) => replica.prisma)].map((client) =>
-        client.$disconnect().catch(() => undefined),
-      ),
-    );
-    await this.receiver.close();
-  }
-}
-
-/**
- * A report's exact unique counts fit its requests: ids and requests of a flush land together
- * (one statement), and every request carries a workspace and a user, so a report has ids if
- * and only if it has requests; and the exact distinct count never exceeds coder's per-replica
- * sum, nor the ids the traffic uses.
- */
-function uniquesFit(
-  summary: NonNullable<SnapshotJson['boundary_usage_summary']>,
-  requests: bigint,
-): boolean {
-  const workspaces = parseJsonInteger(summary.unique_workspaces);
-  const users = parseJsonInteger(summary.unique_users);
-  const workspacesReplicaSum = parseJsonInteger(summary.unique_workspaces_replica_sum);
-  const usersReplicaSum = parseJsonInteger(summary.unique_users_replica_sum);
-  if (requests === 0n) {
-    return workspaces === 0n && users === 0n && summary.replicas === 0;
-  }
-  return (
-    workspaces >= 1n &&
-    users >= 1n &&
-    workspaces <= workspacesReplicaSum &&
-    users <= usersReplicaSum &&
-    workspaces <= BigInt(WORKSPACES.length) &&
-    users <= BigInt(USERS.length) &&
-    summary.replicas >= 1 &&
-    summary.replicas <= REPLICAS
-  );
-}
-
-function formatErrors(errors: Map<string, number>): string {
-  return [...errors]
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([code, count]) => `${code}:${count}`)
-    .join(',');
-}
+/** Short timeouts everywhere, so that a fault costs milliseconds, not seconds. */
+const fleetOptions = (databaseUrl: string): FaultFleetOptions => ({
+  databaseUrl,
+  deploymentId: 'faults',
+  startsAt: T0,
+  store: STORE_OPTIONS,
+  replicas: 3,
+  traffic: {
+    workspaces: 40,
+    users: 25,
+    everyMs: 2,
+    requestsPerTick: 6,
+    maxAllowed: 5,
+    maxDenied: 2,
+  },
+  flushLoop: {
+    intervalMs: 15,
+    retryBackoff: { baseDelayMs: 5, maxDelayMs: 50 },
+    finalFlushTimeoutMs: 15_000,
+  },
+  sleepBetweenCutsMs: 25,
+  recoveryTimeoutMs: 30_000,
+});
 
 /** The scenario's one line, then the assertions every scenario shares. */
 function expectExactAccount(
   scenario: string,
   rounds: number,
   faults: string,
-  fleet: Fleet,
-  account: Account,
+  fleet: FaultFleet,
+  account: FleetAccount,
 ): void {
   console.log(
     `[faults ${scenario}] rounds=${rounds} ${faults} periods=${account.cuts} reports=${account.reports} ` +
       `redelivered=${account.redelivered} tracked=${account.tracked.allowed}/${account.tracked.denied} ` +
-      `reported=${account.reported.allowed}/${account.reported.denied} errors={${formatErrors(fleet.errors)}} ` +
+      `reported=${account.reported.allowed}/${account.reported.denied} errors={${fleet.describeErrors()}} ` +
       `lost=${account.lost} counted_twice=${account.countedTwice}`,
   );
   expect(account.tracked.allowed + account.tracked.denied).toBeGreaterThan(0n);
   expect({
+    finalCutClaimed: account.finalCutClaimed,
+    withoutSummary: account.withoutSummary,
     lost: account.lost,
     countedTwice: account.countedTwice,
     pending: account.pending,
@@ -414,6 +104,8 @@ function expectExactAccount(
     leftInTable: account.leftInTable,
     undelivered: account.undelivered,
   }).toEqual({
+    finalCutClaimed: true,
+    withoutSummary: [],
     lost: 0n,
     countedTwice: 0n,
     pending: 0n,
@@ -432,7 +124,7 @@ function expectExactAccount(
 
 test('a. pg_terminate_backend on random backends, repeatedly: nothing lost, nothing counted twice', async () => {
   const { databaseUrl } = db.database();
-  const fleet = await Fleet.start(databaseUrl);
+  const fleet = await FaultFleet.start(fleetOptions(databaseUrl));
   const rounds = 150 * MULTIPLIER;
   let terminated = 0;
   let busy = 0;
@@ -455,7 +147,8 @@ test('a. pg_terminate_backend on random backends, repeatedly: nothing lost, noth
         await sleep(3 + randomInt(12));
       }
     });
-    const account = await fleet.finish(Date.now());
+    await fleet.recovered(Date.now());
+    const account = await fleet.finish();
     expectExactAccount('terminate', rounds, `faults=${terminated} (busy=${busy})`, fleet, account);
     expect(terminated).toBeGreaterThan(0);
     expect(fleet.errors.get('CONNECTION_LOST') ?? 0).toBeGreaterThan(0);
@@ -472,7 +165,7 @@ test('b. the PostgreSQL server restarted under the fleet (same port and data): r
   const dataDir = join(parent, 'data');
   const port = await findFreePort();
   let server: PostgresServer | undefined;
-  let fleet: Fleet | undefined;
+  let fleet: FaultFleet | undefined;
   const restarts = 2 * MULTIPLIER;
   let downMs = 0;
   try {
@@ -483,7 +176,7 @@ test('b. the PostgreSQL server restarted under the fleet (same port and data): r
     );
     const databaseUrl = withDatabase(server.url, name);
     await migrate({ databaseUrl });
-    fleet = await Fleet.start(databaseUrl);
+    fleet = await FaultFleet.start(fleetOptions(databaseUrl));
     for (let round = 0; round < restarts; round++) {
       await sleep(300);
       const stoppedAt = Date.now();
@@ -493,7 +186,8 @@ test('b. the PostgreSQL server restarted under the fleet (same port and data): r
       server = await startEmbeddedPostgres({ port, dataDir });
       downMs += Date.now() - stoppedAt;
     }
-    const account = await fleet.finish(Date.now());
+    await fleet.recovered(Date.now());
+    const account = await fleet.finish();
     expectExactAccount(
       'restart',
       restarts,
@@ -511,7 +205,7 @@ test('b. the PostgreSQL server restarted under the fleet (same port and data): r
 
 test('c. lock timeouts and statement timeouts: nothing lost, nothing counted twice', async () => {
   const { databaseUrl, name } = db.database();
-  const fleet = await Fleet.start(databaseUrl);
+  const fleet = await FaultFleet.start(fleetOptions(databaseUrl));
   const rounds = 8 * MULTIPLIER;
   let locksHeld = 0;
   let lastFaultAt = 0;
@@ -539,7 +233,8 @@ test('c. lock timeouts and statement timeouts: nothing lost, nothing counted twi
       await terminateOthers(holder);
       lastFaultAt = Date.now();
     });
-    const account = await fleet.finish(lastFaultAt);
+    await fleet.recovered(lastFaultAt);
+    const account = await fleet.finish();
     expectExactAccount(
       'timeouts',
       rounds,
