@@ -9,18 +9,13 @@
  * is skipped with one printed line, except under USAGEKIT_REQUIRE_PROGRAMS=1 (CI), where it
  * fails: it is a supported deployment, not an optional extra.
  */
-import { createPrismaClient, type PrismaClient } from '@usagekit/db';
-import {
-  PGBOUNCER_INSTALL_HINT,
-  requireProgram,
-  startPgBouncer,
-  type PgBouncer,
-} from '@usagekit/testing';
+import { type PrismaClient } from '@usagekit/db';
+import { usePgBouncer } from '@usagekit/test-support';
+import { PGBOUNCER_INSTALL_HINT, requireProgram } from '@usagekit/testing';
 import {
   BoundaryUsageStore,
   BoundaryUsageTracker,
   startFlushLoop,
-  type FlushLoop,
   type LockMode,
   type StoreOptions,
 } from '../src/index.js';
@@ -33,50 +28,28 @@ const describeWithPgBouncer = requireProgram('pgbouncer', PGBOUNCER_INSTALL_HINT
   : describe.skip;
 
 describeWithPgBouncer('the store behind PgBouncer (transaction pooling)', () => {
-  let bouncer: PgBouncer;
   let admin: PrismaClient;
-  const bouncedClients: PrismaClient[] = [];
-  /** Stopped in afterAll too (stop() is idempotent): a failed test must not leave one running. */
-  const openLoops: FlushLoop[] = [];
-
-  // Declared before useDatabase(): Jest runs afterAll hooks in declaration order, and PgBouncer
-  // should let go of its server connections before the database is dropped.
-  afterAll(async () => {
-    await Promise.all(openLoops.map((loop) => loop.stop().catch(() => undefined)));
-    await Promise.all(bouncedClients.map((client) => client.$disconnect().catch(() => undefined)));
-    await bouncer?.stop();
-  });
-
   const db = useDatabase();
   const ROUNDS = Math.max(1, Number(process.env.USAGEKIT_STRESS_ROUNDS ?? 1));
   const HOUR_MS = 3_600_000;
   /** Server connections PgBouncer may open: fewer than the clients below, on purpose. */
   const SERVER_CONNECTIONS = 3;
   const patient = { lockTimeoutMs: 20_000, transactionTimeoutMs: 30_000, maxWaitMs: 30_000 };
+  const pgbouncer = usePgBouncer(db, { serverConnections: SERVER_CONNECTIONS });
 
-  /** A PrismaClient that reaches the database through PgBouncer (a replica). */
-  function bounced(maxConnections = 2): PrismaClient {
-    const client = createPrismaClient({ databaseUrl: bouncer.databaseUrl, maxConnections });
-    bouncedClients.push(client);
-    return client;
-  }
-
-  beforeAll(async () => {
+  beforeAll(() => {
     admin = db.client(1);
-    bouncer = await startPgBouncer(db.database().databaseUrl, {
-      serverConnections: SERVER_CONNECTIONS,
-    });
-  }, 30_000);
+  });
   beforeEach(() => clearTables(admin));
 
   test(`8 replicas share at most ${SERVER_CONNECTIONS} server connections (transaction pooling is on)`, async () => {
-    const config = await bouncer.admin('SHOW CONFIG');
+    const config = await pgbouncer.bouncer().admin('SHOW CONFIG');
     const setting = (key: string) => config.find((row) => row.key === key)?.value;
     expect([setting('pool_mode'), setting('default_pool_size')]).toEqual([
       'transaction',
       String(SERVER_CONNECTIONS),
     ]);
-    const replicas = Array.from({ length: 8 }, () => bounced(2));
+    const replicas = Array.from({ length: 8 }, () => pgbouncer.client(2));
     const pids = new Set<number>();
     await Promise.all(
       replicas.map(async (prisma) => {
@@ -100,7 +73,7 @@ describeWithPgBouncer('the store behind PgBouncer (transaction pooling)', () => 
       test('upsert and getAndResetSummary from more replicas than server connections', async () => {
         const stores = Array.from(
           { length: 8 },
-          () => new BoundaryUsageStore(bounced(2), { ...patient, flushMode }),
+          () => new BoundaryUsageStore(pgbouncer.client(2), { ...patient, flushMode }),
         );
         const sharedUser = uuid();
         await Promise.all(
@@ -147,7 +120,7 @@ describeWithPgBouncer('the store behind PgBouncer (transaction pooling)', () => 
 
     test(`${WRITERS} writers and ${CUTOVERS} cutovers: no deadlock, no error, exact conservation`, async () => {
       const result = await runSeedStress({
-        client: () => bounced(2),
+        client: () => pgbouncer.client(2),
         storeOptions: { ...patient, lockMode, flushMode },
         flushesPerWriter: FLUSHES_PER_WRITER,
         writers: WRITERS,
@@ -161,11 +134,11 @@ describeWithPgBouncer('the store behind PgBouncer (transaction pooling)', () => 
   });
 
   test('tracker + flush loop round trip: exact requests and exact uniques, period after period', async () => {
-    const reporter = new BoundaryUsageStore(bounced(2), patient);
+    const reporter = new BoundaryUsageStore(pgbouncer.client(2), patient);
     const replicas = Array.from({ length: 4 }, () => ({
       replicaId: uuid(),
       tracker: new BoundaryUsageTracker(),
-      store: new BoundaryUsageStore(bounced(2), patient),
+      store: new BoundaryUsageStore(pgbouncer.client(2), patient),
     }));
     const workspacePool = Array.from({ length: 12 }, () => uuid());
     const userPool = Array.from({ length: 7 }, () => uuid());
@@ -174,7 +147,8 @@ describeWithPgBouncer('the store behind PgBouncer (transaction pooling)', () => 
       const loops = replicas.map(({ tracker, store, replicaId }) =>
         startFlushLoop({ tracker, store, replicaId, intervalMs: 15 }),
       );
-      openLoops.push(...loops);
+      // Stopped in afterAll too (stop() is idempotent) if the test fails half way.
+      for (const loop of loops) db.defer(() => loop.stop());
       const workspaces = new Set<string>();
       const users = new Set<string>();
       let allowed = 0n;

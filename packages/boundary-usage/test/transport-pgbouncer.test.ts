@@ -5,18 +5,9 @@
  * its own lock waits. Skipped where pgbouncer is not installed (`apt-get install -y pgbouncer`).
  */
 import { Client } from 'pg';
-import {
-  connectionProfile,
-  createPrismaClient,
-  LockTimeoutError,
-  type PrismaClient,
-} from '@usagekit/db';
-import {
-  PGBOUNCER_INSTALL_HINT,
-  requireProgram,
-  startPgBouncer,
-  type PgBouncer,
-} from '@usagekit/testing';
+import { connectionProfile, LockTimeoutError, type PrismaClient } from '@usagekit/db';
+import { usePgBouncer } from '@usagekit/test-support';
+import { PGBOUNCER_INSTALL_HINT, requireProgram } from '@usagekit/testing';
 import { BoundaryUsageStore } from '../src/index.js';
 import { useDatabase, uuid } from './helpers.js';
 
@@ -26,13 +17,6 @@ const describeWithPgBouncer = requireProgram('pgbouncer', PGBOUNCER_INSTALL_HINT
   ? describe
   : describe.skip;
 
-let bouncer: PgBouncer | undefined;
-const bounced: PrismaClient[] = [];
-// Before useDatabase(): PgBouncer lets go of its server connections before the drop.
-afterAll(async () => {
-  await Promise.all(bounced.map((client) => client.$disconnect().catch(() => undefined)));
-  await bouncer?.stop();
-});
 const db = useDatabase();
 
 function flushOf(replicaId: string, sequence: bigint) {
@@ -51,12 +35,11 @@ function flushOf(replicaId: string, sequence: bigint) {
 }
 
 describeWithPgBouncer('through PgBouncer in transaction mode', () => {
+  const pgbouncer = usePgBouncer(db, { serverConnections: 2 });
   let prisma: PrismaClient;
-  beforeAll(async () => {
-    bouncer = await startPgBouncer(db.database().databaseUrl, { serverConnections: 2 });
-    prisma = createPrismaClient({ databaseUrl: bouncer.databaseUrl, maxConnections: 4 });
-    bounced.push(prisma);
-  }, 30_000);
+  beforeAll(() => {
+    prisma = pgbouncer.client(4);
+  });
 
   test('the default flush works with no configuration: pooler detected, counts exact', async () => {
     expect(await connectionProfile(prisma)).toEqual({

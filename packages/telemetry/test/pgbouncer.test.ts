@@ -4,19 +4,9 @@
  * PgBouncer hands every transaction a different one. Two reporters and three replicas, more
  * clients than server connections; every request is reported exactly once.
  */
-import {
-  BoundaryUsageStore,
-  BoundaryUsageTracker,
-  startFlushLoop,
-  type FlushLoop,
-} from '@usagekit/boundary-usage';
-import { createPrismaClient, type PrismaClient } from '@usagekit/db';
-import {
-  PGBOUNCER_INSTALL_HINT,
-  requireProgram,
-  startPgBouncer,
-  type PgBouncer,
-} from '@usagekit/testing';
+import { BoundaryUsageStore, BoundaryUsageTracker, startFlushLoop } from '@usagekit/boundary-usage';
+import { usePgBouncer } from '@usagekit/test-support';
+import { PGBOUNCER_INSTALL_HINT, requireProgram } from '@usagekit/testing';
 import { parseJsonInteger, TelemetryReporter } from '../src/index.js';
 import {
   FakeClock,
@@ -35,38 +25,20 @@ const describeWithPgBouncer = requireProgram('pgbouncer', PGBOUNCER_INSTALL_HINT
   : describe.skip;
 
 describeWithPgBouncer('the reporter behind PgBouncer (transaction pooling)', () => {
-  let bouncer: PgBouncer;
   let receiver: Receiver;
-  const bouncedClients: PrismaClient[] = [];
-  /** Stopped in afterAll too (stop() is idempotent): a failed test must not leave one running. */
-  const openLoops: FlushLoop[] = [];
-
-  // Before useDatabase(): PgBouncer must let go of its server connections before the drop.
-  afterAll(async () => {
-    await Promise.all(openLoops.map((loop) => loop.stop().catch(() => undefined)));
-    await Promise.all(bouncedClients.map((client) => client.$disconnect().catch(() => undefined)));
-    await bouncer?.stop();
-    await receiver?.close();
-  });
-
   const db = useDatabase();
+  const pgbouncer = usePgBouncer(db, { serverConnections: 3 });
   const ROUNDS = Math.max(1, Number(process.env.USAGEKIT_STRESS_ROUNDS ?? 1));
 
-  function bounced(): PrismaClient {
-    const client = createPrismaClient({ databaseUrl: bouncer.databaseUrl, maxConnections: 2 });
-    bouncedClients.push(client);
-    return client;
-  }
-
   beforeAll(async () => {
-    bouncer = await startPgBouncer(db.database().databaseUrl, { serverConnections: 3 });
     receiver = await startReceiver();
+    db.defer(() => receiver.close());
   });
 
   test('two reporters and three flushing replicas through PgBouncer: one report per period, nothing lost', async () => {
     const clock = new FakeClock('2026-11-27T00:00:00Z');
     const reporters = [0, 1].map(() => {
-      const prisma = bounced();
+      const prisma = pgbouncer.client();
       return new TelemetryReporter({
         prisma,
         store: new BoundaryUsageStore(prisma),
@@ -78,9 +50,9 @@ describeWithPgBouncer('the reporter behind PgBouncer (transaction pooling)', () 
     });
     const replicas = [0, 1, 2].map(() => {
       const tracker = new BoundaryUsageTracker();
-      const store = new BoundaryUsageStore(bounced());
+      const store = new BoundaryUsageStore(pgbouncer.client());
       const loop = startFlushLoop({ tracker, store, replicaId: uuid(), intervalMs: 5 });
-      openLoops.push(loop);
+      db.defer(() => loop.stop()); // stopped in afterAll too if the test fails half way
       return { tracker, loop };
     });
     const workspaces = Array.from({ length: 5 }, () => uuid());
