@@ -277,7 +277,8 @@ function flushWithLockSql(
 
 /**
  * A statement as its text and its bound values, for `$queryRawUnsafe(text, ...values)`. The
- * text holds only `$n` placeholders: every value is still a bound parameter.
+ * text holds only `$n` placeholders: every value is still a bound parameter. bigints are
+ * bound as their decimal text (see `asBound`).
  */
 export interface BoundStatement {
   text: string;
@@ -314,9 +315,19 @@ export function flushStatement(
   const values = new Array<unknown>(template.values.length);
   for (let i = 0; i < values.length; i++) {
     const value = template.values[i];
-    values[i] = value instanceof FlushSlot ? value.read(params, lockTimeoutMs) : value;
+    values[i] = value instanceof FlushSlot ? asBound(value.read(params, lockTimeoutMs)) : value;
   }
   return { text: template.text, values };
+}
+
+/**
+ * A bigint as its decimal text, which is exactly what Prisma hands the driver for a bigint
+ * (it serialises raw parameters to JSON as `{ prisma__type: 'bigint', prisma__value }` and
+ * parses them back to that text): the same bytes on the wire, `$n::bigint` in the SQL casts
+ * as before, without the round trip's objects on every flush.
+ */
+function asBound(value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
 }
 
 /** A placeholder for one of a flush's values, while its template is built. */
@@ -365,7 +376,8 @@ function buildFlushTemplate(
   const values = composed.values.map((value) => {
     const slotOfArray = Array.isArray(value) ? (value as { slot?: unknown }).slot : undefined;
     if (slotOfArray instanceof FlushSlot) return slotOfArray;
-    if (value instanceof FlushSlot || TEMPLATE_CONSTANTS.has(value)) return value;
+    if (value instanceof FlushSlot) return value;
+    if (TEMPLATE_CONSTANTS.has(value)) return asBound(value);
     // A value derived from a slot ("[object Object]…") would be sent as it is, on every call.
     throw new Error(`flush template: value ${String(value)} is neither a slot nor a constant`);
   });
