@@ -5,7 +5,12 @@
  * per flush instead of about 490 µs.)
  */
 import type { PrismaClient } from '@usagekit/db';
-import { flushWithLock, type FlushStatementParams } from '../src/lib/sql.js';
+import {
+  flushAfterLock,
+  flushStatement,
+  flushWithLock,
+  type FlushStatementParams,
+} from '../src/lib/sql.js';
 import { BoundaryUsageStore } from '../src/index.js';
 import { clearTables, useDatabase, uuid } from './helpers.js';
 
@@ -40,6 +45,47 @@ test('a flush without ids has no ids step; one with ids inserts them in (kind, i
   }
   expect(withoutIds.length).toBeLessThan(
     flushWithLock(params({ userIds: [uuid()] }), 'shared', 2_000).text.length,
+  );
+});
+
+describe('flushStatement: the text built once per shape', () => {
+  // Every shape: gate, lock mode, with or without a sequence, a writer id, ids of one kind.
+  const shapes = (['lock', 'after'] as const).flatMap((gate) =>
+    (['shared', 'exclusive'] as const).flatMap((mode) =>
+      [true, false].flatMap((withSequence) =>
+        [true, false].flatMap((withWriter) =>
+          [{}, { workspaceIds: [uuid(), uuid()] }, { userIds: [uuid()] }].map((ids) => ({
+            gate,
+            mode,
+            withSequence,
+            withWriter,
+            ids,
+          })),
+        ),
+      ),
+    ),
+  );
+
+  test.each(shapes)(
+    '$gate $mode sequence=$withSequence writer=$withWriter ids=$ids: same text and values as composed',
+    ({ gate, mode, withSequence, withWriter, ids }) => {
+      // Two calls of the same shape with different values: the second comes from the cache.
+      for (let call = 0; call < 2; call++) {
+        const p = params(ids);
+        if (!withSequence) p.sequence = undefined;
+        if (!withWriter) p.writerId = undefined;
+        p.allowedRequests = BigInt(call + 7);
+        const lockTimeoutMs = 1_000 + call;
+        const composed =
+          gate === 'lock' ? flushWithLock(p, mode, lockTimeoutMs) : flushAfterLock(p);
+        const cached = flushStatement(p, gate, mode, lockTimeoutMs);
+        expect(cached.text).toBe(composed.text);
+        // bigints are bound as their decimal text, which is what Prisma sends for a bigint.
+        expect(cached.values).toEqual(
+          composed.values.map((v) => (typeof v === 'bigint' ? v.toString() : v)),
+        );
+      }
+    },
   );
 });
 

@@ -256,14 +256,132 @@ export function flushWithLock(
   mode: LockMode,
   lockTimeoutMs: number,
 ): Prisma.Sql {
+  return flushWithLockSql(params, mode, `${lockTimeoutMs}ms`);
+}
+
+/** {@link flushWithLock} with the lock_timeout setting's value as given (a slot, see below). */
+function flushWithLockSql(
+  params: FlushStatementParams,
+  mode: LockMode,
+  lockTimeout: unknown,
+): Prisma.Sql {
   const lockCall =
     mode === 'shared'
       ? Prisma.sql`pg_advisory_xact_lock_shared(${lockKey}::bigint)`
       : Prisma.sql`pg_advisory_xact_lock(${lockKey}::bigint)`;
   return Prisma.sql`WITH
-    config AS MATERIALIZED (SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true) AS v),
+    config AS MATERIALIZED (SELECT set_config('lock_timeout', ${lockTimeout}, true) AS v),
     lock AS MATERIALIZED (SELECT ${lockCall} IS NULL AS granted FROM config),
     ${flushBody(params, Prisma.sql`lock`)}`;
+}
+
+/**
+ * A statement as its text and its bound values, for `$queryRawUnsafe(text, ...values)`. The
+ * text holds only `$n` placeholders: every value is still a bound parameter. bigints are
+ * bound as their decimal text (see `asBound`).
+ */
+export interface BoundStatement {
+  text: string;
+  values: unknown[];
+}
+
+/**
+ * {@link flushWithLock} (`gate: 'lock'`) or {@link flushAfterLock} (`gate: 'after'`), the
+ * same text and values, with the text built once per shape instead of on every flush.
+ *
+ * Why (issue 13): composing the nested `Prisma.sql` fragments, and then hashing and comparing
+ * a new 2 kB string for its prepared statement's name, cost Node CPU on every flush, and the
+ * flush is the library's hot path. The text depends only on the shape (lock mode, whether the
+ * flush carries a sequence, a writer id, ids, and its gate); the values on the call.
+ *
+ * Built from the very templates above, fed slots instead of values: the composed statement's
+ * values are then the slots, in placeholder order, and each call replaces the slots by its own
+ * values. The flush-statement test checks text and values against the composed statement for
+ * every shape.
+ */
+export function flushStatement(
+  params: FlushStatementParams,
+  gate: 'lock' | 'after',
+  mode: LockMode,
+  lockTimeoutMs: number,
+): BoundStatement {
+  const hasIds = params.workspaceIds.length > 0 || params.userIds.length > 0;
+  const key = `${gate}/${mode}/${params.sequence !== undefined}/${params.writerId !== undefined}/${hasIds}`;
+  let template = flushTemplates.get(key);
+  if (template === undefined) {
+    template = buildFlushTemplate(params, gate, mode, hasIds);
+    flushTemplates.set(key, template);
+  }
+  const values = new Array<unknown>(template.values.length);
+  for (let i = 0; i < values.length; i++) {
+    const value = template.values[i];
+    values[i] = value instanceof FlushSlot ? asBound(value.read(params, lockTimeoutMs)) : value;
+  }
+  return { text: template.text, values };
+}
+
+/**
+ * A bigint as its decimal text, which is exactly what Prisma hands the driver for a bigint
+ * (it serialises raw parameters to JSON as `{ prisma__type: 'bigint', prisma__value }` and
+ * parses them back to that text): the same bytes on the wire, `$n::bigint` in the SQL casts
+ * as before, without the round trip's objects on every flush.
+ */
+function asBound(value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}
+
+/** A placeholder for one of a flush's values, while its template is built. */
+class FlushSlot {
+  constructor(readonly name: keyof FlushStatementParams | 'lockTimeout') {}
+
+  read(params: FlushStatementParams, lockTimeoutMs: number): unknown {
+    return this.name === 'lockTimeout' ? `${lockTimeoutMs}ms` : params[this.name];
+  }
+}
+
+/** Values a flush template may hold as they are: constants of this file, never a caller's. */
+const TEMPLATE_CONSTANTS: ReadonlySet<unknown> = new Set([lockKey, NIL_WRITER_ID]);
+
+/** At most 2 gates × 2 modes × 2 × 2 × 2 shapes. */
+const flushTemplates = new Map<string, BoundStatement>();
+
+function buildFlushTemplate(
+  params: FlushStatementParams,
+  gate: 'lock' | 'after',
+  mode: LockMode,
+  hasIds: boolean,
+): BoundStatement {
+  // Array slots are arrays so that flushBody's emptiness test sees the shape; one element
+  // each, so a flush with ids of only one kind still gets the ids step.
+  const arraySlot = (name: 'workspaceIds' | 'userIds'): string[] =>
+    hasIds ? (Object.assign([''], { slot: new FlushSlot(name) }) as string[]) : [];
+  const slot = <T>(name: keyof FlushStatementParams): T => new FlushSlot(name) as unknown as T;
+  const slots: FlushStatementParams = {
+    replicaId: slot('replicaId'),
+    writerId: params.writerId === undefined ? undefined : slot('writerId'),
+    sequence: params.sequence === undefined ? undefined : slot('sequence'),
+    uniqueWorkspacesDelta: slot('uniqueWorkspacesDelta'),
+    uniqueUsersDelta: slot('uniqueUsersDelta'),
+    uniqueWorkspacesCount: slot('uniqueWorkspacesCount'),
+    uniqueUsersCount: slot('uniqueUsersCount'),
+    allowedRequests: slot('allowedRequests'),
+    deniedRequests: slot('deniedRequests'),
+    workspaceIds: arraySlot('workspaceIds'),
+    userIds: arraySlot('userIds'),
+  };
+  const composed =
+    gate === 'lock'
+      ? flushWithLockSql(slots, mode, new FlushSlot('lockTimeout'))
+      : flushAfterLock(slots);
+  const values = composed.values.map((value) => {
+    const slotOfArray = Array.isArray(value) ? (value as { slot?: unknown }).slot : undefined;
+    if (slotOfArray instanceof FlushSlot) return slotOfArray;
+    if (value instanceof FlushSlot) return value;
+    if (TEMPLATE_CONSTANTS.has(value)) return asBound(value);
+    // A value derived from a slot ("[object Object]…") would be sent as it is, on every call.
+    throw new Error(`flush template: value ${String(value)} is neither a slot nor a constant`);
+  });
+  return { text: composed.text, values };
 }
 
 export interface CutoverRow {

@@ -168,19 +168,21 @@ export class BoundaryUsageStore {
         // One statement, one round trip: the session's lock_timeout covers the table locks it
         // takes at parse/bind and its isolation is read committed; its own set_config then
         // sets the precise lock_timeout for the advisory lock.
+        // The statement's text is built once per shape, its values bound per call (sql.ts
+        // flushStatement says why).
+        const flush = sql.flushStatement(statementParams, 'lock', lockMode, lockTimeoutMs);
         const [rows] = await this.prisma.$transaction([
-          this.prisma.$queryRaw<sql.FlushStatementRow[]>(
-            sql.flushWithLock(statementParams, lockMode, lockTimeoutMs),
-          ),
+          this.prisma.$queryRawUnsafe<sql.FlushStatementRow[]>(flush.text, ...flush.values),
         ]);
         result = resultFromRow(rows[0]);
       } else {
         // No session settings to rely on (a pooler, a client of your own): pin read committed
         // and set the timeouts and take the lock before any statement touches a table.
+        const flush = sql.flushStatement(statementParams, 'after', lockMode, lockTimeoutMs);
         const [, rows] = await this.prisma.$transaction(
           [
             this.prisma.$executeRaw(sql.takeWriterLock(lockMode, this.lockTimeouts())),
-            this.prisma.$queryRaw<sql.FlushStatementRow[]>(sql.flushAfterLock(statementParams)),
+            this.prisma.$queryRawUnsafe<sql.FlushStatementRow[]>(flush.text, ...flush.values),
           ],
           { isolationLevel: Prisma.TransactionIsolationLevel.ReadCommitted },
         );
@@ -212,7 +214,9 @@ export class BoundaryUsageStore {
     params: sql.FlushStatementParams,
   ): Promise<UpsertStatsResult> {
     await tx.$executeRaw(sql.takeWriterLock(this.options.lockMode, this.lockTimeouts()));
-    const rows = await tx.$queryRaw<sql.FlushStatementRow[]>(sql.flushAfterLock(params));
+    const { lockMode, lockTimeoutMs } = this.options;
+    const flush = sql.flushStatement(params, 'after', lockMode, lockTimeoutMs);
+    const rows = await tx.$queryRawUnsafe<sql.FlushStatementRow[]>(flush.text, ...flush.values);
     return resultFromRow(rows[0]);
   }
 
