@@ -15,7 +15,7 @@ export interface SimulatorOptions {
    * Each replica client's statement deadline (createPrismaClient's statementDeadlineMs): a
    * query with no answer by then is abandoned and retried on a fresh connection. The
    * simulator compresses time (a 5 s period stands for coder's 30 min, a 1 s flush for its
-   * minute), so it shortens the library's 15 s default too: 8 s lets a --chaos partition end
+   * minute), so it shortens the library's 15 s default too: 9 s lets a --chaos partition end
    * by deadline well before the partition heals (at 13.5 s), while the stall still lasts
    * longer than the stall alert's five flush intervals, so --prometheus sees it fire.
    */
@@ -53,7 +53,7 @@ export const DEFAULT_OPTIONS = {
   durationMs: 30_000,
   flushIntervalMs: 1_000,
   periodMs: 5_000,
-  statementDeadlineMs: 8_000,
+  statementDeadlineMs: 9_000,
   // Modest on purpose: four replicas, the reporter and PostgreSQL share two cores on the
   // machines this runs on, and a run must be reliable there. `--rate 2000` is fine on a laptop.
   ratePerReplica: 200,
