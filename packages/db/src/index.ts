@@ -20,6 +20,7 @@ export {
 } from './lib/migrate.js';
 export type { MigrateOptions, MigrateResult } from './lib/migrate.js';
 export { defaultMigrationsDir } from './lib/migrations-dir.js';
+export { Deadline } from './lib/deadline.js';
 export { LockIds } from './lib/lock-ids.js';
 export type { LockId } from './lib/lock-ids.js';
 export {

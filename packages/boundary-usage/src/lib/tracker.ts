@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { DeadlineExceededError, noopLogger, toDatabaseError, type Logger } from '@usagekit/db';
+import { Deadline, noopLogger, toDatabaseError, type Logger } from '@usagekit/db';
 import type { BoundaryUsageStore, UpsertStatsResult } from './store.js';
 import {
   InvalidInputError,
@@ -259,7 +259,7 @@ export class BoundaryUsageTracker {
   flush(store: BoundaryUsageStore, replicaId: string): Promise<FlushResult> {
     assertUuid('replicaId', replicaId);
     const run = this.queue.then(async () => {
-      const deadline = new FlushDeadline(this.flushDeadlineMs);
+      const deadline = new Deadline('flush', this.flushDeadlineMs);
       try {
         return await this.flushOnce(store, replicaId, deadline);
       } finally {
@@ -275,7 +275,7 @@ export class BoundaryUsageTracker {
   private async flushOnce(
     store: BoundaryUsageStore,
     replicaId: string,
-    deadline: FlushDeadline,
+    deadline: Deadline,
   ): Promise<FlushResult> {
     const result: FlushResult = {
       flushed: false,
@@ -322,7 +322,7 @@ export class BoundaryUsageTracker {
     replicaId: string,
     batch: Batch,
     result: FlushResult,
-    deadline: FlushDeadline,
+    deadline: Deadline,
   ): Promise<void> {
     this.unconfirmed = batch;
     let outcome: UpsertStatsResult;
@@ -429,40 +429,4 @@ function restart(
   for (const id of carried) fresh.set(id, carriedEpoch);
   for (const id of sinceCut) fresh.set(id, currentEpoch);
   return fresh;
-}
-
-/**
- * One flush() call's deadline. `race` settles with the call or rejects with
- * DeadlineExceededError once the time is up; the call itself is not cancelled (a statement
- * on a silent connection cannot be), it is only no longer waited for.
- */
-class FlushDeadline {
-  private timer: NodeJS.Timeout | undefined;
-  private readonly expired: Promise<never>;
-  private expiredWith: DeadlineExceededError | undefined;
-
-  constructor(deadlineMs: number) {
-    this.expired = new Promise<never>((_, reject) => {
-      this.timer = setTimeout(() => {
-        this.expiredWith = new DeadlineExceededError('flush', deadlineMs);
-        reject(this.expiredWith);
-      }, deadlineMs);
-    });
-    // Nobody may be racing when it fires (between two sends); that is not an unhandled error.
-    this.expired.catch(() => undefined);
-  }
-
-  race<T>(work: Promise<T>): Promise<T> {
-    // An abandoned call that fails later has nobody listening: not an unhandled rejection.
-    work.catch(() => undefined);
-    return Promise.race([work, this.expired]);
-  }
-
-  throwIfExpired(): void {
-    if (this.expiredWith) throw this.expiredWith;
-  }
-
-  clear(): void {
-    clearTimeout(this.timer);
-  }
 }

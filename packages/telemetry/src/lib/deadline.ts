@@ -1,40 +1,26 @@
-import { DeadlineExceededError } from '@usagekit/db';
+import { Deadline } from '@usagekit/db';
 
 /**
- * Runs `work` with a deadline: the returned promise settles when the work does or, at the
- * latest, after `deadlineMs` with a DeadlineExceededError (code 'DEADLINE_EXCEEDED'). A call
- * stuck on a silent connection (a partition, a frozen server: no FIN, no RST) otherwise never
- * settles; Prisma's own transaction timer only queues a ROLLBACK behind the stuck statement.
- *
- * The work is told through `signal` (aborted with that error) so it starts nothing new, but
- * what is already in flight cannot be recalled: the database settles it (each transaction is
- * all or nothing, and idle_in_transaction_session_timeout ends a session whose client went
- * silent). Its late outcome is dropped, and a late rejection is swallowed here, not left
- * unhandled.
+ * Runs `work` with a deadline (@usagekit/db's Deadline): the returned promise settles when the
+ * work does or, at the latest, after `deadlineMs` with a DeadlineExceededError (code
+ * 'DEADLINE_EXCEEDED'). A call stuck on a silent connection (a partition, a frozen server: no
+ * FIN, no RST) otherwise never settles; Prisma's own transaction timer only queues a ROLLBACK
+ * behind the stuck statement. The work is told through `signal` so it starts nothing new.
  */
 export function withDeadline<T>(
   operation: string,
   deadlineMs: number,
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
-  const controller = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const error = new DeadlineExceededError(operation, deadlineMs);
-      controller.abort(error);
-      reject(error);
-    }, deadlineMs);
-  });
+  const deadline = new Deadline(operation, deadlineMs);
   let running: Promise<T>;
   try {
-    running = work(controller.signal);
+    running = work(deadline.signal);
   } catch (error) {
-    clearTimeout(timer);
+    deadline.clear();
     return Promise.reject(error);
   }
-  running.catch(() => undefined);
-  return Promise.race([running, expired]).finally(() => clearTimeout(timer));
+  return deadline.race(running).finally(() => deadline.clear());
 }
 
 /** Throws the abort reason (the DeadlineExceededError) if the deadline has passed. */
