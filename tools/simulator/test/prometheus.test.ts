@@ -13,8 +13,10 @@ describeWithPrometheus('--chaos --prometheus', () => {
   it('fires the stall, delivery and lock-timeout alerts during the faults and resolves them after', async () => {
     const report = await runSimulation(
       {
+        // Four replicas, as `npm start` runs: with three, the SIGKILL right after the lock hold
+        // left two replicas' LOCK_TIMEOUT counts, too close to the alert's threshold (> 3) to
+        // fire every time.
         ...DEFAULT_OPTIONS,
-        replicas: 3,
         ratePerReplica: 100,
         chaos: true,
         prometheus: true,
