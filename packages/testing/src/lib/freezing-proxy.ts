@@ -76,14 +76,21 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
       client.destroy();
       upstream.destroy();
     };
-    const onClose = () => {
-      if (pair.frozen && pair.dropCloses) pair.closeHeld = true;
-      else closeBoth();
+    const swallowed = () => {
+      if (!(pair.frozen && pair.dropCloses)) return false;
+      pair.closeHeld = true;
+      return true;
     };
+    // A FIN is passed on as a FIN (after the bytes before it); the side it came from is ended
+    // when the other end's FIN comes back, and 'close' then tears the pair down.
+    const passEnd = (to: Socket) => () => {
+      if (!swallowed()) to.end();
+    };
+    client.on('end', passEnd(upstream));
+    upstream.on('end', passEnd(client));
     for (const socket of [client, upstream]) {
-      socket.on('error', onClose);
-      socket.on('end', onClose);
-      socket.on('close', onClose);
+      socket.on('error', () => swallowed() || closeBoth());
+      socket.on('close', () => swallowed() || closeBoth());
     }
     client.on('data', (chunk: Buffer) => {
       if (pair.frozen) pair.heldToServer.push(chunk);
