@@ -27,6 +27,9 @@ export interface TelemetryMetricsOptions {
  *   to set beside `usagekit_boundary_flushed_requests_total`;
  * - `usagekit_telemetry_outbox_pending_reports`, `…_outbox_oldest_pending_age_seconds`:
  *   the backlog after the latest delivery pass;
+ * - `usagekit_telemetry_outbox_rejected_reports`: rejected reports (dead letters) waiting for
+ *   an operator, after the latest delivery pass;
+ * - `usagekit_telemetry_reports_rejected_total`: reports moved to the rejected state;
  * - `usagekit_telemetry_delivery_attempts_total{result}`: `delivered` | `failed`;
  * - `usagekit_telemetry_errors_total{stage, code}`: failed collections, delivery passes and
  *   purges by error code (`LOCK_TIMEOUT`, `CONNECTION_LOST`, …), plus failed sends
@@ -91,6 +94,18 @@ export function createTelemetryMetrics(
     labelNames,
     registers,
   });
+  const rejectedReports = new Gauge({
+    name: name('outbox_rejected_reports'),
+    help: 'Rejected reports (dead letters: refused permanently by the receiver) waiting for an operator, as of the latest delivery pass.',
+    labelNames,
+    registers,
+  });
+  const reportsRejected = new Counter({
+    name: name('reports_rejected_total'),
+    help: 'Reports moved to the rejected state after rejectAfterRefusals permanent refusals.',
+    labelNames,
+    registers,
+  });
   const deliveryAttempts = new Counter({
     name: name('delivery_attempts_total'),
     help: 'Reports sent to the sink, by result (delivered: acknowledged; failed: retried later).',
@@ -142,10 +157,12 @@ export function createTelemetryMetrics(
       deliveryAttempts.inc({ ...labels, result: attempt.delivered ? 'delivered' : 'failed' });
       if (!attempt.delivered)
         errors.inc({ ...labels, stage: 'deliver', code: codeOf(attempt.error) });
+      if (attempt.rejected) reportsRejected.inc(labels);
     },
     onDeliveryPass(pass) {
       pendingReports.set(labels, pass.pendingReports);
       oldestPendingAge.set(labels, (pass.oldestPendingAgeMs ?? 0) / 1000);
+      rejectedReports.set(labels, pass.rejectedReports);
     },
     onError(stage, error) {
       if (stage === 'collect') snapshots.inc({ ...labels, outcome: 'failed' });

@@ -141,13 +141,18 @@ export interface LeasedReportRow {
  * the lease, with the same Idempotency-Key). attempts is counted here, before the send, so a
  * crash mid-send still counts as an attempt; its new value is the lease's token. "Due" and the
  * lease are the database's now(): two reporters whose clocks disagree still see one lease.
+ * Rejected reports (dead letters, rejected_at set) are never due: an operator sends them again
+ * (retryRejectedReports). `skip`: reports this pass already tried; a pass sends each report at
+ * most once, whatever its backoff, so a short backoff never becomes a loop within one pass.
  */
-export function leaseNextReport(leaseMs: number): Prisma.Sql {
+export function leaseNextReport(leaseMs: number, skip: string[] = []): Prisma.Sql {
+  const notTried =
+    skip.length === 0 ? Prisma.sql`` : Prisma.sql`AND report_id <> ALL(${skip}::uuid[])`;
   return Prisma.sql`UPDATE telemetry_reports r
        SET attempts = r.attempts + 1, next_attempt_at = now() + ${milliseconds(leaseMs)}
      WHERE r.report_id = (
        SELECT report_id FROM telemetry_reports
-        WHERE delivered_at IS NULL AND next_attempt_at <= now()
+        WHERE delivered_at IS NULL AND rejected_at IS NULL AND next_attempt_at <= now() ${notTried}
         ORDER BY created_at, report_id
         LIMIT 1
         FOR UPDATE SKIP LOCKED)
@@ -164,20 +169,78 @@ export function markDelivered(reportId: string): Prisma.Sql {
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL`;
 }
 
+export interface FailedReportRow {
+  /** The refusal was the rejectAfterRefusals-th: the report is now rejected (a dead letter). */
+  rejected: boolean;
+  rejections: number;
+}
+
+export interface MarkFailedParams {
+  reportId: string;
+  /** The lease's token (attempts as leased). */
+  attempts: number;
+  error: string;
+  retryDelayMs: number;
+  /** The receiver refused this report for good (a permanent status). */
+  permanent: boolean;
+  /** Permanent refusals after which the report is rejected. */
+  rejectAfterRefusals: number;
+}
+
 /**
- * The send failed: record why and when to try again. Applies only while our lease is the
- * latest (attempts unchanged), so a sender whose lease ran out cannot push back the retry of
- * whoever leased the row after it. Locks the one row.
+ * The send failed: record why and when to try again. A permanent refusal also counts in
+ * `rejections`, and the rejectAfterRefusals-th moves the report to the rejected state
+ * (rejected_at = now()): kept, never purged, never due again until an operator retries it.
+ * Applies only while our lease is the latest (attempts unchanged), so a sender whose lease ran
+ * out cannot push back the retry of whoever leased the row after it. Locks the one row.
+ * Returns no row when the lease was no longer ours.
  */
-export function markFailed(
-  reportId: string,
-  attempts: number,
-  error: string,
-  retryDelayMs: number,
-): Prisma.Sql {
+export function markFailed(params: MarkFailedParams): Prisma.Sql {
+  const refusal = params.permanent ? 1 : 0;
   return Prisma.sql`UPDATE telemetry_reports
-       SET last_error = ${error}, next_attempt_at = now() + ${milliseconds(retryDelayMs)}
-     WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL AND attempts = ${attempts}::int`;
+       SET last_error = ${params.error},
+           next_attempt_at = now() + ${milliseconds(params.retryDelayMs)},
+           rejections = rejections + ${refusal}::int,
+           rejected_at = CASE WHEN rejections + ${refusal}::int >= ${params.rejectAfterRefusals}::int
+                              THEN now() END
+     WHERE report_id = ${params.reportId}::uuid AND delivered_at IS NULL
+       AND rejected_at IS NULL AND attempts = ${params.attempts}::int
+    RETURNING rejected_at IS NOT NULL AS rejected, rejections`;
+}
+
+export interface RejectedReportRow {
+  report_id: string;
+  event_type: string;
+  period_starting_at: Date;
+  created_at: Date;
+  attempts: number;
+  rejections: number;
+  last_error: string | null;
+  rejected_at: Date;
+}
+
+/** The rejected reports (dead letters), oldest first, for operators. Takes no locks. */
+export function listRejectedReports(limit: number): Prisma.Sql {
+  return Prisma.sql`SELECT report_id::text AS report_id, event_type, period_starting_at, created_at,
+           attempts, rejections, last_error, rejected_at
+      FROM telemetry_reports
+     WHERE rejected_at IS NOT NULL AND delivered_at IS NULL
+     ORDER BY created_at, report_id
+     LIMIT ${limit}::int`;
+}
+
+/**
+ * An operator sends rejected reports again: they become pending and due now, with their
+ * refusal count reset (attempts, the lease token, keeps counting). `reportIds` null: every
+ * rejected report. Locks the rows it updates; a rejected row holds no lease, so nothing waits.
+ */
+export function retryRejectedReports(reportIds: string[] | null): Prisma.Sql {
+  const which =
+    reportIds === null ? Prisma.sql`TRUE` : Prisma.sql`report_id = ANY(${reportIds}::uuid[])`;
+  return Prisma.sql`UPDATE telemetry_reports
+       SET rejected_at = NULL, rejections = 0, next_attempt_at = now()
+     WHERE rejected_at IS NOT NULL AND delivered_at IS NULL AND ${which}
+    RETURNING report_id::text AS report_id`;
 }
 
 export interface NextAttemptRow {
@@ -192,29 +255,33 @@ export interface NextAttemptRow {
  */
 export function nextPendingAttempt(): Prisma.Sql {
   return Prisma.sql`SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 AS due_in_ms
-    FROM telemetry_reports WHERE delivered_at IS NULL`;
+    FROM telemetry_reports WHERE delivered_at IS NULL AND rejected_at IS NULL`;
 }
 
 export interface OutboxBacklogRow {
   pending: bigint;
+  /** Rejected reports (dead letters), waiting for an operator. */
+  rejected: bigint;
   /** Age of the oldest pending report on the database's clock, null when none. */
   oldest_age_ms: number | null;
 }
 
 /**
- * The undelivered reports and the oldest one's age, for the backlog metrics. Reads the
- * pending-reports index (delivered_at, created_at); takes no locks.
+ * The undelivered reports (pending and rejected apart) and the oldest pending one's age, for
+ * the backlog metrics. Reads the pending-reports index (delivered_at, created_at); takes no
+ * locks.
  */
 export function outboxBacklog(): Prisma.Sql {
-  return Prisma.sql`SELECT count(*) AS pending,
-      greatest(0, extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS oldest_age_ms
+  return Prisma.sql`SELECT count(*) FILTER (WHERE rejected_at IS NULL) AS pending,
+      count(*) FILTER (WHERE rejected_at IS NOT NULL) AS rejected,
+      greatest(0, extract(epoch FROM now() - min(created_at) FILTER (WHERE rejected_at IS NULL)) * 1000)::float8 AS oldest_age_ms
     FROM telemetry_reports WHERE delivered_at IS NULL`;
 }
 
 /**
  * Retention of the outbox: reports delivered longer ago than retentionMs, by the database's
- * clock (a reporter a day ahead cannot purge anything early). Pending reports are never
- * deleted, however old. Locks the deleted rows; a row leased for delivery is pending, so this
+ * clock (a reporter a day ahead cannot purge anything early). Pending and rejected reports are
+ * never deleted, however old (a rejected report has no delivered_at). Locks the deleted rows; a row leased for delivery is pending, so this
  * never touches it.
  */
 export function deleteDeliveredReports(retentionMs: number): Prisma.Sql {
