@@ -362,7 +362,7 @@ describe('permanent refusals', () => {
     expect(row!.attempts).toBe(4);
   });
 
-  test('transient refusals (503, 429) never reject, however many', async () => {
+  test('transient refusals (503, 429) never reject, however many, and a pass sends a report at most once', async () => {
     const server = await receiver((request, response) => {
       response.writeHead(request.index % 2 === 0 ? 503 : 429);
       response.end();
@@ -370,7 +370,8 @@ describe('permanent refusals', () => {
     await oneReport();
     const telemetry = reporter(prisma, new FakeClock(ALIGNED), server.url, {
       rejectAfterRefusals: 1,
-      retryBackoff: { baseDelayMs: 50, maxDelayMs: 50 },
+      // Due again 1 ms after each failure: still one send per pass, never a loop within it.
+      retryBackoff: { baseDelayMs: 1, maxDelayMs: 1 },
     });
     for (let attempt = 0; attempt < 4; attempt++) {
       expect(await telemetry.deliverPending()).toEqual({ delivered: 0, failed: 1 });
