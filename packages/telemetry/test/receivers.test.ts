@@ -139,6 +139,27 @@ test('a receiver slower than deliveryTimeoutMs, two reporters draining: every ab
   expect(row!.last_error).toMatch(/did not settle within 4\d\d ms|abandoned by the reporter/);
 });
 
+test('stop() that gives up on a send in flight cancels it: the receiver sees the POST closed', async () => {
+  const server = await receiver((_request, response) =>
+    after(5_000, response, () => {
+      response.writeHead(202);
+      response.end();
+    }),
+  );
+  await oneReport();
+  const telemetry = reporter(prisma, new FakeClock('2026-02-03T12:10:00.000Z'), server.url, {
+    deliveryTimeoutMs: 10_000,
+    stopTimeoutMs: 300,
+  });
+  telemetry.start();
+  await waitUntil(() => server.requests.length === 1, 'the POST arrived');
+  const stoppingAt = performance.now();
+  await telemetry.stop();
+  expect(performance.now() - stoppingAt).toBeLessThan(2_000);
+  await waitUntil(() => server.requests[0]!.closedByClient, 'the POST was closed', 2_000);
+  expect((await outbox(prisma))[0]!.delivered_at).toBeNull();
+});
+
 test('the lease outlives the send holding it, on the database clock', async () => {
   const server = await receiver((_request, response) =>
     after(5_000, response, () => {
