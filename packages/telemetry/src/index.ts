@@ -1,6 +1,7 @@
 export { TelemetryReporter } from './lib/reporter.js';
 export { DEFAULT_REPORTER_OPTIONS, CLAIM_WINDOW_MARGIN_MS } from './lib/options.js';
-export { ClockSkewError } from './lib/errors.js';
+export { ClockSkewError, StandbyLagError } from './lib/errors.js';
+export type { StandbyWait } from './lib/standby-flush.js';
 export type {
   ClockSkewReading,
   TelemetryReporterOptions,

@@ -1,10 +1,11 @@
 import { toDatabaseError } from '@usagekit/db';
 import { retryDelayMs } from './backoff.js';
 import { throwIfExpired } from './deadline.js';
-import { describeError } from './errors.js';
+import { describeError, StandbyLagError } from './errors.js';
 import type { ResolvedReporterOptions } from './options.js';
 import { SinkError, type OutboxReport, type Sink } from './sink.js';
 import * as sql from './sql.js';
+import { waitForStandbyFlush, type StandbyWait } from './standby-flush.js';
 import { inReadCommitted } from './transaction.js';
 
 /**
@@ -38,10 +39,11 @@ export async function deliverDue(
   const startedAt = performance.now();
   const slackMs = Math.min(PASS_DATABASE_SLACK_MS, (deliveryPassTimeoutMs - deliveryTimeoutMs) / 2);
   const tried: string[] = [];
+  let perReportMs = deliveryTimeoutMs;
   for (let leased = 0; leased < deliveryBatchSize; leased++) {
     throwIfExpired(signal);
     const elapsedMs = performance.now() - startedAt;
-    if (leased > 0 && elapsedMs + deliveryTimeoutMs + slackMs > deliveryPassTimeoutMs) break;
+    if (leased > 0 && elapsedMs + perReportMs + slackMs > deliveryPassTimeoutMs) break;
     let rows: sql.LeasedReportRow[];
     const leaseRequestedAt = performance.now();
     try {
@@ -54,8 +56,12 @@ export async function deliverDue(
     const row = rows[0];
     if (!row) break;
     tried.push(row.report_id);
-    if (await deliverOne(settings, row, leaseRequestedAt, signal)) result.delivered++;
+    const outcome = await deliverOne(settings, row, leaseRequestedAt, signal);
+    if (outcome === 'delivered') result.delivered++;
     else result.failed++;
+    // The standbys are behind for every report alike: the next one would only wait again.
+    if (outcome === 'standby_lag') break;
+    if (row.standbys > 0) perReportMs = deliveryTimeoutMs + settings.standbyFlushTimeoutMs;
   }
   if (settings.observer.onDeliveryPass && !signal?.aborted) {
     await reportPass(settings, result, startedAt);
@@ -124,7 +130,7 @@ async function deliverOne(
   row: sql.LeasedReportRow,
   leaseRequestedAt: number,
   signal: AbortSignal | undefined,
-): Promise<boolean> {
+): Promise<'delivered' | 'failed' | 'standby_lag'> {
   const { sink, logger, observer, retryBackoff } = settings;
   const report: OutboxReport = {
     reportId: row.report_id,
@@ -133,12 +139,16 @@ async function deliverOne(
     payload: JSON.parse(row.payload) as unknown,
   };
   const startedAt = performance.now();
-  const budgetMs = Math.min(
-    settings.deliveryTimeoutMs,
-    leaseRequestedAt + settings.deliveryLeaseMs - LEASE_SAFETY_MS - startedAt,
-  );
   let failure: unknown;
   try {
+    // Not before the standbys have the cutover: see waitForStandbyFlush and issue 18, item 5.
+    if (row.standbys > 0 && settings.standbyFlushTimeoutMs > 0) {
+      await waitForStandbys(settings, row, signal);
+    }
+    const budgetMs = Math.min(
+      settings.deliveryTimeoutMs,
+      leaseRequestedAt + settings.deliveryLeaseMs - LEASE_SAFETY_MS - performance.now(),
+    );
     await sendCancellable(sink, report, budgetMs, signal);
   } catch (error) {
     failure = error ?? new Error('sink.send rejected without a reason');
@@ -211,7 +221,52 @@ async function deliverOne(
   } catch (error) {
     logger.warn('telemetry: observer.onDelivery threw', { error: describeError(error) });
   }
-  return delivered;
+  if (delivered) return 'delivered';
+  return failure instanceof StandbyLagError ? 'standby_lag' : 'failed';
+}
+
+/** Reporters already warned that the standbys' positions cannot be read (once each). */
+const warnedUnverified = new WeakSet<object>();
+
+async function waitForStandbys(
+  settings: ResolvedReporterOptions,
+  row: sql.LeasedReportRow,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const { logger } = settings;
+  let wait: StandbyWait;
+  try {
+    wait = await waitForStandbyFlush(settings, row.report_id, row.wal_lsn, signal);
+  } catch (error) {
+    if (error instanceof StandbyLagError) {
+      notifyStandbyWait(settings, {
+        reportId: row.report_id,
+        standbys: row.standbys,
+        hidden: 0,
+        outcome: 'timed_out',
+        waitedMs: error.waitedMs,
+      });
+    }
+    throw error;
+  }
+  notifyStandbyWait(settings, wait);
+  if (wait.outcome === 'unverified' && !warnedUnverified.has(settings)) {
+    warnedUnverified.add(settings);
+    logger.warn(
+      "telemetry: cannot read the standbys' flush positions (pg_stat_replication needs pg_monitor or pg_read_all_stats); reports are delivered without waiting for them, so an asynchronous failover may count a period twice",
+      { standbys: wait.standbys, hidden: wait.hidden },
+    );
+  }
+}
+
+function notifyStandbyWait(settings: ResolvedReporterOptions, wait: StandbyWait): void {
+  try {
+    settings.observer.onStandbyWait?.(wait);
+  } catch (error) {
+    settings.logger.warn('telemetry: observer.onStandbyWait threw', {
+      error: describeError(error),
+    });
+  }
 }
 
 /**

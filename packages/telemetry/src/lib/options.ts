@@ -11,6 +11,7 @@ import { systemClock, type Clock } from './clock.js';
 import { HttpSink } from './http-sink.js';
 import type { Sink } from './sink.js';
 import type { Snapshot } from './snapshot.js';
+import type { StandbyWait } from './standby-flush.js';
 
 /** One delivery attempt, for metrics. */
 export interface DeliveryAttempt {
@@ -68,6 +69,11 @@ export interface TelemetryObserver {
   onError?(stage: 'collect' | 'deliver' | 'purge', error: unknown): void;
   /** Every claim measures the reporter's clock against the database's; refused or not. */
   onClockSkew?(reading: ClockSkewReading): void;
+  /**
+   * A report's wait for the database's standbys before its send (only when pg_stat_replication
+   * lists any): flushed, unverified (their positions cannot be read) or timed_out (not sent).
+   */
+  onStandbyWait?(wait: StandbyWait): void;
 }
 
 export interface TelemetryReporterOptions {
@@ -114,6 +120,15 @@ export interface TelemetryReporterOptions {
    */
   rejectAfterRefusals?: number;
   /**
+   * Before a report is sent, how long to wait at most for every physical standby listed in
+   * pg_stat_replication to flush the report's cutover (so that an asynchronous failover cannot
+   * undo a cutover whose report was delivered, and count its rows again). Past it the attempt
+   * fails with StandbyLagError (STANDBY_LAG) and is retried after its backoff. 0: never wait.
+   * Where the role cannot read the standbys' positions, reports go out unverified (a warning,
+   * and observer.onStandbyWait's `unverified`). Default 5 s.
+   */
+  standbyFlushTimeoutMs?: number;
+  /**
    * Backoff between retries of a scheduled collection that failed, within the same period
    * (the next period's edge takes over). Default 5 s doubling up to 1 min.
    */
@@ -156,6 +171,7 @@ export const DEFAULT_REPORTER_OPTIONS = {
   maxRetryAfterMs: HOUR_MS,
   rejectAfterRefusals: 5,
   collectRetryBackoff: { baseDelayMs: 5_000, maxDelayMs: MINUTE_MS },
+  standbyFlushTimeoutMs: 5_000,
   reportRetentionMs: 24 * HOUR_MS,
   flushSequenceRetentionMs: 7 * 24 * HOUR_MS,
   stopTimeoutMs: 15_000,
@@ -197,6 +213,7 @@ export interface ResolvedReporterOptions {
   maxRetryAfterMs: number;
   rejectAfterRefusals: number;
   collectRetryBackoff: RetryBackoff;
+  standbyFlushTimeoutMs: number;
   reportRetentionMs: number;
   flushSequenceRetentionMs: number;
   stopTimeoutMs: number;
@@ -314,6 +331,15 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     'maxRetryAfterMs',
     options.maxRetryAfterMs ?? DEFAULT_REPORTER_OPTIONS.maxRetryAfterMs,
   );
+  const standbyFlushTimeoutMs =
+    options.standbyFlushTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.standbyFlushTimeoutMs;
+  if (!Number.isSafeInteger(standbyFlushTimeoutMs) || standbyFlushTimeoutMs < 0) {
+    throw new InvalidInputError(
+      'standbyFlushTimeoutMs',
+      standbyFlushTimeoutMs,
+      'a non-negative integer number of milliseconds (0: do not wait)',
+    );
+  }
   const rejectAfterRefusals = assertPositiveInteger(
     'rejectAfterRefusals',
     options.rejectAfterRefusals ?? DEFAULT_REPORTER_OPTIONS.rejectAfterRefusals,
@@ -334,7 +360,10 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   const deliveryPassTimeoutMs = assertPositiveMs(
     'deliveryPassTimeoutMs',
     options.deliveryPassTimeoutMs ??
-      Math.max(DEFAULT_REPORTER_OPTIONS.deliveryPassTimeoutMs, deliveryTimeoutMs + 10_000),
+      Math.max(
+        DEFAULT_REPORTER_OPTIONS.deliveryPassTimeoutMs,
+        standbyFlushTimeoutMs + deliveryTimeoutMs + 10_000,
+      ),
   );
   if (deliveryPassTimeoutMs <= deliveryTimeoutMs) {
     throw new InvalidInputError(
@@ -362,12 +391,15 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     // The send is aborted at deliveryTimeoutMs, and at the latest LEASE_SAFETY_MS before the
     // lease ends (deliver.ts): the margin covers the lease statement's round trip, so nobody
     // else leases the row while our request is open.
-    deliveryLeaseMs: deliveryTimeoutMs + Math.max(deliveryTimeoutMs, MIN_LEASE_MARGIN_MS),
+    // The wait for the standbys comes first, inside the same lease.
+    deliveryLeaseMs:
+      standbyFlushTimeoutMs + deliveryTimeoutMs + Math.max(deliveryTimeoutMs, MIN_LEASE_MARGIN_MS),
     deliveryBatchSize,
     retryBackoff,
     maxRetryAfterMs,
     rejectAfterRefusals,
     collectRetryBackoff,
+    standbyFlushTimeoutMs,
     reportRetentionMs,
     flushSequenceRetentionMs: assertPositiveMs(
       'flushSequenceRetentionMs',

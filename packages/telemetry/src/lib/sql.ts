@@ -128,6 +128,13 @@ export interface LeasedReportRow {
   event_type: string;
   payload: string;
   attempts: number;
+  /**
+   * pg_current_wal_insert_lsn() when the row was leased: at or past the end of the commit
+   * record of the cutover that wrote the report (see standbyFlushState).
+   */
+  wal_lsn: string;
+  /** Physical standbys streaming from this server (pg_stat_replication), any state but backup. */
+  standbys: number;
 }
 
 /**
@@ -156,7 +163,48 @@ export function leaseNextReport(leaseMs: number, skip: string[] = []): Prisma.Sq
         ORDER BY created_at, report_id
         LIMIT 1
         FOR UPDATE SKIP LOCKED)
-    RETURNING r.report_id::text AS report_id, r.event_type, r.payload::text AS payload, r.attempts`;
+    RETURNING r.report_id::text AS report_id, r.event_type, r.payload::text AS payload, r.attempts,
+              pg_current_wal_insert_lsn()::text AS wal_lsn,
+              (SELECT count(*)::int FROM pg_stat_replication w
+                WHERE ${physicalStandby(Prisma.sql`w`)}) AS standbys`;
+}
+
+/**
+ * A walsender that feeds a physical standby: not a logical replication slot's (a CDC consumer
+ * confirming late says nothing about failover), not a base backup's. A row whose state the
+ * role cannot see (NULL: no pg_read_all_stats) counts: it may be a standby.
+ */
+function physicalStandby(w: Prisma.Sql): Prisma.Sql {
+  return Prisma.sql`${w}.state IS DISTINCT FROM 'backup'
+    AND NOT EXISTS (SELECT 1 FROM pg_replication_slots s
+                     WHERE s.active_pid = ${w}.pid AND s.slot_type = 'logical')`;
+}
+
+export interface StandbyFlushRow {
+  standbys: number;
+  /** Standbys whose position this role cannot read (no pg_monitor / pg_read_all_stats). */
+  hidden: number;
+  /** Visible standbys that have not flushed `lsn` yet. */
+  behind: number;
+}
+
+/**
+ * Have the standbys flushed WAL up to `lsn`? Delivery asks this before sending a report
+ * (issue 18, item 5): with asynchronous replication a failover can lose a commit the old
+ * primary acknowledged, and a report delivered from such a cutover would be counted again
+ * after the failover (the new primary still has the rows). `lsn` is the insert position read
+ * when the report was leased, after the cutover's commit record (a committed row is visible
+ * only once its commit record is in the WAL), so a standby that flushed it has the report and
+ * the cutover. Why not an LSN read inside the cutover's transaction: that comes before the
+ * commit record, and a standby may have it and still lack the commit. Takes no locks.
+ */
+export function standbyFlushState(lsn: string): Prisma.Sql {
+  return Prisma.sql`SELECT count(*)::int AS standbys,
+      count(*) FILTER (WHERE w.state IS NULL)::int AS hidden,
+      count(*) FILTER (WHERE w.state IS NOT NULL
+                         AND (w.flush_lsn IS NULL OR w.flush_lsn < ${lsn}::pg_lsn))::int AS behind
+    FROM pg_stat_replication w
+   WHERE ${physicalStandby(Prisma.sql`w`)}`;
 }
 
 /**
