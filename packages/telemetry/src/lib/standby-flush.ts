@@ -56,10 +56,10 @@ export async function waitForStandbyFlush(
         waitedMs,
       };
     }
-    if (waitedMs + pollMs > settings.standbyFlushTimeoutMs) {
-      throw new StandbyLagError(lsn, behind, waitedMs);
-    }
-    await sleep(pollMs, undefined, { signal });
+    const remainingMs = settings.standbyFlushTimeoutMs - waitedMs;
+    if (remainingMs <= 0) throw new StandbyLagError(lsn, behind, waitedMs);
+    // The last poll lands on the deadline, so the wait is never cut short.
+    await sleep(Math.min(pollMs, remainingMs), undefined, { signal });
     pollMs = Math.min(pollMs * 2, MAX_POLL_MS);
   }
 }
