@@ -18,6 +18,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { StoreOptions } from '@usagekit/boundary-usage';
 import { migrate, type CreatePrismaClientOptions } from '@usagekit/db';
 import {
+  installedPostgresBinDir,
+  SERVER_URL_ENV,
+  serverMajorVersion,
   startReplicationPair,
   waitUntil,
   withAdminClient,
@@ -65,7 +68,11 @@ const fleetOptions = (
 async function pairWithDatabase(
   synchronous: boolean,
 ): Promise<{ pair: ReplicationPair; databaseUrl: string }> {
-  const pair = await startReplicationPair({ synchronous });
+  // The run's major when the distribution has its binaries (CI's PostgreSQL 15 leg), else the
+  // embedded ones (18).
+  const major = await serverMajorVersion(process.env[SERVER_URL_ENV]!);
+  const pair = await startReplicationPair({ synchronous, binDir: installedPostgresBinDir(major) });
+  console.log(`[failover] pair of PostgreSQL ${await serverMajorVersion(pair.vipUrl)}`);
   try {
     await withAdminClient(pair.vipUrl, (admin) => admin.query('CREATE DATABASE usagekit_failover'));
     const databaseUrl = withDatabase(pair.vipUrl, 'usagekit_failover');

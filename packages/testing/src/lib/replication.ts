@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, type QueryResultRow } from 'pg';
@@ -314,6 +314,17 @@ export async function startReplicationPair(
     waitForStandby,
     stop,
   };
+}
+
+/**
+ * Where the distribution installed PostgreSQL `major`'s server binaries (Debian and Ubuntu:
+ * /usr/lib/postgresql/N/bin; RHEL and PGDG: /usr/pgsql-N/bin), or undefined. For a pair of the
+ * same major as another server, e.g. the run's PostgreSQL 15 in CI's second leg.
+ */
+export function installedPostgresBinDir(major: number): string | undefined {
+  return [`/usr/lib/postgresql/${major}/bin`, `/usr/pgsql-${major}/bin`].find((dir) =>
+    existsSync(join(dir, 'postgres')),
+  );
 }
 
 async function queryOnce<Row extends QueryResultRow = QueryResultRow>(
