@@ -33,7 +33,7 @@ export type { PgBouncer } from './lib/pgbouncer.js';
 export { gate, waitUntil } from './lib/wait.js';
 export { startFreezingProxy } from './lib/freezing-proxy.js';
 export type { FreezingProxy } from './lib/freezing-proxy.js';
-export { startReplicationPair } from './lib/replication.js';
+export { installedPostgresBinDir, startReplicationPair } from './lib/replication.js';
 export type {
   ReplicationNode,
   ReplicationPair,

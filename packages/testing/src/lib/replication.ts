@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, type QueryResultRow } from 'pg';
@@ -94,8 +94,8 @@ export interface ReplicationPair {
   /**
    * Promotes the standby (pg_promote) and swaps the roles: `primary` is the promoted node,
    * `standby` the old primary (left as it is: usually stopped). The new primary starts
-   * asynchronous (no standby to wait for yet); the replication link now leads to it. The VIP
-   * is not moved: do that with `vip.pointTo`.
+   * asynchronous (no standby to wait for yet); the replication link now leads to it (and is
+   * resumed if it was paused). The VIP is not moved: do that with `vip.pointTo`.
    */
   promoteStandby(): Promise<void>;
   /**
@@ -274,7 +274,9 @@ export async function startReplicationPair(
     primary = next;
     // Nothing streams from the new primary yet: a synchronous setting would block every commit.
     await setSynchronous(false);
+    // A link paused to hold commits in flight must not hold the demoted node's catch-up too.
     replicationLink.pointTo(primary.url, { resetConnections: true });
+    replicationLink.resume();
   };
 
   if (options.synchronous) await setSynchronous(true);
@@ -312,6 +314,17 @@ export async function startReplicationPair(
     waitForStandby,
     stop,
   };
+}
+
+/**
+ * Where the distribution installed PostgreSQL `major`'s server binaries (Debian and Ubuntu:
+ * /usr/lib/postgresql/N/bin; RHEL and PGDG: /usr/pgsql-N/bin), or undefined. For a pair of the
+ * same major as another server, e.g. the run's PostgreSQL 15 in CI's second leg.
+ */
+export function installedPostgresBinDir(major: number): string | undefined {
+  return [`/usr/lib/postgresql/${major}/bin`, `/usr/pgsql-${major}/bin`].find((dir) =>
+    existsSync(join(dir, 'postgres')),
+  );
 }
 
 async function queryOnce<Row extends QueryResultRow = QueryResultRow>(
