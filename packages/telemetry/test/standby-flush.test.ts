@@ -13,7 +13,13 @@
  */
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
 import { createPrismaClient, migrate, type Logger, type PrismaClient } from '@usagekit/db';
-import { startReplicationPair, type ReplicationPair } from '@usagekit/testing';
+import {
+  installedPostgresBinDir,
+  SERVER_URL_ENV,
+  serverMajorVersion,
+  startReplicationPair,
+  type ReplicationPair,
+} from '@usagekit/testing';
 import { Registry } from 'prom-client';
 import {
   createTelemetryMetrics,
@@ -40,7 +46,10 @@ afterAll(async () => {
 
 /** A primary + asynchronous streaming standby, migrated, the standby caught up. */
 async function migratedPair(): Promise<ReplicationPair> {
-  const pair = await startReplicationPair();
+  // The run's major when the distribution has its binaries (CI's PostgreSQL 15 leg), else the
+  // embedded ones (18).
+  const major = await serverMajorVersion(process.env[SERVER_URL_ENV]!);
+  const pair = await startReplicationPair({ binDir: installedPostgresBinDir(major) });
   pairs.push(pair);
   await migrate({ databaseUrl: pair.vipUrl });
   await pair.waitForStandby({ stage: 'flush' });

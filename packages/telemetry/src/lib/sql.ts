@@ -133,7 +133,7 @@ export interface LeasedReportRow {
    * record of the cutover that wrote the report (see standbyFlushState).
    */
   wal_lsn: string;
-  /** Physical standbys streaming from this server (pg_stat_replication), any state but backup. */
+  /** Physical standbys streaming from this server (pg_stat_replication, state streaming or unreadable). */
   standbys: number;
 }
 
@@ -170,12 +170,16 @@ export function leaseNextReport(leaseMs: number, skip: string[] = []): Prisma.Sq
 }
 
 /**
- * A walsender that feeds a physical standby: not a logical replication slot's (a CDC consumer
- * confirming late says nothing about failover), not a base backup's. A row whose state the
- * role cannot see (NULL: no pg_read_all_stats) counts: it may be a standby.
+ * A walsender that feeds a streaming physical standby: not a logical replication slot's (a CDC
+ * consumer confirming late says nothing about failover), not a base backup's, and not one still
+ * in startup or catchup: a node that cannot follow the timeline (an old primary brought back
+ * after a failover without pg_rewind) reconnects every few hundred ms and never streams, and
+ * waiting for it would stop delivery for good; a standby catching up lacks far more than one
+ * report. A row whose state the role cannot see (NULL: no pg_read_all_stats) counts: it may be
+ * a standby, and makes the delivery unverified.
  */
 function physicalStandby(w: Prisma.Sql): Prisma.Sql {
-  return Prisma.sql`${w}.state IS DISTINCT FROM 'backup'
+  return Prisma.sql`(${w}.state = 'streaming' OR ${w}.state IS NULL)
     AND NOT EXISTS (SELECT 1 FROM pg_replication_slots s
                      WHERE s.active_pid = ${w}.pid AND s.slot_type = 'logical')`;
 }
