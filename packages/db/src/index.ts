@@ -41,6 +41,7 @@ export {
   DeadlineExceededError,
   PermissionDeniedError,
   PreparedStatementMismatchError,
+  ServerNotWritableError,
   toDatabaseError,
   sqlStateOf,
 } from './lib/errors.js';

@@ -1,6 +1,7 @@
 export { TelemetryReporter } from './lib/reporter.js';
 export { DEFAULT_REPORTER_OPTIONS, CLAIM_WINDOW_MARGIN_MS } from './lib/options.js';
-export { ClockSkewError } from './lib/errors.js';
+export { ClockSkewError, StandbyLagError } from './lib/errors.js';
+export type { StandbyWait } from './lib/standby-flush.js';
 export type {
   ClockSkewReading,
   TelemetryReporterOptions,
@@ -10,12 +11,30 @@ export type {
 } from './lib/options.js';
 export type { DeliveryResult } from './lib/deliver.js';
 export type { PurgeResult } from './lib/retention.js';
-export { HttpSink, DEFAULT_HTTP_SINK_TIMEOUT_MS } from './lib/http-sink.js';
+export {
+  HttpSink,
+  DEFAULT_HTTP_SINK_TIMEOUT_MS,
+  PERMANENT_REFUSAL_STATUSES,
+} from './lib/http-sink.js';
+export { parseRetryAfter } from './lib/retry-after.js';
+export { listRejectedReports, retryRejectedReports } from './lib/dead-letters.js';
+export type {
+  RejectedReport,
+  ListRejectedReportsOptions,
+  RetryRejectedReportsOptions,
+  RetryRejectedReportsResult,
+} from './lib/dead-letters.js';
 export type { HttpSinkOptions } from './lib/http-sink.js';
 export { JsonLinesSink } from './lib/json-lines-sink.js';
 export type { JsonLinesSinkOptions } from './lib/json-lines-sink.js';
 export { SinkError } from './lib/sink.js';
-export type { Sink, OutboxReport, SinkErrorCode } from './lib/sink.js';
+export type {
+  Sink,
+  SinkSendOptions,
+  SinkErrorOptions,
+  OutboxReport,
+  SinkErrorCode,
+} from './lib/sink.js';
 export { BOUNDARY_USAGE_EVENT_TYPE, snapshotToJson, serializeSnapshot } from './lib/snapshot.js';
 export type {
   Snapshot,

@@ -202,12 +202,13 @@ test('a report being sent is leased: a second reporter does not send it until th
   // The lease is on the database's clock: a reporter whose clock runs an hour ahead cannot
   // take the row either.
   clock.advance(60 * MINUTE_MS);
-  await ageOutbox(prisma, 55_000); // still inside the 60 s lease (2 × deliveryTimeoutMs)
+  // still inside the 65 s lease (standbyFlushTimeoutMs + deliveryTimeoutMs + max(deliveryTimeoutMs, 5 s))
+  await ageOutbox(prisma, 55_000);
   expect(await other.deliverPending()).toEqual({ delivered: 0, failed: 0 });
   expect(otherSink.sent).toHaveLength(0);
 
   // The first sender looks dead: after the lease the row is sent again, same id.
-  await ageOutbox(prisma, 6_000);
+  await ageOutbox(prisma, 11_000);
   expect(await other.deliverPending()).toEqual({ delivered: 1, failed: 0 });
   expect(otherSink.sent.map((report) => [report.reportId, report.attempt])).toEqual([
     [snapshot.reportId, 2],

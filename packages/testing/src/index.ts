@@ -33,3 +33,12 @@ export type { PgBouncer } from './lib/pgbouncer.js';
 export { gate, waitUntil } from './lib/wait.js';
 export { startFreezingProxy } from './lib/freezing-proxy.js';
 export type { FreezingProxy } from './lib/freezing-proxy.js';
+export { installedPostgresBinDir, startReplicationPair } from './lib/replication.js';
+export type {
+  ReplicationNode,
+  ReplicationPair,
+  ReplicationPairOptions,
+  StopMode,
+} from './lib/replication.js';
+export { startTcpForwarder } from './lib/tcp-forwarder.js';
+export type { TcpForwarder } from './lib/tcp-forwarder.js';

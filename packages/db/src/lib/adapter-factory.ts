@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
-import { Pool } from 'pg';
-import { deadlineClientClass, PreparedStatementSwitch } from './deadline-client.js';
+import {
+  deadlineClientClass,
+  discardReasonOf,
+  PreparedStatementSwitch,
+} from './deadline-client.js';
 import type { Logger } from './logger.js';
 import {
   combineOptions,
@@ -11,6 +14,7 @@ import {
   type ProbeResult,
   type SessionSettings,
 } from './session-settings.js';
+import { WritablePool } from './writable-pool.js';
 
 /** How a PrismaClient from createPrismaClient reaches PostgreSQL, as found at its first connect. */
 export interface ConnectionProfile {
@@ -118,28 +122,39 @@ export class UsagekitAdapterFactory {
   #adapterFor(probed: ProbeResult): PrismaPg {
     const options = this.#options;
     const { logger, where } = options;
-    const pool = new Pool({
-      connectionString: options.connectionString,
-      max: options.maxConnections,
-      // Every wait has a deadline: connecting (TCP, TLS, startup) …
-      connectionTimeoutMillis: options.connectTimeoutMs,
-      // … an idle connection whose peer vanished is noticed by TCP, not at its next query
-      // (probes start after 10 s idle instead of the kernel's default two hours) …
-      keepAlive: true,
-      keepAliveInitialDelayMillis: 10_000,
-      // … and every statement (see deadline-client.ts).
-      Client: deadlineClientClass({
-        statementDeadlineMs: options.statementDeadlineMs,
-        cancelTimeoutMs: options.cancelTimeoutMs,
-        prepared: this.#prepared,
+    const pool = new WritablePool(
+      {
+        connectionString: options.connectionString,
+        max: options.maxConnections,
+        // Every wait has a deadline: connecting (TCP, TLS, startup) …
+        connectionTimeoutMillis: options.connectTimeoutMs,
+        // … an idle connection whose peer vanished is noticed by TCP, not at its next query
+        // (probes start after 10 s idle instead of the kernel's default two hours) …
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+        // … and every statement (see deadline-client.ts).
+        Client: deadlineClientClass({
+          statementDeadlineMs: options.statementDeadlineMs,
+          cancelTimeoutMs: options.cancelTimeoutMs,
+          prepared: this.#prepared,
+          logger,
+          where,
+        }),
+        options: combineOptions(
+          probed.sessionSettings ? startupOptions(options.settings) : undefined,
+          options.userOptions,
+        ),
+      },
+      {
+        // A new connection to a server in recovery or read-only is refused and tried again
+        // (writable-pool.ts). Direct connections only: a pooler reports its own cached
+        // settings; behind one, the first write's 25006 is the check (discarded below).
+        refuseNotWritable: probed.via === 'direct',
+        retryForMs: options.connectTimeoutMs,
         logger,
         where,
-      }),
-      options: combineOptions(
-        probed.sessionSettings ? startupOptions(options.settings) : undefined,
-        options.userOptions,
-      ),
-    });
+      },
+    );
     pool.on('error', (error) => {
       logger.warn('usagekit: idle database connection failed; the pool replaces it', {
         database: where,
@@ -163,6 +178,22 @@ export class UsagekitAdapterFactory {
           database: where,
           error: error.message,
         });
+      });
+    });
+    // A connection on which the server said it cannot take our writes now (25006 on a server
+    // in recovery or read-only, 57P01–57P03) is never handed out again. pg-pool already drops
+    // a connection whose plain query failed (pool.query releases it with the error), but an
+    // interactive or batch transaction (the reporter's collection, delivery and purge; the
+    // flush behind a pooler) ends with ROLLBACK and a release() without one, so without this
+    // it went back to the pool, failing every later transaction the same way (issue 19).
+    // pg-pool checks `_queryable` right after emitting 'release' and ends the connection.
+    pool.on('release', (_error, connection) => {
+      const reason = discardReasonOf(connection);
+      if (reason === undefined) return;
+      (connection as unknown as { _queryable: boolean })._queryable = false;
+      logger.warn('usagekit: discarded a connection to a server that cannot take writes now', {
+        database: where,
+        reason,
       });
     });
     const prepared = this.#prepared;

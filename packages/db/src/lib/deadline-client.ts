@@ -1,6 +1,6 @@
 import { Client, type ClientConfig } from 'pg';
 import { sendCancelRequest } from './cancel-request.js';
-import { DeadlineExceededError } from './errors.js';
+import { DeadlineExceededError, meansConnectionCannotWrite } from './errors.js';
 import type { Logger } from './logger.js';
 
 /**
@@ -30,6 +30,26 @@ export class PreparedStatementSwitch {
   }
 }
 
+// Per connection, filled by the DeadlineClient: what the server reported at startup
+// (ParameterStatus: server_version, in_hot_standby, default_transaction_read_only, …), and
+// why the connection must not be reused, once it must not.
+const reportedParameters = new WeakMap<object, Map<string, string>>();
+const discardReasons = new WeakMap<object, string>();
+
+/** The ParameterStatus values the server sent this connection (empty for another client class). */
+export function serverParametersOf(connection: object): ReadonlyMap<string, string> {
+  return reportedParameters.get(connection) ?? new Map();
+}
+
+/**
+ * Why this connection must be discarded instead of returned to the pool: a statement on it
+ * failed in a way that says the server cannot take our writes now (25006 on a server in
+ * recovery or read-only, 57P01–57P03, a connection failure). Undefined while it is healthy.
+ */
+export function discardReasonOf(connection: object): string | undefined {
+  return discardReasons.get(connection);
+}
+
 /** 26000 invalid_sql_statement_name ("prepared statement … does not exist"), 42P05 duplicate_prepared_statement. */
 const PREPARED_STATEMENT_MISMATCH = new Set(['26000', '42P05']);
 
@@ -50,7 +70,10 @@ type Callback = (error: Error | null, result?: unknown) => void;
 /** The parts of pg.Client's internals we touch; pg-pool reads the same `_queryable` flag. */
 interface ClientInternals {
   _queryable: boolean;
-  connection: { stream: { destroy(): void } };
+  connection: {
+    stream: { destroy(): void };
+    on(event: string, listener: (...args: never[]) => void): unknown;
+  };
   processID: number | null;
   secretKey: number | null;
 }
@@ -68,14 +91,25 @@ interface ClientInternals {
  * substitute: it rejects but keeps the connection, whose next query then waits behind the
  * stuck one.
  *
- * It also names the connecting role on permission errors (42501), and turns named statements
+ * It also names the connecting role on permission errors (42501), turns named statements
  * off for good when a pooler proves them unusable (26000 / 42P05), retrying that statement
- * once, unnamed, when it ran outside a transaction block.
+ * once, unnamed, when it ran outside a transaction block, records the settings the server
+ * reported at startup (serverParametersOf), and marks itself for discarding when the server
+ * cannot take writes on it (discardReasonOf).
  */
 export function deadlineClientClass(settings: DeadlineClientSettings): typeof Client {
   class DeadlineClient extends Client {
     constructor(config?: string | ClientConfig) {
       super(config);
+      // The startup response carries the server's reported settings before ReadyForQuery, so
+      // the pool's connect hook can refuse a read-only server without a round trip.
+      const parameters = new Map<string, string>();
+      reportedParameters.set(this, parameters);
+      (this as unknown as ClientInternals).connection.on(
+        'parameterStatus',
+        (message: { parameterName: string; parameterValue: string }) =>
+          parameters.set(message.parameterName, message.parameterValue),
+      );
     }
 
     override query(...args: unknown[]): never {
@@ -136,6 +170,11 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
           }
         }
         if (code === '42501') nameTheRole(error, this.user);
+        // Not now: inside a transaction Prisma still sends ROLLBACK on it, then releases it;
+        // the pool's 'release' listener (adapter-factory.ts) discards it then.
+        if (!discardReasons.has(this) && meansConnectionCannotWrite(error)) {
+          discardReasons.set(this, `${String(code ?? '')} ${(error as Error).message}`.trim());
+        }
         throw error;
       }
     }

@@ -17,6 +17,7 @@ export type DatabaseErrorCode =
   | 'DEADLINE_EXCEEDED'
   | 'PERMISSION_DENIED'
   | 'PREPARED_STATEMENT_MISMATCH'
+  | 'SERVER_NOT_WRITABLE'
   | 'DATABASE_ERROR';
 
 export class DatabaseError extends Error {
@@ -29,10 +30,21 @@ export class DatabaseError extends Error {
    * serialization failures, lock timeouts and lost connections.
    */
   readonly retryable: boolean = false;
+  /**
+   * True when the work certainly did not commit, so a retry cannot apply it twice: the
+   * server refused it before running it (a connection refused at startup, a read-only
+   * server). False means "not known", not "committed": a connection lost during COMMIT, or a
+   * deadline that fired, may or may not have committed.
+   */
+  readonly certainlyNotCommitted: boolean;
 
-  constructor(message: string, options: { sqlState?: string; cause?: unknown } = {}) {
+  constructor(
+    message: string,
+    options: { sqlState?: string; cause?: unknown; certainlyNotCommitted?: boolean } = {},
+  ) {
     super(message, { cause: options.cause });
     this.sqlState = options.sqlState;
+    this.certainlyNotCommitted = options.certainlyNotCommitted ?? false;
   }
 }
 
@@ -63,8 +75,10 @@ export class StatementTimeoutError extends DatabaseError {
 }
 
 /**
- * The connection broke (terminated backend, server restart, network). Whether a COMMIT that
- * was in flight took effect is unknown.
+ * The connection broke (terminated backend, server restart, network), or could not be made.
+ * Whether a COMMIT that was in flight took effect is unknown, unless the failure came while
+ * connecting (connection refused, 57P03 "the database system is starting up / shutting down /
+ * in recovery mode", a connect timeout): then `certainlyNotCommitted` is true.
  */
 export class ConnectionLostError extends DatabaseError {
   override readonly name = 'ConnectionLostError';
@@ -144,6 +158,28 @@ export class PreparedStatementMismatchError extends DatabaseError {
   override readonly retryable = true;
 }
 
+/**
+ * The server cannot take our writes now (SQLSTATE 25006 read_only_sql_transaction): a hot
+ * standby, a demoted primary back in recovery, or `default_transaction_read_only = on` (an
+ * operator fencing a primary). Also what a new connection to such a server is refused with at
+ * connect, as libpq's `target_session_attrs=read-write` refuses it. The write was refused
+ * before it ran, so nothing committed (`certainlyNotCommitted`); the connection is discarded,
+ * never handed out again, and the retry runs on a fresh one, which after a failover reaches
+ * the new primary.
+ */
+export class ServerNotWritableError extends DatabaseError {
+  override readonly name = 'ServerNotWritableError';
+  override readonly code = 'SERVER_NOT_WRITABLE';
+  override readonly retryable = true;
+
+  constructor(message: string, options: { sqlState?: string; cause?: unknown } = {}) {
+    super(message, { ...options, certainlyNotCommitted: true });
+  }
+}
+
+/** How a connection refused at connect says so; toDatabaseError reads it back through Prisma. */
+export const SERVER_NOT_WRITABLE_AT_CONNECT = 'refused at connect: the server cannot take writes';
+
 const CONNECTION_SQLSTATES = new Set([
   '08000',
   '08001',
@@ -175,6 +211,22 @@ const CONNECTION_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017']);
 // when trying to connect': pg-pool's wait for a free slot ran out (connectTimeoutMs).
 const CONNECTION_MESSAGES =
   /Connection terminated|timeout expired|timeout exceeded when trying to connect|terminating connection|Client has encountered a connection error|connection is closed|Connection closed|ECONNRESET|ECONNREFUSED|server closed the connection/i;
+
+// Failures that happen before anything was sent: the server was never asked to run a thing.
+const CONNECT_SQLSTATES = new Set(['57P03', '08001', '08004']);
+const CONNECT_ERRNOS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN']);
+const CONNECT_PRISMA_CODES = new Set(['P1001']);
+const CONNECT_MESSAGES =
+  /timeout expired|timeout exceeded when trying to connect|due to connection timeout|the database system is (starting up|shutting down|in recovery mode|not yet accepting connections|not accepting connections)|ECONNREFUSED/i;
+
+/**
+ * SQLSTATEs after which a connection is never used again (pool code discards it): the server
+ * cannot take writes on it now (25006), or is ending it (57P01 admin shutdown, 57P02 crash
+ * shutdown, 57P03 cannot connect now), or the connection itself failed (class 08).
+ */
+const DISCARD_SQLSTATES = new Set(['25006', '57P01', '57P02', '57P03']);
+const RECOVERY_MESSAGES =
+  /the database system is (starting up|shutting down|in recovery mode|not yet accepting connections|not accepting connections)|in a read-only transaction|during recovery|hot standby/i;
 
 interface ErrorShape {
   code?: unknown;
@@ -238,6 +290,43 @@ function looksLikeLostConnection(error: unknown): boolean {
   return false;
 }
 
+/** Whether the error came while connecting, so nothing of the work reached the server. */
+function failedWhileConnecting(error: unknown): boolean {
+  const sqlState = sqlStateOf(error);
+  if (sqlState && CONNECT_SQLSTATES.has(sqlState)) return true;
+  for (const level of causeChain(error)) {
+    const code = stringOrUndefined(level.code);
+    if (code && (CONNECT_ERRNOS.has(code) || CONNECT_PRISMA_CODES.has(code))) return true;
+    const kind =
+      stringOrUndefined(level.kind) ??
+      stringOrUndefined(level.meta?.driverAdapterError?.cause?.kind);
+    if (kind === 'DatabaseNotReachable') return true;
+    const message = stringOrUndefined(level.message);
+    if (message && CONNECT_MESSAGES.test(message)) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether the connection that produced `error` must never be reused: the server cannot take
+ * our writes on it now, or is ending it (see DISCARD_SQLSTATES). A connection to a server in
+ * recovery answers every write with 25006 for as long as it lives; handed back to the pool it
+ * would fail every later transaction the same way (issue 19).
+ */
+export function meansConnectionCannotWrite(error: unknown): boolean {
+  const sqlState = sqlStateOf(error);
+  if (sqlState && (DISCARD_SQLSTATES.has(sqlState) || sqlState.startsWith('08'))) return true;
+  for (const level of causeChain(error)) {
+    const message = stringOrUndefined(level.message);
+    if (
+      message &&
+      (RECOVERY_MESSAGES.test(message) || message.includes(SERVER_NOT_WRITABLE_AT_CONNECT))
+    )
+      return true;
+  }
+  return false;
+}
+
 function isTransactionTimeout(error: unknown): boolean {
   const shape = asShape(error);
   if (!shape || shape.code !== 'P2028') return false;
@@ -262,10 +351,17 @@ export function toDatabaseError(error: unknown): DatabaseError {
   if (error instanceof DatabaseError) return error;
   const abandoned = deadlineExceededIn(error);
   if (abandoned) return abandoned;
+  const refused = refusedAtConnectIn(error);
+  if (refused) return refused;
   const sqlState = sqlStateOf(error);
   const detail = describe(error);
   const options = { sqlState, cause: error };
   switch (sqlState) {
+    case '25006':
+      return new ServerNotWritableError(
+        `The server cannot take writes now (read-only: a standby, a demoted primary in recovery, or default_transaction_read_only); nothing was committed, the connection is discarded, retry. (${detail})`,
+        options,
+      );
     case '40P01':
       return new DeadlockError(`Deadlock detected; retry the transaction. (${detail})`, options);
     case '40001':
@@ -292,6 +388,12 @@ export function toDatabaseError(error: unknown): DatabaseError {
       );
   }
   if ((sqlState && CONNECTION_SQLSTATES.has(sqlState)) || looksLikeLostConnection(error)) {
+    if (failedWhileConnecting(error)) {
+      return new ConnectionLostError(
+        `Could not connect to the database (or it is starting up, shutting down or in recovery); nothing was sent, retry. (${detail})`,
+        { ...options, certainlyNotCommitted: true },
+      );
+    }
     return new ConnectionLostError(
       `Lost the database connection; the transaction's outcome may be unknown. (${detail})`,
       options,
@@ -320,6 +422,24 @@ function deadlineExceededIn(error: unknown): DeadlineExceededError | undefined {
     return new DeadlineExceededError(found?.[1] ?? 'statement', Number(found?.[2] ?? 0), {
       cause: error,
     });
+  }
+  return undefined;
+}
+
+/**
+ * A connection our pool refused at connect (the server is in recovery or read-only), wherever
+ * it sits. Like DeadlineExceededError, Prisma may keep only the message, which carries the
+ * marker.
+ */
+function refusedAtConnectIn(error: unknown): ServerNotWritableError | undefined {
+  for (const level of causeChain(error)) {
+    if (level instanceof ServerNotWritableError) return level;
+    const message = stringOrUndefined(level.message);
+    if (level.code === 'SERVER_NOT_WRITABLE' || message?.includes(SERVER_NOT_WRITABLE_AT_CONNECT)) {
+      return new ServerNotWritableError(message ?? SERVER_NOT_WRITABLE_AT_CONNECT, {
+        cause: error,
+      });
+    }
   }
   return undefined;
 }

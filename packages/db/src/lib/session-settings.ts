@@ -143,3 +143,29 @@ async function probeQuery(
     ]).catch(() => undefined);
   }
 }
+
+/**
+ * Why a new connection cannot take our writes, from what the server reported in its startup
+ * response (ParameterStatus), or undefined when it can: the check libpq's
+ * `target_session_attrs=read-write` makes, folded into the handshake that already runs (no
+ * round trip). PostgreSQL 14 and later report `in_hot_standby` (on while in recovery: a
+ * standby, or a demoted primary brought back as one) and `default_transaction_read_only` (an
+ * operator fencing a primary). `'unreported'`: an older server, which must be asked.
+ *
+ * Only meaningful on a direct connection: a pooler sends its own cached startup values, from
+ * whichever server connection it opened first.
+ */
+export function notWritableReason(
+  reported: ReadonlyMap<string, string>,
+): string | 'unreported' | undefined {
+  const inHotStandby = reported.get('in_hot_standby');
+  const readOnly = reported.get('default_transaction_read_only');
+  if (inHotStandby === undefined && readOnly === undefined) return 'unreported';
+  if (inHotStandby === 'on') return 'the server is in recovery (in_hot_standby = on)';
+  if (readOnly === 'on') return 'the server is read-only (default_transaction_read_only = on)';
+  return undefined;
+}
+
+/** What an older server (no in_hot_standby report) is asked instead, as libpq asks it. */
+export const NOT_WRITABLE_QUERY = `SELECT pg_is_in_recovery() AS in_recovery,
+       current_setting('transaction_read_only') AS read_only`;

@@ -46,3 +46,27 @@ export class ClockSkewError extends Error {
     this.periodEndingAt = params.periodEndingAt;
   }
 }
+
+/**
+ * A report was not sent because the database's standbys had not flushed its cutover within
+ * standbyFlushTimeoutMs: with asynchronous replication a failover now could undo the cutover,
+ * and the rows would be reported again under another report id. Nothing was sent; the report
+ * is retried after its backoff. Retryable: the standby catches up, or is removed.
+ */
+export class StandbyLagError extends Error {
+  override readonly name = 'StandbyLagError';
+  readonly code = 'STANDBY_LAG' as const;
+  readonly retryable = true;
+
+  constructor(
+    readonly lsn: string,
+    readonly behind: number,
+    readonly waitedMs: number,
+  ) {
+    super(
+      `${behind} standby(s) had not flushed the report's WAL (up to ${lsn}) after ${Math.round(
+        waitedMs,
+      )} ms; not sent, so that a failover cannot count its rows twice`,
+    );
+  }
+}

@@ -27,6 +27,12 @@ export interface TelemetryMetricsOptions {
  *   to set beside `usagekit_boundary_flushed_requests_total`;
  * - `usagekit_telemetry_outbox_pending_reports`, `…_outbox_oldest_pending_age_seconds`:
  *   the backlog after the latest delivery pass;
+ * - `usagekit_telemetry_outbox_rejected_reports`: rejected reports (dead letters) waiting for
+ *   an operator, after the latest delivery pass;
+ * - `usagekit_telemetry_reports_rejected_total`: reports moved to the rejected state;
+ * - `usagekit_telemetry_standby_waits_total{outcome}`, `…_standby_wait_seconds`: reports that
+ *   waited for the database's standbys before their send: `flushed`, `unverified` (the role
+ *   cannot read pg_stat_replication's positions: sent without proof), `timed_out` (not sent);
  * - `usagekit_telemetry_delivery_attempts_total{result}`: `delivered` | `failed`;
  * - `usagekit_telemetry_errors_total{stage, code}`: failed collections, delivery passes and
  *   purges by error code (`LOCK_TIMEOUT`, `CONNECTION_LOST`, …), plus failed sends
@@ -91,6 +97,31 @@ export function createTelemetryMetrics(
     labelNames,
     registers,
   });
+  const rejectedReports = new Gauge({
+    name: name('outbox_rejected_reports'),
+    help: 'Rejected reports (dead letters: refused permanently by the receiver) waiting for an operator, as of the latest delivery pass.',
+    labelNames,
+    registers,
+  });
+  const reportsRejected = new Counter({
+    name: name('reports_rejected_total'),
+    help: 'Reports moved to the rejected state after rejectAfterRefusals permanent refusals.',
+    labelNames,
+    registers,
+  });
+  const standbyWaits = new Counter({
+    name: name('standby_waits_total'),
+    help: "Reports that waited for the database's standbys to flush their cutover before the send, by outcome: flushed, unverified (positions not readable: sent without proof), timed_out (not sent).",
+    labelNames: [...labelNames, 'outcome'],
+    registers,
+  });
+  const standbyWaitDuration = new Histogram({
+    name: name('standby_wait_seconds'),
+    help: "How long a report waited for the database's standbys to flush its cutover.",
+    labelNames,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
   const deliveryAttempts = new Counter({
     name: name('delivery_attempts_total'),
     help: 'Reports sent to the sink, by result (delivered: acknowledged; failed: retried later).',
@@ -142,16 +173,22 @@ export function createTelemetryMetrics(
       deliveryAttempts.inc({ ...labels, result: attempt.delivered ? 'delivered' : 'failed' });
       if (!attempt.delivered)
         errors.inc({ ...labels, stage: 'deliver', code: codeOf(attempt.error) });
+      if (attempt.rejected) reportsRejected.inc(labels);
     },
     onDeliveryPass(pass) {
       pendingReports.set(labels, pass.pendingReports);
       oldestPendingAge.set(labels, (pass.oldestPendingAgeMs ?? 0) / 1000);
+      rejectedReports.set(labels, pass.rejectedReports);
     },
     onError(stage, error) {
       if (stage === 'collect') snapshots.inc({ ...labels, outcome: 'failed' });
       const code = codeOf(error);
       errors.inc({ ...labels, stage, code });
       if (code === 'DEADLINE_EXCEEDED') abandoned.inc({ ...labels, stage });
+    },
+    onStandbyWait(wait) {
+      standbyWaits.inc({ ...labels, outcome: wait.outcome });
+      standbyWaitDuration.observe(labels, wait.waitedMs / 1000);
     },
     onClockSkew(reading) {
       clockSkew.set(labels, reading.skewMs / 1000);

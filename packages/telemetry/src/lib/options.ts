@@ -11,6 +11,7 @@ import { systemClock, type Clock } from './clock.js';
 import { HttpSink } from './http-sink.js';
 import type { Sink } from './sink.js';
 import type { Snapshot } from './snapshot.js';
+import type { StandbyWait } from './standby-flush.js';
 
 /** One delivery attempt, for metrics. */
 export interface DeliveryAttempt {
@@ -18,6 +19,8 @@ export interface DeliveryAttempt {
   attempt: number;
   delivered: boolean;
   error?: unknown;
+  /** This refusal was the last one allowed: the report is now rejected (a dead letter). */
+  rejected?: boolean;
   durationMs: number;
 }
 
@@ -31,6 +34,8 @@ export interface DeliveryPass {
   pendingReports: number;
   /** How long the oldest of them has waited, by the database's clock; null when none. */
   oldestPendingAgeMs: number | null;
+  /** Rejected reports (dead letters) waiting for an operator (retryRejectedReports). */
+  rejectedReports: number;
   durationMs: number;
 }
 
@@ -64,6 +69,11 @@ export interface TelemetryObserver {
   onError?(stage: 'collect' | 'deliver' | 'purge', error: unknown): void;
   /** Every claim measures the reporter's clock against the database's; refused or not. */
   onClockSkew?(reading: ClockSkewReading): void;
+  /**
+   * A report's wait for the database's standbys before its send (only when pg_stat_replication
+   * lists any): flushed, unverified (their positions cannot be read) or timed_out (not sent).
+   */
+  onStandbyWait?(wait: StandbyWait): void;
 }
 
 export interface TelemetryReporterOptions {
@@ -87,12 +97,42 @@ export interface TelemetryReporterOptions {
   transactionTimeoutMs?: number;
   /** Attempts of one collection when the database says a retry may succeed. Default 3. */
   collectAttempts?: number;
-  /** Upper bound on one sink.send; a row is leased for twice this long. Default 10 s. */
+  /**
+   * Upper bound on one sink.send: the send's signal is aborted then (HttpSink cancels the
+   * request), and a sink given as a URL string uses it as its HttpSink timeoutMs. A row is
+   * leased for this plus max(this, 5 s), and a send is always aborted 1 s before its lease
+   * ends, so two sends of one report are never in flight at once. Default 10 s.
+   */
   deliveryTimeoutMs?: number;
   /** Reports sent at most per deliverPending() pass. Default 20. */
   deliveryBatchSize?: number;
   /** Backoff between delivery attempts of one report. Default 5 s doubling up to 10 min. */
   retryBackoff?: RetryBackoff;
+  /**
+   * Cap on a receiver's Retry-After (429, 503): the next attempt waits at least the receiver's
+   * delay, at most this, and never less than the backoff. Default 1 h.
+   */
+  maxRetryAfterMs?: number;
+  /**
+   * Permanent refusals (HttpSink: 400, 401, 403, 404, 405, 410, 411, 413, 414, 415, 422; any
+   * SinkError with `permanent`) after which a report is rejected: set aside, kept, counted,
+   * never retried until an operator sends it again (retryRejectedReports). Default 5.
+   */
+  rejectAfterRefusals?: number;
+  /**
+   * Before a report is sent, how long to wait at most for every physical standby listed in
+   * pg_stat_replication to flush the report's cutover (so that an asynchronous failover cannot
+   * undo a cutover whose report was delivered, and count its rows again). Past it the attempt
+   * fails with StandbyLagError (STANDBY_LAG) and is retried after its backoff. 0: never wait.
+   * Where the role cannot read the standbys' positions, reports go out unverified (a warning,
+   * and observer.onStandbyWait's `unverified`). Default 5 s.
+   */
+  standbyFlushTimeoutMs?: number;
+  /**
+   * Backoff between retries of a scheduled collection that failed, within the same period
+   * (the next period's edge takes over). Default 5 s doubling up to 1 min.
+   */
+  collectRetryBackoff?: RetryBackoff;
   /** Delivered reports and telemetry_locks rows older than this are deleted. Default 24 h. */
   reportRetentionMs?: number;
   /** boundary_usage_flush_sequences rows not updated for this long are deleted. Default 7 days. */
@@ -128,6 +168,10 @@ export const DEFAULT_REPORTER_OPTIONS = {
   deliveryTimeoutMs: 10_000,
   deliveryBatchSize: 20,
   retryBackoff: { baseDelayMs: 5_000, maxDelayMs: 10 * MINUTE_MS },
+  maxRetryAfterMs: HOUR_MS,
+  rejectAfterRefusals: 5,
+  collectRetryBackoff: { baseDelayMs: 5_000, maxDelayMs: MINUTE_MS },
+  standbyFlushTimeoutMs: 5_000,
   reportRetentionMs: 24 * HOUR_MS,
   flushSequenceRetentionMs: 7 * 24 * HOUR_MS,
   stopTimeoutMs: 15_000,
@@ -144,6 +188,9 @@ export const DEFAULT_REPORTER_OPTIONS = {
  * compare now() of different transactions), far less than a day.
  */
 export const CLAIM_WINDOW_MARGIN_MS = 5 * MINUTE_MS;
+
+/** A delivery lease outlasts deliveryTimeoutMs by at least this (and by deliveryTimeoutMs). */
+const MIN_LEASE_MARGIN_MS = 5_000;
 
 export interface ResolvedReporterOptions {
   prisma: PrismaClient;
@@ -163,6 +210,10 @@ export interface ResolvedReporterOptions {
   deliveryLeaseMs: number;
   deliveryBatchSize: number;
   retryBackoff: RetryBackoff;
+  maxRetryAfterMs: number;
+  rejectAfterRefusals: number;
+  collectRetryBackoff: RetryBackoff;
+  standbyFlushTimeoutMs: number;
   reportRetentionMs: number;
   flushSequenceRetentionMs: number;
   stopTimeoutMs: number;
@@ -205,7 +256,6 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
       'a non-empty string of at most 256 characters',
     );
   }
-  const sink = resolveSink(options.sink);
 
   const snapshotFrequencyMs = assertPositiveMs(
     'snapshotFrequencyMs',
@@ -268,18 +318,32 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     'deliveryBatchSize',
     options.deliveryBatchSize ?? DEFAULT_REPORTER_OPTIONS.deliveryBatchSize,
   );
-  const backoff = options.retryBackoff ?? DEFAULT_REPORTER_OPTIONS.retryBackoff;
-  const retryBackoff = {
-    baseDelayMs: assertPositiveMs('retryBackoff.baseDelayMs', backoff?.baseDelayMs),
-    maxDelayMs: assertPositiveMs('retryBackoff.maxDelayMs', backoff?.maxDelayMs),
-  };
-  if (retryBackoff.maxDelayMs < retryBackoff.baseDelayMs) {
+  const sink = resolveSink(options.sink, deliveryTimeoutMs);
+  const retryBackoff = resolveBackoff(
+    'retryBackoff',
+    options.retryBackoff ?? DEFAULT_REPORTER_OPTIONS.retryBackoff,
+  );
+  const collectRetryBackoff = resolveBackoff(
+    'collectRetryBackoff',
+    options.collectRetryBackoff ?? DEFAULT_REPORTER_OPTIONS.collectRetryBackoff,
+  );
+  const maxRetryAfterMs = assertPositiveMs(
+    'maxRetryAfterMs',
+    options.maxRetryAfterMs ?? DEFAULT_REPORTER_OPTIONS.maxRetryAfterMs,
+  );
+  const standbyFlushTimeoutMs =
+    options.standbyFlushTimeoutMs ?? DEFAULT_REPORTER_OPTIONS.standbyFlushTimeoutMs;
+  if (!Number.isSafeInteger(standbyFlushTimeoutMs) || standbyFlushTimeoutMs < 0) {
     throw new InvalidInputError(
-      'retryBackoff.maxDelayMs',
-      retryBackoff.maxDelayMs,
-      'at least baseDelayMs',
+      'standbyFlushTimeoutMs',
+      standbyFlushTimeoutMs,
+      'a non-negative integer number of milliseconds (0: do not wait)',
     );
   }
+  const rejectAfterRefusals = assertPositiveInteger(
+    'rejectAfterRefusals',
+    options.rejectAfterRefusals ?? DEFAULT_REPORTER_OPTIONS.rejectAfterRefusals,
+  );
 
   const reportRetentionMs = assertPositiveMs(
     'reportRetentionMs',
@@ -296,7 +360,10 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   const deliveryPassTimeoutMs = assertPositiveMs(
     'deliveryPassTimeoutMs',
     options.deliveryPassTimeoutMs ??
-      Math.max(DEFAULT_REPORTER_OPTIONS.deliveryPassTimeoutMs, deliveryTimeoutMs + 10_000),
+      Math.max(
+        DEFAULT_REPORTER_OPTIONS.deliveryPassTimeoutMs,
+        standbyFlushTimeoutMs + deliveryTimeoutMs + 10_000,
+      ),
   );
   if (deliveryPassTimeoutMs <= deliveryTimeoutMs) {
     throw new InvalidInputError(
@@ -321,10 +388,18 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     maxWaitMs,
     collectAttempts,
     deliveryTimeoutMs,
-    // Long enough for the send to finish or time out, so nobody sends the row meanwhile.
-    deliveryLeaseMs: 2 * deliveryTimeoutMs,
+    // The send is aborted at deliveryTimeoutMs, and at the latest LEASE_SAFETY_MS before the
+    // lease ends (deliver.ts): the margin covers the lease statement's round trip, so nobody
+    // else leases the row while our request is open.
+    // The wait for the standbys comes first, inside the same lease.
+    deliveryLeaseMs:
+      standbyFlushTimeoutMs + deliveryTimeoutMs + Math.max(deliveryTimeoutMs, MIN_LEASE_MARGIN_MS),
     deliveryBatchSize,
     retryBackoff,
+    maxRetryAfterMs,
+    rejectAfterRefusals,
+    collectRetryBackoff,
+    standbyFlushTimeoutMs,
     reportRetentionMs,
     flushSequenceRetentionMs: assertPositiveMs(
       'flushSequenceRetentionMs',
@@ -354,8 +429,22 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   };
 }
 
-function resolveSink(sink: unknown): Sink {
-  if (typeof sink === 'string' || sink instanceof URL) return new HttpSink({ url: sink });
+function resolveBackoff(field: string, backoff: RetryBackoff | undefined): RetryBackoff {
+  const resolved = {
+    baseDelayMs: assertPositiveMs(`${field}.baseDelayMs`, backoff?.baseDelayMs),
+    maxDelayMs: assertPositiveMs(`${field}.maxDelayMs`, backoff?.maxDelayMs),
+  };
+  if (resolved.maxDelayMs < resolved.baseDelayMs) {
+    throw new InvalidInputError(`${field}.maxDelayMs`, resolved.maxDelayMs, 'at least baseDelayMs');
+  }
+  return resolved;
+}
+
+/** A URL string or URL becomes an HttpSink whose timeout is the reporter's deliveryTimeoutMs. */
+function resolveSink(sink: unknown, deliveryTimeoutMs: number): Sink {
+  if (typeof sink === 'string' || sink instanceof URL) {
+    return new HttpSink({ url: sink, timeoutMs: deliveryTimeoutMs });
+  }
   if (typeof (sink as Partial<Sink> | undefined)?.send !== 'function') {
     throw new InvalidInputError(
       'sink',

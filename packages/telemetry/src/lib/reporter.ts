@@ -1,3 +1,4 @@
+import { retryDelayMs } from './backoff.js';
 import { readClock } from './clock.js';
 import { collectSnapshot } from './collect.js';
 import { withDeadline } from './deadline.js';
@@ -38,6 +39,10 @@ export class TelemetryReporter {
   private deliveryTimer: NodeJS.Timeout | undefined;
   /** The bucket the schedule last collected, so an early timer never collects it twice. */
   private lastTickBucket: number | undefined;
+  /** Failed scheduled collections in the current bucket (retried within it, with backoff). */
+  private collectFailures = 0;
+  /** Aborted when stop() gives up: a send still in flight is then cancelled, not left open. */
+  private abandonSends = new AbortController();
   private stopping: Promise<void> | undefined;
 
   /** Validates every option; throws InvalidInputError (code 'INVALID_INPUT') naming the field. */
@@ -99,8 +104,9 @@ export class TelemetryReporter {
   }
 
   private deliverBounded(): Promise<DeliveryResult> {
+    const abandon = this.abandonSends.signal;
     return withDeadline('telemetry delivery pass', this.settings.deliveryPassTimeoutMs, (signal) =>
-      deliverDue(this.settings, signal),
+      deliverDue(this.settings, AbortSignal.any([signal, abandon])),
     );
   }
 
@@ -156,6 +162,10 @@ export class TelemetryReporter {
     const outcome = await Promise.race([lastDelivery, timedOut]);
     clearTimeout(timer);
     if (outcome === 'timeout') {
+      // Cancel the send still in flight (its report's lease outlives it; the next reporter
+      // sends it again, same key). Explicit calls after stop() get a fresh controller.
+      this.abandonSends.abort(new Error('stop() gave up waiting for the send'));
+      this.abandonSends = new AbortController();
       logger.error(
         'telemetry: stop() gave up waiting for in-flight work; pending reports stay in the outbox',
         {
@@ -185,30 +195,48 @@ export class TelemetryReporter {
     this.tickTimer.unref();
   }
 
-  /** One scheduled round: collect, deliver, purge; then plan the next round and any retry. */
+  /**
+   * One scheduled round: collect, deliver, purge; then plan the next round and any retry. A
+   * collection that fails is tried again within the same bucket, with backoff
+   * (collectRetryBackoff), until it succeeds or the next edge takes over: one failed edge (a
+   * failover, a migration holding the lock) must not skip the period, or the next report
+   * would carry two periods under one label and rows near maxStalenessMs would go stale.
+   */
   private async tick(): Promise<void> {
     if (this.state !== 'running') return;
     const { snapshotFrequencyMs, logger } = this.settings;
     const bucket = floorToFrequency(readClock(this.settings.clock), snapshotFrequencyMs).getTime();
-    if (this.lastTickBucket === undefined || bucket > this.lastTickBucket) {
+    const newBucket = this.lastTickBucket === undefined || bucket > this.lastTickBucket;
+    if (newBucket || this.collectFailures > 0) {
+      if (newBucket) this.collectFailures = 0;
       this.lastTickBucket = bucket;
-      await this.attempt(
+      const collected = await this.attempt(
         'collect',
-        'telemetry: collection failed; the rows wait for the next period',
+        'telemetry: collection failed; retrying within this period',
         () => this.collectBounded(),
       );
+      this.collectFailures = collected === undefined ? this.collectFailures + 1 : 0;
       await this.attempt('deliver', 'telemetry: delivery failed', () => this.deliverBounded());
-      const purged = await this.attempt('purge', 'telemetry: retention failed', () =>
-        this.purgeBounded(),
-      );
-      if (purged && purged.reports + purged.locks + purged.flushSequences > 0) {
-        logger.debug('telemetry: purged expired rows', { ...purged });
+      if (newBucket) {
+        const purged = await this.attempt('purge', 'telemetry: retention failed', () =>
+          this.purgeBounded(),
+        );
+        if (purged && purged.reports + purged.locks + purged.flushSequences > 0) {
+          logger.debug('telemetry: purged expired rows', { ...purged });
+        }
       }
     }
     if (this.state !== 'running') return;
     const now = readClock(this.settings.clock);
+    const untilNextRoundMs =
+      nextBucketEdge(now, snapshotFrequencyMs).getTime() - now.getTime() + TICK_SLACK_MS;
     this.scheduleTick(
-      nextBucketEdge(now, snapshotFrequencyMs).getTime() - now.getTime() + TICK_SLACK_MS,
+      this.collectFailures > 0
+        ? Math.min(
+            untilNextRoundMs,
+            retryDelayMs(this.collectFailures, this.settings.collectRetryBackoff),
+          )
+        : untilNextRoundMs,
     );
     await this.scheduleDeliveryRetry();
   }

@@ -128,6 +128,13 @@ export interface LeasedReportRow {
   event_type: string;
   payload: string;
   attempts: number;
+  /**
+   * pg_current_wal_insert_lsn() when the row was leased: at or past the end of the commit
+   * record of the cutover that wrote the report (see standbyFlushState).
+   */
+  wal_lsn: string;
+  /** Physical standbys streaming from this server (pg_stat_replication, state streaming or unreadable). */
+  standbys: number;
 }
 
 /**
@@ -141,17 +148,67 @@ export interface LeasedReportRow {
  * the lease, with the same Idempotency-Key). attempts is counted here, before the send, so a
  * crash mid-send still counts as an attempt; its new value is the lease's token. "Due" and the
  * lease are the database's now(): two reporters whose clocks disagree still see one lease.
+ * Rejected reports (dead letters, rejected_at set) are never due: an operator sends them again
+ * (retryRejectedReports). `skip`: reports this pass already tried; a pass sends each report at
+ * most once, whatever its backoff, so a short backoff never becomes a loop within one pass.
  */
-export function leaseNextReport(leaseMs: number): Prisma.Sql {
+export function leaseNextReport(leaseMs: number, skip: string[] = []): Prisma.Sql {
+  const notTried =
+    skip.length === 0 ? Prisma.sql`` : Prisma.sql`AND report_id <> ALL(${skip}::uuid[])`;
   return Prisma.sql`UPDATE telemetry_reports r
        SET attempts = r.attempts + 1, next_attempt_at = now() + ${milliseconds(leaseMs)}
      WHERE r.report_id = (
        SELECT report_id FROM telemetry_reports
-        WHERE delivered_at IS NULL AND next_attempt_at <= now()
+        WHERE delivered_at IS NULL AND rejected_at IS NULL AND next_attempt_at <= now() ${notTried}
         ORDER BY created_at, report_id
         LIMIT 1
         FOR UPDATE SKIP LOCKED)
-    RETURNING r.report_id::text AS report_id, r.event_type, r.payload::text AS payload, r.attempts`;
+    RETURNING r.report_id::text AS report_id, r.event_type, r.payload::text AS payload, r.attempts,
+              pg_current_wal_insert_lsn()::text AS wal_lsn,
+              (SELECT count(*)::int FROM pg_stat_replication w
+                WHERE ${physicalStandby(Prisma.sql`w`)}) AS standbys`;
+}
+
+/**
+ * A walsender that feeds a streaming physical standby: not a logical replication slot's (a CDC
+ * consumer confirming late says nothing about failover), not a base backup's, and not one still
+ * in startup or catchup: a node that cannot follow the timeline (an old primary brought back
+ * after a failover without pg_rewind) reconnects every few hundred ms and never streams, and
+ * waiting for it would stop delivery for good; a standby catching up lacks far more than one
+ * report. A row whose state the role cannot see (NULL: no pg_read_all_stats) counts: it may be
+ * a standby, and makes the delivery unverified.
+ */
+function physicalStandby(w: Prisma.Sql): Prisma.Sql {
+  return Prisma.sql`(${w}.state = 'streaming' OR ${w}.state IS NULL)
+    AND NOT EXISTS (SELECT 1 FROM pg_replication_slots s
+                     WHERE s.active_pid = ${w}.pid AND s.slot_type = 'logical')`;
+}
+
+export interface StandbyFlushRow {
+  standbys: number;
+  /** Standbys whose position this role cannot read (no pg_monitor / pg_read_all_stats). */
+  hidden: number;
+  /** Visible standbys that have not flushed `lsn` yet. */
+  behind: number;
+}
+
+/**
+ * Have the standbys flushed WAL up to `lsn`? Delivery asks this before sending a report
+ * (issue 18, item 5): with asynchronous replication a failover can lose a commit the old
+ * primary acknowledged, and a report delivered from such a cutover would be counted again
+ * after the failover (the new primary still has the rows). `lsn` is the insert position read
+ * when the report was leased, after the cutover's commit record (a committed row is visible
+ * only once its commit record is in the WAL), so a standby that flushed it has the report and
+ * the cutover. Why not an LSN read inside the cutover's transaction: that comes before the
+ * commit record, and a standby may have it and still lack the commit. Takes no locks.
+ */
+export function standbyFlushState(lsn: string): Prisma.Sql {
+  return Prisma.sql`SELECT count(*)::int AS standbys,
+      count(*) FILTER (WHERE w.state IS NULL)::int AS hidden,
+      count(*) FILTER (WHERE w.state IS NOT NULL
+                         AND (w.flush_lsn IS NULL OR w.flush_lsn < ${lsn}::pg_lsn))::int AS behind
+    FROM pg_stat_replication w
+   WHERE ${physicalStandby(Prisma.sql`w`)}`;
 }
 
 /**
@@ -164,20 +221,78 @@ export function markDelivered(reportId: string): Prisma.Sql {
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL`;
 }
 
+export interface FailedReportRow {
+  /** The refusal was the rejectAfterRefusals-th: the report is now rejected (a dead letter). */
+  rejected: boolean;
+  rejections: number;
+}
+
+export interface MarkFailedParams {
+  reportId: string;
+  /** The lease's token (attempts as leased). */
+  attempts: number;
+  error: string;
+  retryDelayMs: number;
+  /** The receiver refused this report for good (a permanent status). */
+  permanent: boolean;
+  /** Permanent refusals after which the report is rejected. */
+  rejectAfterRefusals: number;
+}
+
 /**
- * The send failed: record why and when to try again. Applies only while our lease is the
- * latest (attempts unchanged), so a sender whose lease ran out cannot push back the retry of
- * whoever leased the row after it. Locks the one row.
+ * The send failed: record why and when to try again. A permanent refusal also counts in
+ * `rejections`, and the rejectAfterRefusals-th moves the report to the rejected state
+ * (rejected_at = now()): kept, never purged, never due again until an operator retries it.
+ * Applies only while our lease is the latest (attempts unchanged), so a sender whose lease ran
+ * out cannot push back the retry of whoever leased the row after it. Locks the one row.
+ * Returns no row when the lease was no longer ours.
  */
-export function markFailed(
-  reportId: string,
-  attempts: number,
-  error: string,
-  retryDelayMs: number,
-): Prisma.Sql {
+export function markFailed(params: MarkFailedParams): Prisma.Sql {
+  const refusal = params.permanent ? 1 : 0;
   return Prisma.sql`UPDATE telemetry_reports
-       SET last_error = ${error}, next_attempt_at = now() + ${milliseconds(retryDelayMs)}
-     WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL AND attempts = ${attempts}::int`;
+       SET last_error = ${params.error},
+           next_attempt_at = now() + ${milliseconds(params.retryDelayMs)},
+           rejections = rejections + ${refusal}::int,
+           rejected_at = CASE WHEN rejections + ${refusal}::int >= ${params.rejectAfterRefusals}::int
+                              THEN now() END
+     WHERE report_id = ${params.reportId}::uuid AND delivered_at IS NULL
+       AND rejected_at IS NULL AND attempts = ${params.attempts}::int
+    RETURNING rejected_at IS NOT NULL AS rejected, rejections`;
+}
+
+export interface RejectedReportRow {
+  report_id: string;
+  event_type: string;
+  period_starting_at: Date;
+  created_at: Date;
+  attempts: number;
+  rejections: number;
+  last_error: string | null;
+  rejected_at: Date;
+}
+
+/** The rejected reports (dead letters), oldest first, for operators. Takes no locks. */
+export function listRejectedReports(limit: number): Prisma.Sql {
+  return Prisma.sql`SELECT report_id::text AS report_id, event_type, period_starting_at, created_at,
+           attempts, rejections, last_error, rejected_at
+      FROM telemetry_reports
+     WHERE rejected_at IS NOT NULL AND delivered_at IS NULL
+     ORDER BY created_at, report_id
+     LIMIT ${limit}::int`;
+}
+
+/**
+ * An operator sends rejected reports again: they become pending and due now, with their
+ * refusal count reset (attempts, the lease token, keeps counting). `reportIds` null: every
+ * rejected report. Locks the rows it updates; a rejected row holds no lease, so nothing waits.
+ */
+export function retryRejectedReports(reportIds: string[] | null): Prisma.Sql {
+  const which =
+    reportIds === null ? Prisma.sql`TRUE` : Prisma.sql`report_id = ANY(${reportIds}::uuid[])`;
+  return Prisma.sql`UPDATE telemetry_reports
+       SET rejected_at = NULL, rejections = 0, next_attempt_at = now()
+     WHERE rejected_at IS NOT NULL AND delivered_at IS NULL AND ${which}
+    RETURNING report_id::text AS report_id`;
 }
 
 export interface NextAttemptRow {
@@ -192,29 +307,33 @@ export interface NextAttemptRow {
  */
 export function nextPendingAttempt(): Prisma.Sql {
   return Prisma.sql`SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 AS due_in_ms
-    FROM telemetry_reports WHERE delivered_at IS NULL`;
+    FROM telemetry_reports WHERE delivered_at IS NULL AND rejected_at IS NULL`;
 }
 
 export interface OutboxBacklogRow {
   pending: bigint;
+  /** Rejected reports (dead letters), waiting for an operator. */
+  rejected: bigint;
   /** Age of the oldest pending report on the database's clock, null when none. */
   oldest_age_ms: number | null;
 }
 
 /**
- * The undelivered reports and the oldest one's age, for the backlog metrics. Reads the
- * pending-reports index (delivered_at, created_at); takes no locks.
+ * The undelivered reports (pending and rejected apart) and the oldest pending one's age, for
+ * the backlog metrics. Reads the pending-reports index (delivered_at, created_at); takes no
+ * locks.
  */
 export function outboxBacklog(): Prisma.Sql {
-  return Prisma.sql`SELECT count(*) AS pending,
-      greatest(0, extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS oldest_age_ms
+  return Prisma.sql`SELECT count(*) FILTER (WHERE rejected_at IS NULL) AS pending,
+      count(*) FILTER (WHERE rejected_at IS NOT NULL) AS rejected,
+      greatest(0, extract(epoch FROM now() - min(created_at) FILTER (WHERE rejected_at IS NULL)) * 1000)::float8 AS oldest_age_ms
     FROM telemetry_reports WHERE delivered_at IS NULL`;
 }
 
 /**
  * Retention of the outbox: reports delivered longer ago than retentionMs, by the database's
- * clock (a reporter a day ahead cannot purge anything early). Pending reports are never
- * deleted, however old. Locks the deleted rows; a row leased for delivery is pending, so this
+ * clock (a reporter a day ahead cannot purge anything early). Pending and rejected reports are
+ * never deleted, however old (a rejected report has no delivered_at). Locks the deleted rows; a row leased for delivery is pending, so this
  * never touches it.
  */
 export function deleteDeliveredReports(retentionMs: number): Prisma.Sql {

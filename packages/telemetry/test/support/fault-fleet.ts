@@ -19,7 +19,11 @@ import {
   type FlushLoop,
   type StoreOptions,
 } from '@usagekit/boundary-usage';
-import { createPrismaClient, type PrismaClient } from '@usagekit/db';
+import {
+  createPrismaClient,
+  type CreatePrismaClientOptions,
+  type PrismaClient,
+} from '@usagekit/db';
 import {
   HttpSink,
   parseJsonInteger,
@@ -76,6 +80,8 @@ export interface FaultFleetOptions {
   sleepBetweenCutsMs: number;
   /** recovered()'s deadline. */
   recoveryTimeoutMs: number;
+  /** More createPrismaClient options for every client (replicas and reporter), e.g. `via`. */
+  clientOptions?: Partial<Omit<CreatePrismaClientOptions, 'databaseUrl'>>;
 }
 
 interface Replica {
@@ -158,7 +164,11 @@ export class FaultFleet {
     const { databaseUrl } = options;
     const receiver = await startReceiver();
     const clock = new FakeClock(options.startsAt);
-    const prisma = createPrismaClient({ databaseUrl, maxConnections: 2 });
+    const prisma = createPrismaClient({
+      databaseUrl,
+      maxConnections: 2,
+      ...options.clientOptions,
+    });
     try {
       // Scenarios share a database: each starts from empty tables and elections.
       await clearTables(prisma);
@@ -184,6 +194,7 @@ export class FaultFleet {
     const prisma = createPrismaClient({
       databaseUrl: this.options.databaseUrl,
       maxConnections: 2,
+      ...this.options.clientOptions,
     });
     const tracker = new BoundaryUsageTracker();
     const replica: Omit<Replica, 'loop'> & Partial<Pick<Replica, 'loop'>> = {

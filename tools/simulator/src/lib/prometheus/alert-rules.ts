@@ -152,6 +152,20 @@ export function alertRules(timing: AlertTiming): AlertRule[] {
       anchor: 'usagekitdeliveryfailing',
     },
     {
+      // A gauge, not increase(): a rejected report waits for an operator however long ago it
+      // was rejected, so the alert holds until retryRejectedReports (or a fix) empties it.
+      alert: 'UsagekitReportsRejected',
+      expr: `max by (job) (usagekit_telemetry_outbox_rejected_reports) > 0`,
+      forSeconds: flush,
+      severity: 'warning',
+      summary: 'The receiver refused usagekit reports permanently; they wait for an operator',
+      description:
+        '{{ $value | humanize }} report(s) of job {{ $labels.job }} were refused permanently by the ' +
+        'receiver (400, 401, 403, 404, 413, 422, …) and set aside as rejected. They are kept and ' +
+        'not retried: fix the cause, then send them again with retryRejectedReports.',
+      anchor: 'usagekitreportsrejected',
+    },
+    {
       alert: 'UsagekitReportedDriftingFromFlushed',
       // Reports trail flushes by up to a period, so flushes are compared half a period back.
       expr:
