@@ -57,6 +57,16 @@ export class UsagekitAdapterFactory {
   readonly #prepared: PreparedStatementSwitch;
   #probe: Promise<ProbeResult> | undefined;
   #probed: ProbeResult | undefined;
+  /**
+   * The SQL texts this client sends by name, at most MAX_NAMED_STATEMENTS of them: each named
+   * text is prepared once on every connection and kept there for the connection's life, so a
+   * client used for arbitrary queries (a host's own, issue 20) would otherwise grow every
+   * backend without bound. usagekit's own statements come first and are few (about 20); a text
+   * beyond the cap is sent unnamed, parsed per call, as a plain client would.
+   */
+  readonly #namedTexts = new Set<string>();
+  /** Every pool this factory built, for destroyConnections() (disconnectWithin). */
+  readonly #pools = new Set<Pool>();
 
   constructor(options: TransportOptions) {
     this.#options = options;
@@ -119,6 +129,38 @@ export class UsagekitAdapterFactory {
     return this.#adapterFor(probed).connectToShadowDb();
   }
 
+  /**
+   * Destroys the socket of every connection of this client's pools, busy ones included, as the
+   * statement deadline does for one: their statements reject with "Connection terminated",
+   * pg-pool drops them, and a `$disconnect()` waiting for them completes. Returns how many
+   * were destroyed. For disconnectWithin(), when a shutdown cannot wait for an abandoned
+   * statement's own deadline.
+   */
+  destroyConnections(): number {
+    let destroyed = 0;
+    for (const pool of this.#pools) {
+      const clients = (pool as unknown as { _clients?: unknown[] })._clients ?? [];
+      for (const client of clients) {
+        const internals = client as {
+          _queryable?: boolean;
+          connection?: { stream?: { destroy(): void } };
+        };
+        internals._queryable = false;
+        internals.connection?.stream?.destroy();
+        destroyed++;
+      }
+    }
+    return destroyed;
+  }
+
+  #boundedName(sql: string): string {
+    if (!this.#namedTexts.has(sql)) {
+      if (this.#namedTexts.size >= MAX_NAMED_STATEMENTS) return undefined as unknown as string;
+      this.#namedTexts.add(sql);
+    }
+    return statementName(sql);
+  }
+
   #adapterFor(probed: ProbeResult): PrismaPg {
     const options = this.#options;
     const { logger, where } = options;
@@ -155,6 +197,7 @@ export class UsagekitAdapterFactory {
         where,
       },
     );
+    this.#pools.add(pool);
     pool.on('error', (error) => {
       logger.warn('usagekit: idle database connection failed; the pool replaces it', {
         database: where,
@@ -202,7 +245,7 @@ export class UsagekitAdapterFactory {
       // Asked for every statement. Unnamed (undefined, which adapter-pg passes on as pg's
       // `name`) once prepared statements are off; the type insists on a string.
       statementNameGenerator: (query) =>
-        prepared.enabled ? statementName(query.sql) : (undefined as unknown as string),
+        prepared.enabled ? this.#boundedName(query.sql) : (undefined as unknown as string),
       // A connection that breaks while checked out: the caller gets ConnectionLostError; this
       // leaves a trace in the logs too.
       onConnectionError: (error) =>
@@ -213,6 +256,9 @@ export class UsagekitAdapterFactory {
     });
   }
 }
+
+/** Distinct SQL texts one client prepares by name (per connection), at most; see #namedTexts. */
+export const MAX_NAMED_STATEMENTS = 64;
 
 const statementNames = new Map<string, string>();
 
