@@ -27,6 +27,9 @@ const throwing: Required<TelemetryObserver> = {
   onClockSkew: () => {
     throw new Error('hook: onClockSkew');
   },
+  onStandbyWait: () => {
+    throw new Error('hook: onStandbyWait');
+  },
 };
 
 test('hooks that throw change nothing: the period is reported and delivered, failures stay typed', async () => {

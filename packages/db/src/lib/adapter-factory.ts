@@ -66,7 +66,7 @@ export class UsagekitAdapterFactory {
    */
   readonly #namedTexts = new Set<string>();
   /** Every pool this factory built, for destroyConnections() (disconnectWithin). */
-  readonly #pools = new Set<Pool>();
+  readonly #pools = new Set<WritablePool>();
 
   constructor(options: TransportOptions) {
     this.#options = options;
