@@ -39,6 +39,11 @@ const clients: PrismaClient[] = [];
 
 beforeAll(async () => {
   database = await createTestDatabase();
+  // A table of the test's own: any write will do, and it does not depend on where usagekit's
+  // tables live.
+  await withAdminClient(database.databaseUrl, (admin) =>
+    admin.query('CREATE TABLE not_writable_probe (id uuid PRIMARY KEY)'),
+  );
 });
 
 afterAll(async () => {
@@ -67,8 +72,7 @@ async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
 
 const insertRow = (
   prisma: PrismaClient | Parameters<Parameters<PrismaClient['$transaction']>[0]>[0],
-) =>
-  prisma.$executeRaw`INSERT INTO boundary_usage_stats (replica_id) VALUES (${randomUUID()}::uuid)`;
+) => prisma.$executeRaw`INSERT INTO not_writable_probe (id) VALUES (${randomUUID()}::uuid)`;
 
 const backendPid = async (prisma: PrismaClient): Promise<number> =>
   (await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid;
