@@ -103,6 +103,38 @@ describe.each(['single-statement', 'interactive'] as const)('%s flush', (flushMo
     expect(summary.allowedRequests).toBe(2n);
   });
 
+  test("a lost reply on a replica id shared with another tracker: a resend whose sequence matches the other tracker's insert did not start the period", async () => {
+    // Two trackers, one replica id (a blue/green overlap). Both number their batches from the
+    // same first sequence (the default), so A's flush inserts the period's row with sequence
+    // S, and B's first flush, sequence S too, only updates it; B's reply is lost.
+    const a = new BoundaryUsageTracker();
+    const b = new BoundaryUsageTracker();
+    const direct = new BoundaryUsageStore(prisma);
+    const store = new BoundaryUsageStore(viaProxy, { flushMode });
+    const replica = uuid();
+    const [x, w1, w2, w3, user] = [uuid(), uuid(), uuid(), uuid(), uuid()];
+    a.track(x, user, 1, 0);
+    expect(await a.flush(direct, replica)).toMatchObject({ newPeriod: true });
+    b.track(w1, user, 1, 0);
+    b.track(w2, user, 1, 0);
+    const cut = proxy.cutAfterNext(commitPoint[flushMode]);
+    await expect(b.flush(store, replica)).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
+    await cut;
+
+    // The resend finds its batch applied. The row it updated was inserted by A's flush with
+    // the same sequence number, not by B's: no new period, so B keeps {w1, w2}.
+    b.track(w3, user, 1, 0);
+    expect(await b.flush(store, replica)).toMatchObject({ duplicates: 1, newPeriod: false });
+    b.track(w1, user, 1, 0);
+    expect(await b.flush(direct, replica)).toMatchObject({ duplicates: 0, newPeriod: false });
+
+    const summary = await direct.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+    // B wrote last, with its distinct workspaces of the period: {w1, w2, w3}. Had the resend
+    // taken A's row for its own, B would have restarted its sets twice and counted 2.
+    expect([summary.uniqueWorkspacesReplicaSum, summary.uniqueWorkspaces]).toEqual([3n, 4n]);
+    expect(summary.allowedRequests).toBe(5n);
+  });
+
   test('control: the same retry without a flush sequence counts twice', async () => {
     const store = new BoundaryUsageStore(viaProxy, { flushMode });
     const params = {

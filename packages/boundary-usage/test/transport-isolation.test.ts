@@ -3,12 +3,15 @@
  * default (issue 11 item 6). Under `default_transaction_isolation = 'serializable'` (or
  * repeatable read) a cutover that waited behind a flush took its snapshot before the wait and
  * then fails with 40001 on the row the flush updated; retry storms and failed collections
- * follow. Run with the suite's own database set to serializable, on both transports.
+ * follow; and of two writers sharing a replica id, the one that waited for the other's row
+ * fails the same way. Run with the suite's own database set to serializable, on both
+ * transports: createPrismaClient pins the level at startup (the single-statement flush has no
+ * transaction of its own to pin it in), a client of your own gets it in every transaction.
  */
 import { PrismaPg } from '@prisma/adapter-pg';
-import { createPrismaClient, Prisma, PrismaClient } from '@usagekit/db';
+import { connectionProfile, createPrismaClient, Prisma, PrismaClient } from '@usagekit/db';
 import { quoteIdentifier, withAdminClient } from '@usagekit/testing';
-import { BoundaryUsageStore, type StoreOptions } from '../src/index.js';
+import { BoundaryUsageStore, BoundaryUsageTracker, type StoreOptions } from '../src/index.js';
 import {
   gate,
   runSeedStress,
@@ -34,7 +37,7 @@ afterAll(async () => {
   await Promise.all(own.map((client) => client.$disconnect().catch(() => undefined)));
 });
 
-const transports = {
+const transports: Record<string, (maxConnections?: number) => PrismaClient> = {
   'createPrismaClient (session settings)': (maxConnections = 2) => {
     const prisma = createPrismaClient({ databaseUrl: db.database().databaseUrl, maxConnections });
     own.push(prisma);
@@ -71,6 +74,18 @@ test('the database default really is serializable for a plain session', async ()
     ),
   );
   expect(rows.rows[0]!.isolation).toBe('serializable');
+});
+
+test('createPrismaClient pins read committed at startup: its flush runs as the single statement, at read committed', async () => {
+  // The single-statement flush has no transaction of its own to pin the level in: it runs at
+  // the session's level, which only the startup setting makes read committed. Without the pin
+  // the connection profile falls back (no session settings) and every flush pays for an
+  // interactive transaction, five round trips instead of one.
+  const prisma = transports['createPrismaClient (session settings)']!(1);
+  expect(await connectionProfile(prisma)).toMatchObject({ via: 'direct', sessionSettings: true });
+  const [row] = await prisma.$queryRaw<{ isolation: string }[]>`
+    SELECT current_setting('transaction_isolation') AS isolation`;
+  expect(row!.isolation).toBe('read committed');
 });
 
 describe.each(Object.entries(transports))('%s', (_label, makeClient) => {
@@ -130,6 +145,65 @@ describe.each(Object.entries(transports))('%s', (_label, makeClient) => {
     expect(await late).toEqual({ applied: true, newPeriod: true });
     const last = await cutover.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect(last.allowedRequests).toBe(3n);
+  });
+
+  test('trackers sharing a replica id flush concurrently: a flush that waited for the row applies (no 40001), exact totals', async () => {
+    // Writers sharing a replica id update one row. The flush that waits for another's row
+    // lock must re-read the row once it is free: under read committed it does and applies;
+    // run at serializable its snapshot predates the other's update, and it fails with 40001
+    // (could not serialize access due to concurrent update).
+    const replica = uuid();
+    const writers = [0, 1].map(() => ({
+      tracker: new BoundaryUsageTracker(),
+      store: new BoundaryUsageStore(makeClient(2), storeOptions),
+    }));
+    const observer = makeClient(1);
+    const cutover = new BoundaryUsageStore(observer, storeOptions);
+    await cutover.getAndResetSummary({ maxStalenessMs: HOUR_MS }); // start from nothing
+    const errors: string[] = [];
+    let tracked = 0n;
+    const flushOne = async ({ tracker, store }: (typeof writers)[number]) => {
+      tracker.track(uuid(), uuid(), 1, 0);
+      tracked += 1n;
+      await tracker.flush(store, replica).catch((error: { code?: string }) => {
+        errors.push(String(error.code));
+      });
+    };
+    await Promise.all(writers.map(flushOne)); // the row exists: from now on flushes update it
+
+    // 1. Deterministic: a third writer of the replica id holds the row mid-flush; a tracker's
+    // flush waits for it, then applies.
+    const release = gate();
+    const inside = gate();
+    const holding = makeClient(1).$transaction(
+      async (tx) => {
+        await writers[0]!.store.upsertStatsInTransaction(tx, flushOf(replica, 1n, 5));
+        inside.open();
+        await release.promise;
+      },
+      { isolationLevel: Prisma.TransactionIsolationLevel.ReadCommitted, timeout: 30_000 },
+    );
+    await inside.promise;
+    const waiting = flushOne(writers[1]!);
+    await waitUntil(async () => {
+      const rows = await observer.$queryRaw<{ n: bigint }[]>`
+        SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE NOT l.granted AND a.datname = current_database()`;
+      return rows[0]!.n > 0n;
+    }, 'the flush waits for the row');
+    release.open();
+    await holding;
+    await waiting;
+    tracked += 5n;
+
+    // 2. Both trackers flushing at once, round after round.
+    for (let round = 0; round < 10 * ROUNDS; round++) await Promise.all(writers.map(flushOne));
+
+    // A failed flush keeps its batch: flush again, so a failure shows as an error, not a loss.
+    for (const { tracker, store } of writers) await tracker.flush(store, replica);
+    const summary = await cutover.getAndResetSummary({ maxStalenessMs: HOUR_MS });
+    expect(errors).toEqual([]);
+    expect(summary.allowedRequests).toBe(tracked);
   });
 
   test(`concurrent flushes and cutovers (the seed's stress shape, ${ROUNDS} round(s)): no errors, exact totals`, async () => {

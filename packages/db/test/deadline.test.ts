@@ -90,8 +90,13 @@ test('a query on a connection that went silent is abandoned at the deadline; the
     retryable: true,
     deadlineMs: DEADLINE_MS,
   });
-  // Generous upper bound: the deadline plus scheduling noise on a busy machine.
+  // Generous upper bound: the deadline plus scheduling noise on a busy machine. Lower bound:
+  // not before the statement deadline (a timer never fires early; the margin covers Node's
+  // millisecond rounding), so no other, shorter timer can have abandoned it. The message
+  // names the deadline that fired.
   expect(elapsedMs).toBeLessThan(DEADLINE_MS + 10_000);
+  expect(elapsedMs).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
+  expect(typed.message).toContain(`after ${DEADLINE_MS} ms`);
 
   // The abandoned connection was destroyed, not returned to the pool: with one pool slot,
   // the next call can only succeed on a new connection (new connections are not frozen).
@@ -111,6 +116,56 @@ test('a query on a connection that went silent is abandoned at the deadline; the
     `SELECT pid FROM pg_stat_activity WHERE application_name = 'deadline_query'`,
   );
   expect(live.map((row) => row.pid)).toEqual([second]);
+});
+
+test('a statement shorter than the deadline completes on a default client (15 s)', async () => {
+  // No proxy, no options: the defaults a user gets. A 3 s statement is legitimate; only a
+  // statement with no answer for statementDeadlineMs may be abandoned, whatever other, shorter
+  // timers the client keeps (the cancel request's is 2 s).
+  const prisma = createPrismaClient({ databaseUrl: database.databaseUrl, maxConnections: 1 });
+  clients.push(prisma);
+  const started = Date.now();
+  await expect(prisma.$executeRaw`SELECT pg_sleep(3)`).resolves.toBe(1);
+  expect(Date.now() - started).toBeGreaterThanOrEqual(3_000 - 5);
+});
+
+/** The process's open TCP sockets: the client's, the in-process proxy's two per connection, … */
+function openTcpSockets(): number {
+  return process.getActiveResourcesInfo().filter((type) => type === 'TCPSocketWrap').length;
+}
+
+test('an abandoned connection is destroyed at the deadline, not when its transaction ends, even when the partition swallows its close', async () => {
+  const prisma = throughProxy({ applicationName: 'deadline_socket' });
+  await backendPid(prisma);
+  let error: unknown;
+  let elapsedMs = 0;
+  let socketGone = false;
+  await prisma
+    .$transaction(async (tx) => {
+      await tx.$queryRaw`SELECT 1 AS one`;
+      const open = openTcpSockets();
+      // A real partition: nothing passes, a FIN neither. The proxy's own two sockets stay
+      // open, so the count drops by one only when the client's socket is really closed: one
+      // closed politely (end()) would wait half-closed for a FIN that never comes.
+      proxy.freeze({ dropCloses: true });
+      ({ error, elapsedMs } = await rejectionWithin(tx.$queryRaw`SELECT 1 AS one`));
+      // Still inside the transaction: the pool has not had the connection back, so nothing
+      // but the deadline itself can have closed the socket. (The cancel request's own
+      // connection comes and goes meanwhile: wait for the count, not a single reading.)
+      socketGone = await waitUntil(
+        () => openTcpSockets() < open,
+        "the abandoned connection's socket to close",
+        2_000,
+      ).then(
+        () => true,
+        () => false,
+      );
+    })
+    // Its COMMIT cannot run on the abandoned connection: the transaction fails, as expected.
+    .catch(() => undefined);
+  expect(toDatabaseError(error)).toBeInstanceOf(DeadlineExceededError);
+  expect(elapsedMs).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
+  expect(socketGone).toBe(true);
 });
 
 test('an interactive transaction whose connection goes silent mid-way settles with DeadlineExceededError', async () => {

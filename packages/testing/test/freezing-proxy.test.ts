@@ -82,3 +82,40 @@ test('resumeFrozen delivers what was held', async () => {
   await expect(held).resolves.toMatchObject({ rows: [{ five: 5 }] });
   await client.end();
 });
+
+test('dropCloses: a polite close is swallowed too; the server keeps the backend until the partition ends', async () => {
+  const client = await connect();
+  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  const pid = rows[0]!.pid;
+  const backendAlive = async () => {
+    const admin = new Client({ connectionString: database.databaseUrl });
+    await admin.connect();
+    try {
+      const result = await admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid]);
+      return result.rows.length === 1;
+    } finally {
+      await admin.end();
+    }
+  };
+  proxy.freeze({ dropCloses: true });
+  // Terminate and FIN go out; no FIN comes back, so end() waits (half-closed).
+  const ending = client.end();
+  expect(await settlesWithin(ending, 500)).toBe('pending');
+  expect(await backendAlive()).toBe(true);
+  proxy.thaw();
+  await ending;
+  const deadline = Date.now() + 5_000;
+  while ((await backendAlive()) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  expect(await backendAlive()).toBe(false);
+});
+
+test('without dropCloses, a close of a frozen connection is passed on', async () => {
+  const client = await connect();
+  await client.query('SELECT 1');
+  proxy.freeze();
+  // The proxy closes the server side, the server's FIN comes back: end() completes.
+  await client.end();
+  proxy.thaw();
+});

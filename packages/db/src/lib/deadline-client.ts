@@ -180,15 +180,18 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
     }
 
     #queryWithDeadline(config: QueryConfig): Promise<unknown> {
+      // One value arms the timer and names it in the error and the log: a message must say
+      // which deadline fired (the statement's, never the cancel request's).
+      const deadlineMs = settings.statementDeadlineMs;
       const pending = (super.query as (config: QueryConfig) => Promise<unknown>)(config);
       return new Promise((resolve, reject) => {
         let settled = false;
         const timer = setTimeout(() => {
           if (settled) return;
           settled = true;
-          this.#abandon();
-          reject(new DeadlineExceededError('statement', settings.statementDeadlineMs));
-        }, settings.statementDeadlineMs);
+          this.#abandon(deadlineMs);
+          reject(new DeadlineExceededError('statement', deadlineMs));
+        }, deadlineMs);
         pending.then(
           (value) => {
             if (settled) return;
@@ -207,7 +210,7 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
     }
 
     /** Never reuse this connection: cancel its statement (best effort) and destroy it. */
-    #abandon(): void {
+    #abandon(deadlineMs: number): void {
       const internals = this as unknown as ClientInternals;
       // pg-pool checks this flag when the connection is released and drops it.
       internals._queryable = false;
@@ -222,12 +225,16 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
         'usagekit: abandoned a statement with no answer from PostgreSQL; its connection is destroyed and a cancel request sent',
         {
           database: settings.where,
-          deadlineMs: settings.statementDeadlineMs,
+          deadlineMs,
           backendPid: processID,
         },
       );
       // Ends every query on it (they reject with "Connection terminated"); the 'error' the
-      // client then emits is handled by the listener createPrismaClient keeps on it.
+      // client then emits is handled by the listener createPrismaClient keeps on it. Destroyed
+      // here and now, not left to the pool: a connection abandoned inside a transaction is
+      // released only when the transaction ends, and a polite close (FIN) never completes
+      // across a partition, so the socket, its file descriptor and the pending query would
+      // linger (deadline.test.ts counts the process's TCP sockets to prove it).
       internals.connection.stream.destroy();
     }
   }

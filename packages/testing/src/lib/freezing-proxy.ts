@@ -9,8 +9,14 @@ export interface FreezingProxy {
    * nothing is closed (no FIN, no RST), as when a network partitions, a NAT or load balancer
    * drops the flow, or a failover leaves clients talking to a dead primary. With
    * `newConnections: true`, connections opened while frozen are accepted and go silent too.
+   *
+   * A close is still passed on by default: when one end closes a frozen connection (FIN or
+   * RST), the proxy closes the other. With `dropCloses: true` the partition swallows closes
+   * too, as a real one does: a client that closes politely (FIN) waits for a reply that never
+   * comes and stays half-closed until it destroys its own socket, and the server never learns
+   * that its client is gone (its backend stays, locks held, until a server-side timeout ends it).
    */
-  freeze(options?: { newConnections?: boolean }): void;
+  freeze(options?: { newConnections?: boolean; dropCloses?: boolean }): void;
   /**
    * Ends the partition. Connections that were frozen are destroyed silently (their bytes are
    * dropped, as a real partition would have dropped them); new connections work again.
@@ -27,6 +33,10 @@ interface Pair {
   client: Socket;
   upstream: Socket;
   frozen: boolean;
+  /** While frozen, a close from either end is swallowed instead of passed on. */
+  dropCloses: boolean;
+  /** A close was swallowed: passed on if the connection resumes. */
+  closeHeld: boolean;
   heldToServer: Buffer[];
   heldToClient: Buffer[];
 }
@@ -45,13 +55,18 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
   const port = await findFreePort();
   const pairs = new Set<Pair>();
   let freezeNew = false;
+  let dropClosesOfNew = false;
 
-  const server: Server = createServer((client) => {
-    const upstream = connect(targetPort, targetHost);
+  // Half-open allowed on both sockets, so a FIN from one end is an 'end' event the proxy
+  // decides about (pass it on, or swallow it while partitioned), not an automatic close.
+  const server: Server = createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = connect({ port: targetPort, host: targetHost, allowHalfOpen: true });
     const pair: Pair = {
       client,
       upstream,
       frozen: freezeNew,
+      dropCloses: freezeNew && dropClosesOfNew,
+      closeHeld: false,
       heldToServer: [],
       heldToClient: [],
     };
@@ -61,10 +76,22 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
       client.destroy();
       upstream.destroy();
     };
-    client.on('error', closeBoth);
-    upstream.on('error', closeBoth);
-    client.on('close', closeBoth);
-    upstream.on('close', closeBoth);
+    const swallowed = () => {
+      if (!(pair.frozen && pair.dropCloses)) return false;
+      pair.closeHeld = true;
+      return true;
+    };
+    // A FIN is passed on as a FIN (after the bytes before it); the side it came from is ended
+    // when the other end's FIN comes back, and 'close' then tears the pair down.
+    const passEnd = (to: Socket) => () => {
+      if (!swallowed()) to.end();
+    };
+    client.on('end', passEnd(upstream));
+    upstream.on('end', passEnd(client));
+    for (const socket of [client, upstream]) {
+      socket.on('error', () => swallowed() || closeBoth());
+      socket.on('close', () => swallowed() || closeBoth());
+    }
     client.on('data', (chunk: Buffer) => {
       if (pair.frozen) pair.heldToServer.push(chunk);
       else upstream.write(chunk);
@@ -86,8 +113,13 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
   return {
     databaseUrl: proxied.toString(),
     freeze(options = {}) {
-      for (const pair of pairs) pair.frozen = true;
+      const dropCloses = options.dropCloses === true;
+      for (const pair of pairs) {
+        pair.frozen = true;
+        pair.dropCloses = dropCloses;
+      }
       freezeNew = options.newConnections === true;
+      dropClosesOfNew = dropCloses;
     },
     thaw(options = {}) {
       freezeNew = false;
@@ -97,6 +129,11 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
           pair.frozen = false;
           for (const chunk of pair.heldToServer.splice(0)) pair.upstream.write(chunk);
           for (const chunk of pair.heldToClient.splice(0)) pair.client.write(chunk);
+          if (pair.closeHeld) {
+            pairs.delete(pair);
+            pair.client.end();
+            pair.upstream.end();
+          }
         } else {
           // A partition that healed: the old flows are gone. Destroying without flushing
           // the held bytes is what a client sees once its peer's state was lost.
