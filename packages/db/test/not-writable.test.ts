@@ -8,14 +8,20 @@
  *   statement, an interactive transaction, a batch transaction);
  * - a new connection to a read-only server is refused at connect and tried again until the
  *   connect timeout, as libpq's target_session_attrs=read-write refuses it;
- * - a connection that could not be made is a ConnectionLostError marked certainly not
- *   committed; one lost mid-transaction is not.
+ * - a connection that could not be made (refused; 57P03 from a server shutting down, retried
+ *   until the connect timeout) is a ConnectionLostError marked certainly not committed; one
+ *   lost mid-transaction is not.
  */
 import { randomUUID } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
 import {
   createTestDatabase,
   findFreePort,
   quoteIdentifier,
+  startEmbeddedPostgres,
   withAdminClient,
   type TestDatabase,
 } from '@usagekit/testing';
@@ -33,6 +39,11 @@ const clients: PrismaClient[] = [];
 
 beforeAll(async () => {
   database = await createTestDatabase();
+  // A table of the test's own: any write will do, and it does not depend on where usagekit's
+  // tables live.
+  await withAdminClient(database.databaseUrl, (admin) =>
+    admin.query('CREATE TABLE not_writable_probe (id uuid PRIMARY KEY)'),
+  );
 });
 
 afterAll(async () => {
@@ -61,8 +72,7 @@ async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
 
 const insertRow = (
   prisma: PrismaClient | Parameters<Parameters<PrismaClient['$transaction']>[0]>[0],
-) =>
-  prisma.$executeRaw`INSERT INTO boundary_usage_stats (replica_id) VALUES (${randomUUID()}::uuid)`;
+) => prisma.$executeRaw`INSERT INTO not_writable_probe (id) VALUES (${randomUUID()}::uuid)`;
 
 const backendPid = async (prisma: PrismaClient): Promise<number> =>
   (await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`)[0]!.pid;
@@ -180,6 +190,48 @@ describe('lost connections', () => {
     const failure = toDatabaseError(await rejectionOf(prisma.$queryRaw`SELECT 1`));
     expect(failure).toBeInstanceOf(ConnectionLostError);
     expect(failure).toMatchObject({ retryable: true, certainlyNotCommitted: true });
+  });
+
+  it('57P03 (the database system is shutting down) is retried at connect, then certainly not committed', async () => {
+    // A server of this test's own, in a smart shutdown: it keeps serving the session it has
+    // and refuses new ones with 57P03 until that session ends.
+    const parent = mkdtempSync(join(tmpdir(), 'usagekit-57p03-'));
+    chmodSync(parent, 0o755);
+    const dataDir = join(parent, 'data');
+    const server = await startEmbeddedPostgres({ dataDir });
+    const holder = new Client({ connectionString: server.url });
+    holder.on('error', () => undefined);
+    try {
+      await holder.connect();
+      const postmaster = Number(
+        readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0],
+      );
+      process.kill(postmaster, 'SIGTERM');
+      // via 'direct': no probe, so the pool's own connect meets the refusal.
+      const prisma = createPrismaClient({
+        databaseUrl: server.url,
+        via: 'direct',
+        connectTimeoutMs: 1_500,
+      });
+      clients.push(prisma);
+      const startedAt = Date.now();
+      const failure = toDatabaseError(await rejectionOf(prisma.$queryRaw`SELECT 1`));
+      const elapsedMs = Date.now() - startedAt;
+      expect(failure).toBeInstanceOf(ConnectionLostError);
+      expect(failure).toMatchObject({
+        sqlState: '57P03',
+        retryable: true,
+        certainlyNotCommitted: true,
+      });
+      // Retried until the connect timeout, as a refusal for being read-only is.
+      expect(elapsedMs).toBeGreaterThanOrEqual(1_000);
+      expect(elapsedMs).toBeLessThan(6_000);
+    } finally {
+      // stop() turns the smart shutdown into a fast one, which ends the holder too.
+      await server.stop();
+      await holder.end().catch(() => undefined);
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 
   it('one lost mid-transaction is not known to be uncommitted', async () => {

@@ -92,12 +92,22 @@ async function pairWithDatabase(
 async function demotedNodeNamedByTheVip(
   pair: ReplicationPair,
   windowMs: number,
+  waitForOpenConnections: boolean,
 ): Promise<{ movedAt: number; leftOpen: number }> {
   await pair.promoteStandby();
   await pair.startStandby();
   expect(await pair.standby.isInRecovery()).toBe(true);
   const demoted = pair.vip.target();
   await sleep(windowMs);
+  // Behind a pooler the fleet's connections come and go there (each is discarded at its first
+  // write): move while some are open, so the move leaves them behind.
+  if (waitForOpenConnections) {
+    await waitUntil(
+      () => (pair.vip.openConnections().get(demoted) ?? 0) > 0,
+      'a connection open on the demoted node',
+      10_000,
+    );
+  }
   const leftOpen = pair.vip.openConnections().get(demoted) ?? 0;
   pair.vip.pointTo(pair.primary.url, { resetConnections: false });
   return { movedAt: Date.now(), leftOpen };
@@ -125,7 +135,7 @@ async function runScenario(
     // Traffic flowing: flushes and collections before anything goes wrong.
     await waitUntil(() => fleet!.flushesDone >= 20, 'the fleet flushing', 20_000);
     const failure = await options.failPrimary(pair);
-    const { movedAt, leftOpen } = await demotedNodeNamedByTheVip(pair, 1_500);
+    const { movedAt, leftOpen } = await demotedNodeNamedByTheVip(pair, 1_500, !options.direct);
     await fleet.recovered(movedAt);
     const recoveryMs = Date.now() - movedAt;
     const account = await fleet.finish();
@@ -138,7 +148,6 @@ async function runScenario(
     expectExact(account);
     expect(recoveryMs).toBeLessThan(RECOVERY_BOUND_MS);
     if (options.direct) {
-      expect(leftOpen).toBe(0);
       expect(fleet.errors.get('SERVER_NOT_WRITABLE') ?? 0).toBe(0);
     } else {
       expect(leftOpen).toBeGreaterThan(0);

@@ -94,3 +94,26 @@ describe('startReplicationPair (asynchronous)', () => {
     await Promise.all([stale.end(), fresh.end()]);
   }, 60_000);
 });
+
+describe('startReplicationPair ({ recoveryMinApplyDelayMs })', () => {
+  let pair: ReplicationPair;
+  beforeAll(async () => {
+    pair = await startReplicationPair({ recoveryMinApplyDelayMs: 1_500 });
+  }, 60_000);
+  afterAll(async () => {
+    await pair?.stop();
+  });
+
+  it('flushes at once and replays late', async () => {
+    const client = await connect(pair.vipUrl);
+    // recovery_min_apply_delay holds back commit records: the table appears late too.
+    await client.query('CREATE TABLE t (n int)');
+    const lsn = await pair.currentLsn();
+    await pair.waitForStandby({ lsn, stage: 'flush' });
+    await expect(pair.waitForStandby({ lsn, stage: 'replay', timeoutMs: 300 })).rejects.toThrow(
+      /timed out/,
+    );
+    await pair.waitForStandby({ lsn, stage: 'replay' });
+    await client.end();
+  }, 60_000);
+});

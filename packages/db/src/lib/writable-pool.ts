@@ -40,7 +40,8 @@ type ConnectCallback = (
  * 14+), and refused if the server is in recovery or read-only. The checkout then tries a new
  * connection, with a short backoff, until `retryForMs` has passed since it began, the same for
  * 57P03 ("the database system is starting up / shutting down / in recovery mode"): the name
- * may reach the new primary any moment. Past that, the checkout fails with
+ * may reach the new primary any moment. The last attempt starts at that deadline, so a
+ * checkout takes at most `retryForMs` plus one connect. Past that, the checkout fails with
  * ServerNotWritableError (retryable, certainly not committed), and the caller's own retry
  * takes over.
  */
@@ -77,9 +78,11 @@ export class WritablePool extends Pool {
         return await super.connect();
       } catch (error) {
         if (!refusedForNow(error)) throw error;
+        const remainingMs = giveUpAt - Date.now();
+        if (remainingMs <= 0) throw error;
         const delayMs = Math.min(RETRY_MAX_DELAY_MS, RETRY_BASE_DELAY_MS * 2 ** attempt);
-        const jitteredMs = delayMs / 2 + Math.random() * (delayMs / 2);
-        if (Date.now() + jitteredMs >= giveUpAt) throw error;
+        // The last attempt comes at the deadline, not a backoff before it.
+        const jitteredMs = Math.min(remainingMs, delayMs / 2 + Math.random() * (delayMs / 2));
         this.#settings.logger.debug(
           'usagekit: refused a connection to a server that cannot take writes; trying again',
           {
