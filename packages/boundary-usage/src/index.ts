@@ -5,7 +5,7 @@ export {
   DEFAULT_TRACKER_OPTIONS,
   SequenceConflictError,
 } from './lib/tracker.js';
-export type { FlushResult, TrackerOptions } from './lib/tracker.js';
+export type { FlushResult, TrackerOptions, PendingUsage, ConfirmedUsage } from './lib/tracker.js';
 export { startFlushLoop, DEFAULT_FLUSH_LOOP_OPTIONS } from './lib/flush-loop.js';
 export type { FlushLoop, FlushLoopOptions, FlushLoopObserver } from './lib/flush-loop.js';
 export type { BackoffOptions } from './lib/backoff.js';

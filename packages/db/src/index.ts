@@ -19,6 +19,9 @@ export {
   DEFAULT_MIGRATE_MAX_LOCK_ATTEMPTS,
 } from './lib/migrate.js';
 export type { MigrateOptions, MigrateResult } from './lib/migrate.js';
+export { disconnectWithin } from './lib/disconnect.js';
+export type { DisconnectOutcome } from './lib/disconnect.js';
+export { InvalidInputError } from './lib/invalid-input.js';
 export { defaultMigrationsDir } from './lib/migrations-dir.js';
 export { Deadline } from './lib/deadline.js';
 export { LockIds } from './lib/lock-ids.js';

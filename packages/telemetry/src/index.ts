@@ -34,3 +34,12 @@ export { retryDelayMs } from './lib/backoff.js';
 export type { RetryBackoff } from './lib/backoff.js';
 export { createTelemetryMetrics } from './lib/metrics.js';
 export type { TelemetryMetricsOptions } from './lib/metrics.js';
+export { startUsageRuntime, DEFAULT_RUNTIME_MAX_CONNECTIONS } from './lib/runtime/usage-runtime.js';
+export type {
+  UsageRuntime,
+  UsageRuntimeOptions,
+  UsageRuntimeStopOptions,
+} from './lib/runtime/usage-runtime.js';
+export { DEFAULT_STOP_BUDGET_MS, StopBudget } from './lib/runtime/stop-budget.js';
+export type { StopStepName } from './lib/runtime/stop-budget.js';
+export type { StopReport, StopStep } from './lib/runtime/stop-report.js';

@@ -45,11 +45,11 @@ export interface FlushLoopOptions {
 export interface FlushLoop {
   /**
    * Stops the timer, waits for a flush in flight, then flushes once more; resolves within
-   * finalFlushTimeoutMs in all (what could not be flushed by then stays in the tracker, and a
-   * flush still running is left to its own deadline). Idempotent: every call returns the same
-   * promise.
+   * `timeoutMs` (default: finalFlushTimeoutMs) in all (what could not be flushed by then stays
+   * in the tracker, and a flush still running is left to its own deadline). Idempotent: every
+   * call returns the same promise; the first call's `timeoutMs` holds.
    */
-  stop(): Promise<void>;
+  stop(options?: { timeoutMs?: number }): Promise<void>;
   /** Flushes now, with retries, outside the schedule (never overlapping a running flush). */
   flushNow(): Promise<FlushResult>;
 }
@@ -91,7 +91,7 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
     maxDelayMs: assertPositiveMs('retryBackoff.maxDelayMs', requestedBackoff?.maxDelayMs),
   };
   const logger = options.logger ?? noopLogger;
-  const observer = options.observer ?? {};
+  const observer = isolatedObserver(options.observer ?? {}, logger);
   const ticking = new AbortController();
 
   async function flushWithRetries(
@@ -145,16 +145,25 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
   })();
 
   let stopping: Promise<void> | undefined;
-  function stop(): Promise<void> {
-    stopping ??= (async () => {
+  function stop(stopOptions?: { timeoutMs?: number }): Promise<void> {
+    if (stopping) return stopping;
+    let timeoutMs = finalFlushTimeoutMs;
+    try {
+      if (stopOptions?.timeoutMs !== undefined) {
+        timeoutMs = assertPositiveMs('timeoutMs', Math.ceil(stopOptions.timeoutMs));
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    stopping = (async () => {
       ticking.abort();
       // One timer bounds both waits: a flush in flight (which the tracker's flushDeadlineMs
       // ends on its own, but that may be longer) and the final flush. Without it a flush stuck
       // on a silent connection kept stop() from returning at all (issue 11, item 1).
-      const deadline = Date.now() + finalFlushTimeoutMs;
+      const deadline = Date.now() + timeoutMs;
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), finalFlushTimeoutMs);
+        timer = setTimeout(() => resolve('timeout'), timeoutMs);
       });
       const outcome = await Promise.race([
         loop
@@ -170,7 +179,7 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
       if (outcome === 'timeout') {
         logger.error('boundary usage final flush timed out; unflushed usage stays in memory', {
           replicaId,
-          finalFlushTimeoutMs,
+          timeoutMs,
         });
       } else if (outcome !== 'flushed') {
         logger.error('boundary usage final flush failed; unflushed usage stays in memory', {
@@ -188,4 +197,34 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
   }
 
   return { stop, flushNow: () => flushWithRetries(undefined) };
+}
+
+/**
+ * The observer with every hook wrapped: a hook that throws is logged and otherwise ignored. A
+ * throwing onFlush must not turn a committed flush into a failure (it would be retried and
+ * reported as failed although the database has it), and a throwing onError must not escape
+ * the retry loop (issue 20).
+ */
+function isolatedObserver(observer: FlushLoopObserver, logger: Logger): FlushLoopObserver {
+  const guard =
+    <A extends unknown[]>(
+      name: keyof FlushLoopObserver,
+      hook: ((...args: A) => void) | undefined,
+    ) =>
+    (...args: A): void => {
+      if (!hook) return;
+      try {
+        hook.apply(observer, args);
+      } catch (error) {
+        logger.warn(`boundary usage flush loop: observer.${name} threw; ignored`, {
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
+    };
+  return {
+    onFlush: guard('onFlush', observer.onFlush),
+    onError: guard('onError', observer.onError),
+    onAbandoned: guard('onAbandoned', observer.onAbandoned),
+    onSequenceRecoveries: guard('onSequenceRecoveries', observer.onSequenceRecoveries),
+  };
 }

@@ -1,13 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Deadline, noopLogger, toDatabaseError, type Logger } from '@usagekit/db';
 import type { BoundaryUsageStore, UpsertStatsResult } from './store.js';
-import {
-  InvalidInputError,
-  assertPositiveMs,
-  assertUuid,
-  canonicalUuid,
-  INT8_MAX,
-} from './validation.js';
+import { InvalidInputError, assertPositiveMs, canonicalUuid, INT8_MAX } from './validation.js';
 
 export interface TrackerOptions {
   /**
@@ -71,6 +65,48 @@ const NOT_COMMITTED = new Set([
   'INVALID_INPUT',
 ]);
 
+/**
+ * What `pending()` returns. Counters are bigints; `JSON.stringify` uses its `toJSON`, which
+ * writes each as a number when it is a safe integer and as a decimal string above 2^53 − 1
+ * (the rule of @usagekit/telemetry's `jsonInteger`), so logging it never throws.
+ */
+export interface PendingUsage {
+  allowedRequests: bigint;
+  deniedRequests: bigint;
+  /** A batch was sent with an unknown outcome and waits to be resent. */
+  unconfirmedBatch: boolean;
+  toJSON(): Record<string, number | string | boolean>;
+}
+
+/** What `confirmed()` returns; JSON as for {@link PendingUsage}. */
+export interface ConfirmedUsage {
+  allowedRequests: bigint;
+  deniedRequests: bigint;
+  batches: number;
+  duplicates: number;
+  toJSON(): Record<string, number | string | boolean>;
+}
+
+/** Adds a non-enumerable toJSON that writes bigints as numbers, or decimal strings past 2^53. */
+export function withJson<T extends object>(
+  value: T,
+): T & { toJSON(): Record<string, number | string | boolean> } {
+  Object.defineProperty(value, 'toJSON', {
+    enumerable: false,
+    value: () =>
+      Object.fromEntries(
+        Object.entries(value).map(([key, field]) => [key, jsonSafe(field)]),
+      ) as Record<string, number | string | boolean>,
+  });
+  return value as T & { toJSON(): Record<string, number | string | boolean> };
+}
+
+function jsonSafe(field: unknown): number | string | boolean {
+  if (typeof field !== 'bigint') return field as number | string | boolean;
+  const asNumber = Number(field);
+  return Number.isSafeInteger(asNumber) ? asNumber : field.toString();
+}
+
 /** What one flush() did. */
 export interface FlushResult {
   /** Whether the database was called (false: nothing new since the last successful flush). */
@@ -93,6 +129,12 @@ export interface FlushResult {
 
 /** One flush's payload. Kept unchanged, with its sequence, until the database has it. */
 interface Batch {
+  /**
+   * The replica id the batch was first sent under. A resend always goes under it: sequences
+   * are per (replica id, writer id), so the same batch under another replica id would be a new
+   * row with a fresh sequence, and a first send that did commit would count twice (issue 20).
+   */
+  replicaId: string | undefined;
   sequence: bigint;
   /**
    * Whether an earlier send may have committed (it failed with an unknown outcome). Only then
@@ -227,14 +269,14 @@ export class BoundaryUsageTracker {
   }
 
   /** Requests tracked but not yet known to be in the database (for accounting and tests). */
-  pending(): { allowedRequests: bigint; deniedRequests: bigint; unconfirmedBatch: boolean } {
+  pending(): PendingUsage {
     const fromBatch = this.unconfirmed;
-    return {
+    return withJson({
       allowedRequests:
         BigInt(this.allowed) + this.allowedOverflow + (fromBatch?.allowedRequests ?? 0n),
       deniedRequests: BigInt(this.denied) + this.deniedOverflow + (fromBatch?.deniedRequests ?? 0n),
       unconfirmedBatch: fromBatch !== undefined,
-    };
+    });
   }
 
   /**
@@ -242,13 +284,8 @@ export class BoundaryUsageTracker {
    * batches applied or found already applied. Unlike summing FlushResults, it also counts a
    * resent batch that succeeded in a flush() whose newer batch then failed.
    */
-  confirmed(): {
-    allowedRequests: bigint;
-    deniedRequests: bigint;
-    batches: number;
-    duplicates: number;
-  } {
-    return { ...this.applied };
+  confirmed(): ConfirmedUsage {
+    return withJson({ ...this.applied });
   }
 
   /**
@@ -257,7 +294,15 @@ export class BoundaryUsageTracker {
    * typed DatabaseError (or InvalidInputError) and nothing tracked is lost.
    */
   flush(store: BoundaryUsageStore, replicaId: string): Promise<FlushResult> {
-    assertUuid('replicaId', replicaId);
+    // An async API rejects, it never throws: a caller's `.catch()` must see bad input too.
+    try {
+      replicaId = canonicalUuid('replicaId', replicaId);
+      if (typeof (store as Partial<BoundaryUsageStore> | undefined)?.upsertStats !== 'function') {
+        throw new InvalidInputError('store', store, 'a BoundaryUsageStore');
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const run = this.queue.then(async () => {
       const deadline = new Deadline('flush', this.flushDeadlineMs);
       try {
@@ -296,6 +341,7 @@ export class BoundaryUsageTracker {
   /** Moves everything tracked since the last batch into a new batch and starts a new epoch. */
   private cutBatch(): Batch {
     const batch: Batch = {
+      replicaId: undefined,
       sequence: this.nextSequence++,
       mayHaveLanded: false,
       epoch: this.epoch,
@@ -325,6 +371,10 @@ export class BoundaryUsageTracker {
     deadline: Deadline,
   ): Promise<void> {
     this.unconfirmed = batch;
+    // Bound to the replica id of its first send (see Batch.replicaId); newer batches follow
+    // the caller's id.
+    batch.replicaId ??= replicaId;
+    replicaId = batch.replicaId;
     let outcome: UpsertStatsResult;
     for (let recoveries = 0; ; recoveries++) {
       // Out of time before sending: this send cannot have landed, so it must not mark the

@@ -1,30 +1,13 @@
 /**
  * Input checks at the library's edge. Every rejected input raises {@link InvalidInputError},
- * which names the field and the value, before anything is counted or written.
+ * which names the field and the value, before anything is counted or written. The class lives
+ * in @usagekit/db (one class for every package) and is re-exported here.
  */
+import { InvalidInputError } from '@usagekit/db';
 
-export class InvalidInputError extends TypeError {
-  override readonly name = 'InvalidInputError';
-  readonly code = 'INVALID_INPUT';
-  constructor(
-    readonly field: string,
-    readonly value: unknown,
-    expected: string,
-  ) {
-    super(`Invalid ${field}: expected ${expected}, got ${describeValue(value)}`);
-  }
-}
+export { InvalidInputError };
 
 export const INT8_MAX = 9_223_372_036_854_775_807n;
-
-function describeValue(value: unknown): string {
-  if (typeof value === 'bigint') return `${value}n`;
-  if (typeof value === 'string')
-    return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
-  if (typeof value === 'number') return String(value);
-  if (value === null || value === undefined) return String(value);
-  return `a ${typeof value}`;
-}
 
 const HEX = new Uint8Array(128);
 for (const c of '0123456789abcdefABCDEF') HEX[c.charCodeAt(0)] = 1;

@@ -53,6 +53,8 @@ export class UsagekitAdapterFactory {
   readonly #prepared: PreparedStatementSwitch;
   #probe: Promise<ProbeResult> | undefined;
   #probed: ProbeResult | undefined;
+  /** Every pool this factory built, for destroyConnections() (disconnectWithin). */
+  readonly #pools = new Set<Pool>();
 
   constructor(options: TransportOptions) {
     this.#options = options;
@@ -115,6 +117,30 @@ export class UsagekitAdapterFactory {
     return this.#adapterFor(probed).connectToShadowDb();
   }
 
+  /**
+   * Destroys the socket of every connection of this client's pools, busy ones included, as the
+   * statement deadline does for one: their statements reject with "Connection terminated",
+   * pg-pool drops them, and a `$disconnect()` waiting for them completes. Returns how many
+   * were destroyed. For disconnectWithin(), when a shutdown cannot wait for an abandoned
+   * statement's own deadline.
+   */
+  destroyConnections(): number {
+    let destroyed = 0;
+    for (const pool of this.#pools) {
+      const clients = (pool as unknown as { _clients?: unknown[] })._clients ?? [];
+      for (const client of clients) {
+        const internals = client as {
+          _queryable?: boolean;
+          connection?: { stream?: { destroy(): void } };
+        };
+        internals._queryable = false;
+        internals.connection?.stream?.destroy();
+        destroyed++;
+      }
+    }
+    return destroyed;
+  }
+
   #adapterFor(probed: ProbeResult): PrismaPg {
     const options = this.#options;
     const { logger, where } = options;
@@ -140,6 +166,7 @@ export class UsagekitAdapterFactory {
         options.userOptions,
       ),
     });
+    this.#pools.add(pool);
     pool.on('error', (error) => {
       logger.warn('usagekit: idle database connection failed; the pool replaces it', {
         database: where,

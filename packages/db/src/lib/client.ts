@@ -1,5 +1,6 @@
 import { PrismaClient } from '../generated/prisma/client.js';
 import { UsagekitAdapterFactory, type ConnectionProfile } from './adapter-factory.js';
+import { InvalidInputError } from './invalid-input.js';
 import { noopLogger, redactDatabaseUrl, type Logger } from './logger.js';
 
 export type { ConnectionProfile } from './adapter-factory.js';
@@ -72,14 +73,15 @@ const FACTORY = Symbol.for('usagekit.db.adapterFactory');
  * `pg.Pool` re-emits it as an 'error' event, and an unhandled 'error' event kills Node.
  */
 export function createPrismaClient(options: CreatePrismaClientOptions): PrismaClient {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidInputError('options', options, 'an options object with a databaseUrl');
+  }
   const { databaseUrl, maxConnections = 10, logger = noopLogger } = options;
   if (typeof databaseUrl !== 'string' || databaseUrl.length === 0) {
-    throw new TypeError('createPrismaClient: databaseUrl must be a non-empty postgres:// URL');
+    throw new InvalidInputError('databaseUrl', databaseUrl, 'a non-empty postgres:// URL');
   }
   if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) {
-    throw new RangeError(
-      `createPrismaClient: maxConnections must be a positive integer, got ${String(maxConnections)}`,
-    );
+    throw new InvalidInputError('maxConnections', maxConnections, 'a positive integer');
   }
   const connectTimeoutMs = positiveMs(
     'connectTimeoutMs',
@@ -105,15 +107,11 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
   };
   const via = options.via ?? 'auto';
   if (via !== 'auto' && via !== 'direct' && via !== 'pooler') {
-    throw new TypeError(
-      `createPrismaClient: via must be 'auto', 'direct' or 'pooler', got ${String(via)}`,
-    );
+    throw new InvalidInputError('via', via, "'auto', 'direct' or 'pooler'");
   }
   const preparedStatements = options.preparedStatements ?? 'auto';
   if (preparedStatements !== 'auto' && typeof preparedStatements !== 'boolean') {
-    throw new TypeError(
-      `createPrismaClient: preparedStatements must be 'auto', true or false, got ${String(preparedStatements)}`,
-    );
+    throw new InvalidInputError('preparedStatements', preparedStatements, "'auto', true or false");
   }
   // node-postgres lets the URL's parameters override explicit options, so a user's own
   // `options=` is taken out of the URL and joined after ours (theirs wins on a conflict).
@@ -139,8 +137,16 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
     // Our errors carry codes and causes (toDatabaseError), not call sites.
     errorFormat: 'minimal',
     transactionOptions: {
-      maxWait: options.transactionOptions?.maxWaitMs ?? DEFAULT_TRANSACTION_MAX_WAIT_MS,
-      timeout: options.transactionOptions?.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS,
+      maxWait: positiveMs(
+        'transactionOptions.maxWaitMs',
+        options.transactionOptions?.maxWaitMs,
+        DEFAULT_TRANSACTION_MAX_WAIT_MS,
+      ),
+      timeout: positiveMs(
+        'transactionOptions.timeoutMs',
+        options.transactionOptions?.timeoutMs,
+        DEFAULT_TRANSACTION_TIMEOUT_MS,
+      ),
     },
   });
   factories.set(client, factory);
@@ -155,21 +161,23 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
  * server cannot be reached (the next call probes again).
  */
 export async function connectionProfile(prisma: object): Promise<ConnectionProfile> {
+  const factory = adapterFactoryOf(prisma);
+  if (!factory) return { via: 'unknown', sessionSettings: false, preparedStatements: false };
+  return factory.profile();
+}
+
+/** The adapter factory behind a client from createPrismaClient (also through `$extends`). */
+export function adapterFactoryOf(prisma: object): UsagekitAdapterFactory | undefined {
   const factory =
     factories.get(prisma) ??
     ((prisma as Record<symbol, unknown>)[FACTORY] as UsagekitAdapterFactory | undefined);
-  if (!(factory instanceof UsagekitAdapterFactory)) {
-    return { via: 'unknown', sessionSettings: false, preparedStatements: false };
-  }
-  return factory.profile();
+  return factory instanceof UsagekitAdapterFactory ? factory : undefined;
 }
 
 function positiveMs(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new RangeError(
-      `createPrismaClient: ${name} must be a positive number of milliseconds, got ${String(value)}`,
-    );
+    throw new InvalidInputError(name, value, 'a positive number of milliseconds');
   }
   return Math.ceil(value);
 }

@@ -26,10 +26,19 @@ const COLLECT_RETRY_BACKOFF = { baseDelayMs: 100, maxDelayMs: 2_000 };
 export async function collectSnapshot(
   settings: ResolvedReporterOptions,
   signal?: AbortSignal,
+  which: 'previous' | 'current' = 'previous',
 ): Promise<Snapshot> {
   const { collectAttempts, logger, observer } = settings;
   const collectedAt = readClock(settings.clock);
-  const period = periodAt(collectedAt, settings.snapshotFrequencyMs);
+  // 'previous': the bucket that ended at the last edge, as the schedule claims it. 'current':
+  // the bucket that ends at the next edge, i.e. the period in progress, claimed early (the
+  // final collection of a replica that is the last one standing).
+  const period = periodAt(
+    which === 'current'
+      ? new Date(collectedAt.getTime() + settings.snapshotFrequencyMs)
+      : collectedAt,
+    settings.snapshotFrequencyMs,
+  );
   const startedAt = performance.now();
   for (let attempt = 1; ; attempt++) {
     throwIfExpired(signal);

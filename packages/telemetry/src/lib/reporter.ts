@@ -1,3 +1,4 @@
+import { assertPositiveMs } from '@usagekit/boundary-usage';
 import { readClock } from './clock.js';
 import { collectSnapshot } from './collect.js';
 import { withDeadline } from './deadline.js';
@@ -89,6 +90,25 @@ export class TelemetryReporter {
     return this.serialized(() => this.observed('purge', () => this.purgeBounded()));
   }
 
+  /**
+   * The final collection, for a replica that is the last one standing (issue 20): claims the
+   * period in progress (the bucket that ends at the next edge) now, cuts over what every replica
+   * flushed so far and writes it to the outbox, as collectSnapshot() does for a period that has
+   * ended. The report covers the period's start up to now; anything flushed later in the same
+   * period waits for the next period's report (nothing lost, nothing counted twice). A snapshot
+   * without `boundaryUsageSummary` means another final collection already claimed it: the rows
+   * wait in the table. Same errors and deadline as collectSnapshot().
+   */
+  collectCurrentPeriod(): Promise<Snapshot> {
+    return this.serialized(() =>
+      this.observed('collect', () =>
+        withDeadline('telemetry collection', this.settings.collectTimeoutMs, (signal) =>
+          collectSnapshot(this.settings, signal, 'current'),
+        ),
+      ),
+    );
+  }
+
   // Every call of the reporter has a deadline. The queue moves on when the deadline fires,
   // not when the abandoned work ends (on a silent connection it may never end by itself):
   // what it left in flight is settled by the database, all or nothing.
@@ -128,19 +148,29 @@ export class TelemetryReporter {
   /**
    * Stops the schedule, waits for work in flight, then tries one last delivery; bounded by
    * stopTimeoutMs, after which it resolves anyway (pending reports stay in the outbox for the
-   * next reporter). Idempotent: every call returns the same promise. Explicit calls
+   * next reporter). `timeoutMs` replaces stopTimeoutMs for this stop (the first call's holds).
+   * Idempotent: every call returns the same promise. Explicit calls
    * (collectSnapshot, deliverPending, purgeExpired) keep working afterwards.
    */
-  stop(): Promise<void> {
-    this.stopping ??= this.stopOnce();
+  stop(options?: { timeoutMs?: number }): Promise<void> {
+    if (this.stopping) return this.stopping;
+    let stopTimeoutMs = this.settings.stopTimeoutMs;
+    try {
+      if (options?.timeoutMs !== undefined) {
+        stopTimeoutMs = assertPositiveMs('timeoutMs', Math.ceil(options.timeoutMs));
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.stopping = this.stopOnce(stopTimeoutMs);
     return this.stopping;
   }
 
-  private async stopOnce(): Promise<void> {
+  private async stopOnce(stopTimeoutMs: number): Promise<void> {
     this.state = 'stopped';
     clearTimeout(this.tickTimer);
     clearTimeout(this.deliveryTimer);
-    const { logger, stopTimeoutMs } = this.settings;
+    const { logger } = this.settings;
     const lastDelivery = this.deliverPending().then(
       (result) => {
         if (result.delivered + result.failed > 0)

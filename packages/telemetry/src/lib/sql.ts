@@ -243,3 +243,26 @@ export function deleteIdleFlushSequences(idleMs: number): Prisma.Sql {
   return Prisma.sql`DELETE FROM boundary_usage_flush_sequences
      WHERE updated_at < now() - ${milliseconds(idleMs)}`;
 }
+
+export interface ShutdownAccountRow {
+  /** This replica id's flushed usage still in boundary_usage_stats (not yet cut over). */
+  allowed_requests: bigint;
+  denied_requests: bigint;
+  /** Reports of the whole deployment not yet delivered. */
+  undelivered_reports: number;
+}
+
+/**
+ * Where a stopping replica's usage is (the runtime's stop report): what its row still holds,
+ * waiting for the next period's cutover, and how many reports wait in the outbox. Plain reads,
+ * no lock: a flush or a cutover running at the same moment makes it a moment's picture, which
+ * is all a shutdown report needs.
+ */
+export function shutdownAccount(replicaId: string): Prisma.Sql {
+  return Prisma.sql`SELECT
+      (SELECT coalesce(sum(allowed_requests), 0)::bigint FROM boundary_usage_stats
+        WHERE replica_id = ${replicaId}::uuid) AS allowed_requests,
+      (SELECT coalesce(sum(denied_requests), 0)::bigint FROM boundary_usage_stats
+        WHERE replica_id = ${replicaId}::uuid) AS denied_requests,
+      (SELECT count(*)::int FROM telemetry_reports WHERE delivered_at IS NULL) AS undelivered_reports`;
+}
