@@ -102,7 +102,9 @@ export async function moveLegacyLayout(
     [migrationNames],
   );
   if (historyRows.length === 0) return undefined;
-  const appliedMigrations = new Set(historyRows.filter((r) => r.applied).map((r) => r.migration_name));
+  const appliedMigrations = new Set(
+    historyRows.filter((r) => r.applied).map((r) => r.migration_name),
+  );
   const candidates = USAGEKIT_TABLES.filter((table) => appliedMigrations.has(CREATED_BY[table]));
   const tables = await tablesIn(client, legacySchema, candidates, ['r', 'p']);
   if (tables.length === 0) return undefined; // moved already (views or nothing left in public)
@@ -135,7 +137,8 @@ export async function moveLegacyLayout(
       );
       await grantSchemaUsageToGrantees(client, schema, tables);
       if (context.legacyViews) {
-        for (const table of tables) await createCompatibilityView(client, schema, legacySchema, table);
+        for (const table of tables)
+          await createCompatibilityView(client, schema, legacySchema, table);
       } else {
         await removeLegacyHistory(client, schema, legacySchema);
       }
