@@ -72,21 +72,29 @@ async function run(command: Exclude<Command, { name: 'help' }>, io: CliIo, deadl
     io.stdout(options.json ? `${JSON.stringify(json, null, 2)}\n` : text);
   const database = redactDatabaseUrl(options.databaseUrl);
   if (command.name === 'migrate') {
-    const { applied } = await migrate({
+    const { applied, upgraded } = await migrate({
       databaseUrl: options.databaseUrl,
       migrationsDir: options.migrationsDir,
       connectTimeoutMs: options.connectTimeoutMs,
+      schema: options.schema,
     });
+    const moved = upgraded
+      ? `moved ${upgraded.tables.length} table(s) from public into schema ${options.schema}` +
+        (upgraded.legacyViews
+          ? ' (views left in public for replicas still on the old version: finishSchemaUpgrade() once all run this one)\n'
+          : '\n')
+      : '';
     output(
-      { database, applied },
-      applied.length === 0
-        ? `${database}: migrations current, nothing to apply\n`
-        : `${database}: applied ${applied.length} migration(s)\n${applied.map((name) => `  ${name}\n`).join('')}`,
+      { database, schema: options.schema, applied, ...(upgraded ? { upgraded } : {}) },
+      moved +
+        (applied.length === 0
+          ? `${database} (schema ${options.schema}): migrations current, nothing to apply\n`
+          : `${database} (schema ${options.schema}): applied ${applied.length} migration(s)\n${applied.map((name) => `  ${name}\n`).join('')}`),
     );
     return ExitCode.ok;
   }
   return withClient(options, deadline, async (client) => {
-    const tables = usagekitTables();
+    const tables = usagekitTables(options.schema);
     switch (command.name) {
       case 'status': {
         const status = await collectStatus(client, tables, options.migrationsDir, database);

@@ -125,6 +125,7 @@ describe('usagekit CLI against a fresh database', () => {
     expect(status.migrations.applied.map((m) => m.name)).toEqual(applied);
     expect(status.migrations.pending).toEqual([]);
     expect(status.database).toContain(':***@');
+    expect(status.schema).toBe('usagekit');
   });
 
   test('after flushes and a collection: replicas, period and a failing report, exit 4; retry makes it due; delivered, exit 0', async () => {
@@ -210,7 +211,7 @@ describe('usagekit CLI against a fresh database', () => {
     const dueNow = async () =>
       (
         await probe.query<{ due: boolean }>(
-          'SELECT next_attempt_at <= now() AS due FROM telemetry_reports WHERE report_id = $1',
+          'SELECT next_attempt_at <= now() AS due FROM usagekit.telemetry_reports WHERE report_id = $1',
           [snapshot.reportId],
         )
       ).rows[0]!.due;
@@ -355,6 +356,7 @@ describe('usagekit CLI exit codes without a database', () => {
     );
     expect((await cli('outbox', 'retry', '--database-url', databaseUrl)).code).toBe(1);
     expect((await cli('status', '--database-url', databaseUrl, '--timeout-ms', '0')).code).toBe(1);
+    expect((await cli('status', '--database-url', databaseUrl, '--schema', 'public')).code).toBe(1);
     const help = await cli('--help');
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('Exit codes:');

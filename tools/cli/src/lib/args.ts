@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { DEFAULT_SCHEMA, validateSchemaName } from '@usagekit/db';
 
 /** Bad command line: exit 1 with the message and a pointer to --help. */
 export class UsageError extends Error {
@@ -20,6 +21,8 @@ export interface CommonOptions {
   timeoutMs: number;
   connectTimeoutMs: number;
   migrationsDir: string | undefined;
+  /** usagekit's PostgreSQL schema (validated by @usagekit/db). */
+  schema: string;
 }
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -40,6 +43,8 @@ Options:
   --json                   one JSON document on stdout, for scripts
   --timeout-ms N           deadline for the whole command (default 30000; migrate 300000)
   --connect-timeout-ms N   deadline for connecting (default 10000)
+  --schema NAME            usagekit's PostgreSQL schema (default ${DEFAULT_SCHEMA}); the same name
+                           the fleet gives createPrismaClient
   --migrations-dir DIR     migrations to apply or compare (default: usagekit's prisma/migrations)
   --limit N                outbox list: at most N reports (default 20)
   -h, --help               this text
@@ -70,6 +75,7 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv): Command {
         'timeout-ms': { type: 'string' },
         'connect-timeout-ms': { type: 'string' },
         'migrations-dir': { type: 'string' },
+        schema: { type: 'string' },
         limit: { type: 'string' },
         delivered: { type: 'boolean', default: false },
         'all-pending': { type: 'boolean', default: false },
@@ -106,6 +112,7 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv): Command {
       DEFAULT_CONNECT_TIMEOUT_MS,
     ),
     migrationsDir: values['migrations-dir'],
+    schema: schemaName(values.schema),
   };
   switch (name) {
     case 'migrate':
@@ -160,6 +167,14 @@ function positiveInteger(value: string | undefined, flag: string, fallback: numb
     throw new UsageError(`${flag} must be a positive integer, got "${value}"`);
   }
   return parsed;
+}
+
+function schemaName(value: string | undefined): string {
+  try {
+    return validateSchemaName(value, '--schema');
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
 }
 
 function isDefined<T>(value: T | undefined): value is T {

@@ -3,7 +3,7 @@ import type { LockSession, StatusReport } from './status.js';
 
 /** `status` for a person: one section per key of the JSON, the problems first in each. */
 export function renderStatus(status: StatusReport): string {
-  const lines: string[] = [`database  ${status.database}`, ''];
+  const lines: string[] = [`database  ${status.database} (schema ${status.schema})`, ''];
   const m = status.migrations;
   lines.push(
     `migrations  ${m.current ? 'current' : 'NOT CURRENT'}: ${m.applied.length} applied, ${m.pending.length} pending` +

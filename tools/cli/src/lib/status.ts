@@ -62,6 +62,8 @@ export interface OutboxStatus {
 
 export interface StatusReport {
   database: string;
+  /** usagekit's PostgreSQL schema the report reads. */
+  schema: string;
   migrations: MigrationsStatus;
   replicas: ReplicaStatus[];
   lock: LockStatus;
@@ -87,6 +89,7 @@ export async function collectStatus(
   const migrated = await tableExists(client, tables.telemetryReports);
   return {
     database: redactedDatabaseUrl,
+    schema: tables.schema,
     migrations,
     replicas: migrated ? await replicaStatus(client, tables) : [],
     lock,

@@ -1,9 +1,11 @@
+import { DEFAULT_SCHEMA, quoteIdentifier } from '@usagekit/db';
+
 /**
- * The usagekit objects the CLI reads, schema-qualified. `schema` undefined means "as the
- * session's search_path finds them" (public on a default database).
+ * The usagekit objects the CLI reads, qualified by usagekit's schema (default `usagekit`, the
+ * one migrate() creates), never found through search_path.
  */
 export interface UsagekitTables {
-  schema: string | undefined;
+  schema: string;
   migrations: string;
   stats: string;
   flushSequences: string;
@@ -11,9 +13,8 @@ export interface UsagekitTables {
   telemetryReports: string;
 }
 
-export function usagekitTables(schema?: string): UsagekitTables {
-  const qualify = (table: string) =>
-    schema === undefined ? `"${table}"` : `${quoteIdentifier(schema)}."${table}"`;
+export function usagekitTables(schema: string = DEFAULT_SCHEMA): UsagekitTables {
+  const qualify = (table: string) => `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`;
   return {
     schema,
     migrations: qualify('_prisma_migrations'),
@@ -22,10 +23,6 @@ export function usagekitTables(schema?: string): UsagekitTables {
     telemetryLocks: qualify('telemetry_locks'),
     telemetryReports: qualify('telemetry_reports'),
   };
-}
-
-export function quoteIdentifier(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }
 
 /** `to_regclass` of a qualified name: null when the table does not exist (not migrated yet). */
