@@ -55,6 +55,14 @@ export class UsagekitAdapterFactory {
   readonly #prepared: PreparedStatementSwitch;
   #probe: Promise<ProbeResult> | undefined;
   #probed: ProbeResult | undefined;
+  /**
+   * The SQL texts this client sends by name, at most MAX_NAMED_STATEMENTS of them: each named
+   * text is prepared once on every connection and kept there for the connection's life, so a
+   * client used for arbitrary queries (a host's own, issue 20) would otherwise grow every
+   * backend without bound. usagekit's own statements come first and are few (about 20); a text
+   * beyond the cap is sent unnamed, parsed per call, as a plain client would.
+   */
+  readonly #namedTexts = new Set<string>();
   /** Every pool this factory built, for destroyConnections() (disconnectWithin). */
   readonly #pools = new Set<Pool>();
 
@@ -148,6 +156,14 @@ export class UsagekitAdapterFactory {
     return destroyed;
   }
 
+  #boundedName(sql: string): string {
+    if (!this.#namedTexts.has(sql)) {
+      if (this.#namedTexts.size >= MAX_NAMED_STATEMENTS) return undefined as unknown as string;
+      this.#namedTexts.add(sql);
+    }
+    return statementName(sql);
+  }
+
   #adapterFor(probed: ProbeResult): PrismaPg {
     const options = this.#options;
     const { logger, where } = options;
@@ -208,7 +224,7 @@ export class UsagekitAdapterFactory {
       // Asked for every statement. Unnamed (undefined, which adapter-pg passes on as pg's
       // `name`) once prepared statements are off; the type insists on a string.
       statementNameGenerator: (query) =>
-        prepared.enabled ? statementName(query.sql) : (undefined as unknown as string),
+        prepared.enabled ? this.#boundedName(query.sql) : (undefined as unknown as string),
       // A connection that breaks while checked out: the caller gets ConnectionLostError; this
       // leaves a trace in the logs too.
       onConnectionError: (error) =>
@@ -219,6 +235,9 @@ export class UsagekitAdapterFactory {
     });
   }
 }
+
+/** Distinct SQL texts one client prepares by name (per connection), at most; see #namedTexts. */
+export const MAX_NAMED_STATEMENTS = 64;
 
 const statementNames = new Map<string, string>();
 

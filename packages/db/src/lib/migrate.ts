@@ -2,11 +2,14 @@ import { createHash, randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { toDatabaseError } from './errors.js';
+import { InvalidInputError } from './invalid-input.js';
 import { LockIds } from './lock-ids.js';
 import { noopLogger, type Logger } from './logger.js';
 import { defaultMigrationsDir } from './migrations-dir.js';
 import {
   LEGACY_SCHEMA,
+  MigrationLayoutError,
   moveLegacyLayout,
   removeLegacyLayout,
   type LegacyRemoval,
@@ -169,10 +172,59 @@ export function readMigrations(migrationsDir: string): MigrationFile[] {
  * connection, so concurrent migrate() calls, and `prisma migrate deploy`, run one at a time.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidInputError('options', options, 'an options object with a databaseUrl');
+  }
+  if (typeof options.databaseUrl !== 'string' || options.databaseUrl.trim().length === 0) {
+    // pg would otherwise try a socket with no user ("no PostgreSQL user name specified in
+    // startup packet", issue 20).
+    throw new InvalidInputError('databaseUrl', options.databaseUrl, 'a non-empty postgres:// URL');
+  }
+  try {
+    return await migrateChecked(options);
+  } catch (error) {
+    // Every failure is typed: ours pass through, anything from pg becomes a DatabaseError
+    // (ConnectionLostError for an unreachable server, PermissionDeniedError, …) with the pg
+    // error as its cause.
+    if (
+      error instanceof MigrationChecksumMismatchError ||
+      error instanceof MigrationFailedError ||
+      error instanceof MigrationLockTimeoutError ||
+      error instanceof InvalidInputError ||
+      error instanceof MigrationLayoutError
+    ) {
+      throw error;
+    }
+    throw toDatabaseError(error);
+  }
+}
+
+async function migrateChecked(options: MigrateOptions): Promise<MigrateResult> {
   const logger = options.logger ?? noopLogger;
-  const migrations = readMigrations(options.migrationsDir ?? defaultMigrationsDir());
+  const migrationsDir = options.migrationsDir ?? defaultMigrationsDir();
+  let migrations: MigrationFile[];
+  try {
+    migrations = readMigrations(migrationsDir);
+  } catch (error) {
+    throw Object.assign(
+      new InvalidInputError(
+        'migrationsDir',
+        migrationsDir,
+        'a readable directory of <name>/migration.sql',
+      ),
+      { cause: error },
+    );
+  }
   const policy = lockPolicy(options);
-  const schema = validateSchemaName(options.schema, 'migrate');
+  let schema: string;
+  try {
+    schema = validateSchemaName(options.schema, 'migrate');
+  } catch (error) {
+    throw Object.assign(
+      new InvalidInputError('schema', options.schema, 'a lower-case schema name other than public'),
+      { cause: error },
+    );
+  }
   const legacyViews = options.legacyViews ?? true;
   return withMigrationSession(options, logger, policy, async (client) => {
     const history = await prepareSchema(client, schema);
@@ -260,8 +312,10 @@ function lockPolicy(options: Partial<MigrateOptions>): LockPolicy {
     !Number.isSafeInteger(policy.maxLockAttempts) ||
     policy.maxLockAttempts < 1
   ) {
-    throw new RangeError(
-      'migrate: lockTimeoutMs must be positive and maxLockAttempts a positive integer',
+    throw new InvalidInputError(
+      'lockTimeoutMs',
+      { lockTimeoutMs: policy.lockTimeoutMs, maxLockAttempts: policy.maxLockAttempts },
+      'lockTimeoutMs positive and maxLockAttempts a positive integer',
     );
   }
   return policy;

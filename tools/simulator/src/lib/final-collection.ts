@@ -15,20 +15,19 @@ export interface FinalCollectionInput {
 }
 
 /**
- * After every replica stopped (each flushed one last time), the simulator collects the period
- * in progress itself: it claims the current bucket, or if a replica already reported that one,
- * the next (a reporter whose clock runs one period ahead), which no replica can have claimed;
- * the collection wins it and cuts over whatever is left. Then it delivers every pending
- * report, the replicas' included (a report a killed replica wrote but never sent, or one whose
- * POST failed). Leases and retry backoffs run on the database's clock, so it delivers until
- * the outbox is empty, waiting out a lease a killed replica left (2 × its deliveryTimeoutMs),
- * for at most 30 s.
+ * After every replica stopped (each flushed one last time), the simulator collects what is
+ * left itself: the period that just ended if no replica reported it yet, otherwise the period
+ * in progress through the reporter's final-collection API (`collectCurrentPeriod()`, which
+ * claims the bucket ending at the next edge: no replica can have claimed it). Then it delivers
+ * every pending report, the replicas' included (a report a killed replica wrote but never
+ * sent, or one whose POST failed). Leases and retry backoffs run on the database's clock, so it
+ * delivers until the outbox is empty, waiting out a lease a killed replica left (2 × its
+ * deliveryTimeoutMs), for at most 30 s.
  */
 export async function collectLastPeriod(
   input: FinalCollectionInput,
 ): Promise<{ reportId: string | undefined; durationMs: number | undefined }> {
   const { options, prisma, collector, countError } = input;
-  let clockOffsetMs = 0;
   let durationMs: number | undefined;
   const reporter = new TelemetryReporter({
     prisma,
@@ -37,7 +36,6 @@ export async function collectLastPeriod(
     sink: new HttpSink({ url: collector.url, timeoutMs: 5_000 }),
     snapshotFrequencyMs: options.periodMs,
     maxStalenessMs: input.maxStalenessMs,
-    clock: { now: () => new Date(Date.now() + clockOffsetMs) },
     logger: noopLogger,
     deliveryTimeoutMs: 5_000,
     retryBackoff: { baseDelayMs: 100, maxDelayMs: 1_000 },
@@ -54,11 +52,10 @@ export async function collectLastPeriod(
     },
   });
   let snapshot: Snapshot = await reporter.collectSnapshot();
-  for (let attempt = 1; !snapshot.boundaryUsageSummary && attempt <= 3; attempt++) {
-    clockOffsetMs += options.periodMs;
-    snapshot = await reporter.collectSnapshot();
+  if (!snapshot.boundaryUsageSummary) snapshot = await reporter.collectCurrentPeriod();
+  if (!snapshot.boundaryUsageSummary) {
+    throw new Error('the period in progress was already claimed by another final collection');
   }
-  if (!snapshot.boundaryUsageSummary) throw new Error('every bucket ahead was already claimed');
   const giveUpAt = Date.now() + 30_000;
   while ((await countLeftovers(prisma)).undeliveredReports > 0 && Date.now() < giveUpAt) {
     const result = await reporter.deliverPending();

@@ -57,8 +57,9 @@ export interface StopReport {
 }
 
 export function stopReportJson(report: Omit<StopReport, 'toJSON'>): unknown {
+  // A copy without the report's own (non-enumerable) toJSON, which calls this.
   return JSON.parse(
-    JSON.stringify(report, (_key, value: unknown) => {
+    JSON.stringify({ ...report }, (_key, value: unknown) => {
       if (typeof value !== 'bigint') return value;
       const asNumber = Number(value);
       return Number.isSafeInteger(asNumber) ? asNumber : value.toString();
