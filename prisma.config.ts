@@ -22,9 +22,7 @@ export default defineConfig({
   migrations: { path: 'prisma/migrations' },
   datasource: {
     url: withUsagekitSchema(
-      process.env.DIRECT_URL ??
-        process.env.DATABASE_URL ??
-        'postgresql://localhost:5432/usagekit',
+      process.env.DIRECT_URL ?? process.env.DATABASE_URL ?? 'postgresql://localhost:5432/usagekit',
     ),
   },
 });

@@ -284,13 +284,19 @@ async function grantSchemaUsageToGrantees(
   tables: readonly string[],
 ): Promise<void> {
   const { rows } = await client.query<{ grantee: string }>(
-    `SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS grantee
-       FROM pg_class c
-       JOIN pg_namespace n ON n.oid = c.relnamespace
-       LEFT JOIN pg_attribute att ON att.attrelid = c.oid AND att.attacl IS NOT NULL
-       CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, '{}'::aclitem[]) || coalesce(att.attacl, '{}'::aclitem[])) a
-       LEFT JOIN pg_roles r ON r.oid = a.grantee
-      WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND a.grantee <> c.relowner`,
+    `WITH moved AS (
+       SELECT c.oid, c.relowner, c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+     ), grantees AS (
+       SELECT a.grantee, m.relowner FROM moved m, aclexplode(m.relacl) a
+       UNION
+       SELECT a.grantee, m.relowner FROM moved m
+         JOIN pg_attribute att ON att.attrelid = m.oid AND att.attacl IS NOT NULL,
+         aclexplode(att.attacl) a
+     )
+     SELECT DISTINCT CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS grantee
+       FROM grantees g LEFT JOIN pg_roles r ON r.oid = g.grantee
+      WHERE g.grantee <> g.relowner`,
     [schema, tables],
   );
   for (const row of rows) {
