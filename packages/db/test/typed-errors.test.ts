@@ -13,6 +13,7 @@ import {
   type TestDatabase,
 } from '@usagekit/testing';
 import {
+  applyRoles,
   ConnectionLostError,
   createPrismaClient,
   DatabaseError,
@@ -113,6 +114,19 @@ describe('migrate() rejects with typed errors', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('applyRoles() rejects with typed errors', () => {
+  test('databaseUrl undefined or an unreadable script: INVALID_INPUT', async () => {
+    await expect(
+      asyncOnly(() => applyRoles({ databaseUrl: undefined as unknown as string })),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'databaseUrl' });
+    await expect(
+      asyncOnly(() =>
+        applyRoles({ databaseUrl: database.databaseUrl, scriptPath: '/nonexistent/roles.sql' }),
+      ),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'scriptPath' });
   });
 });
 

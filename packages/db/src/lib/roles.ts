@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Client } from 'pg';
 import { DatabaseError, sqlStateOf, toDatabaseError } from './errors.js';
+import { InvalidInputError } from './invalid-input.js';
 import { LockIds } from './lock-ids.js';
 import { noopLogger, type Logger } from './logger.js';
 import { validateSchemaName } from './schema.js';
@@ -51,9 +52,20 @@ export function defaultRolesScriptPath(): string {
  * while migrations must keep working for a user who has neither right to spare.
  */
 export async function applyRoles(options: ApplyRolesOptions): Promise<void> {
+  if (typeof options?.databaseUrl !== 'string' || options.databaseUrl.trim().length === 0) {
+    throw new InvalidInputError('databaseUrl', options?.databaseUrl, 'a non-empty postgres:// URL');
+  }
   const logger = options.logger ?? noopLogger;
   const schema = validateSchemaName(options.schema, 'applyRoles');
-  const script = readFileSync(options.scriptPath ?? defaultRolesScriptPath(), 'utf8');
+  const scriptPath = options.scriptPath ?? defaultRolesScriptPath();
+  let script: string;
+  try {
+    script = readFileSync(scriptPath, 'utf8');
+  } catch (error) {
+    throw Object.assign(new InvalidInputError('scriptPath', scriptPath, 'a readable roles.sql'), {
+      cause: error,
+    });
+  }
   const client = new Client({ connectionString: options.databaseUrl });
   // A dropped connection must reach us as a rejected query, not as a process crash.
   client.on('error', (error) =>

@@ -23,8 +23,9 @@ export class JsonLinesSink implements Sink {
   }
 
   send(report: OutboxReport): Promise<void> {
-    const line = `${JSON.stringify(report.payload)}\n`;
     return new Promise((resolve, reject) => {
+      // Inside the promise: a payload JSON.stringify refuses rejects, it does not throw.
+      const line = `${JSON.stringify(report.payload)}\n`;
       this.stream.write(line, (error) => (error ? reject(error) : resolve()));
     });
   }

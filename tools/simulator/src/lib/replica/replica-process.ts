@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { BoundaryUsageTracker, startFlushLoop, type FlushLoop } from '@usagekit/boundary-usage';
 import { createPrismaClient, type Logger } from '@usagekit/db';
-import { HttpSink, TelemetryReporter } from '@usagekit/telemetry';
+import { HttpSink, startUsageRuntime, type UsageRuntime } from '@usagekit/telemetry';
 import { errorClass } from '../error-class.js';
 import { withApplicationName } from '../database/application-name.js';
 import { ObservedStore } from './observed-store.js';
@@ -22,10 +21,14 @@ import {
 import { SyntheticTraffic } from './synthetic-traffic.js';
 
 /**
- * One replica (the `__replica` role of bin/run.js): its own PrismaClient and replica id, a
- * tracker fed by synthetic traffic, the flush loop, and a telemetry reporter, as a server
- * replica of a real deployment would run them. It reports its counts to the simulator over IPC.
+ * One replica (the `__replica` role of bin/run.js): its own PrismaClient and replica id, and
+ * @usagekit/telemetry's runtime (tracker fed by synthetic traffic, flush loop, reporter), as a
+ * host service of a real deployment runs it, stopped with its budgeted stop(). It reports its
+ * counts to the simulator over IPC.
  */
+/** A replica's stop budget; below the simulator's STOP_TIMEOUT_MS, after which it kills the replica. */
+const REPLICA_STOP_BUDGET_MS = 15_000;
+
 export function runReplicaProcess(): void {
   // Ctrl-C in a terminal signals the whole foreground process group. The simulator decides
   // when a replica stops (and stops it gracefully), so the signal itself is ignored here.
@@ -82,7 +85,7 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
   const metrics = await startMetricsEndpoint();
   const replicaId = randomUUID();
   const store = new ObservedStore(prisma, { lockMode: config.lockMode });
-  const tracker = new BoundaryUsageTracker();
+  let runtime: UsageRuntime | undefined;
 
   const generated: RequestCounts = { allowed: 0n, denied: 0n };
   const flushResults: RequestCounts = { allowed: 0n, denied: 0n };
@@ -100,8 +103,9 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
   let flushCompletedAtMs: number[] = [];
 
   const state = (): ReplicaState => {
-    const pending = tracker.pending();
-    const confirmed = tracker.confirmed();
+    const zero = { allowedRequests: 0n, deniedRequests: 0n };
+    const pending = runtime?.pending() ?? zero;
+    const confirmed = runtime?.confirmed() ?? zero;
     const snapshot: ReplicaState = {
       replicaId,
       index: config.index,
@@ -132,70 +136,67 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
       ratePerSecond: config.ratePerReplica,
     },
     (workspaceId, ownerId, allowed, denied) => {
-      tracker.track(workspaceId, ownerId, allowed, denied);
+      runtime?.track(workspaceId, ownerId, allowed, denied);
       generated.allowed += BigInt(allowed);
       generated.denied += BigInt(denied);
     },
   );
 
-  const reporter = new TelemetryReporter({
-    prisma,
-    store,
-    deploymentId: config.deploymentId,
-    sink: new HttpSink({ url: config.collectorUrl, timeoutMs: 2_000 }),
-    snapshotFrequencyMs: config.periodMs,
-    maxStalenessMs: config.maxStalenessMs,
-    logger,
-    // Short delivery timeouts and backoff: a failed POST is retried within the run.
-    deliveryTimeoutMs: 2_000,
-    retryBackoff: { baseDelayMs: 250, maxDelayMs: 2_000 },
-    stopTimeoutMs: 5_000,
-    observer: combineTelemetryObservers(metrics.telemetryObserver, {
-      onSnapshot(snapshot, durationMs) {
-        if (!snapshot.boundaryUsageSummary) return;
-        counters.periodsReported++;
-        cutoverLatencyMs.push(durationMs);
-      },
-      onDelivery(attempt) {
-        counters.deliveries++;
-        if (attempt.delivered) counters.deliveriesAcknowledged++;
-        else countError('delivery', attempt.error);
-      },
-      onError(stage, error) {
-        countError(stage === 'collect' ? 'cutover' : stage, error);
-      },
-    }),
+  const telemetryObserver = combineTelemetryObservers(metrics.telemetryObserver, {
+    onSnapshot(snapshot, durationMs) {
+      if (!snapshot.boundaryUsageSummary) return;
+      counters.periodsReported++;
+      cutoverLatencyMs.push(durationMs);
+    },
+    onDelivery(attempt) {
+      counters.deliveries++;
+      if (attempt.delivered) counters.deliveriesAcknowledged++;
+      else countError('delivery', attempt.error);
+    },
+    onError(stage, error) {
+      countError(stage === 'collect' ? 'cutover' : stage, error);
+    },
+  });
+  const flushObserver = combineFlushObservers(metrics.flushObserver, {
+    onFlush(result, durationMs) {
+      flushCompletedAtMs.push(Date.now());
+      if (!result.flushed) return;
+      counters.flushes++;
+      counters.batches += result.batches;
+      counters.duplicateBatches += result.duplicates;
+      if (result.newPeriod) counters.newPeriods++;
+      flushResults.allowed += result.allowedRequests;
+      flushResults.denied += result.deniedRequests;
+      flushLatencyMs.push(durationMs);
+      pushState();
+    },
+    onError(error) {
+      countError('flush', error);
+    },
   });
 
-  let flushLoop: FlushLoop | undefined;
   let stateTimer: NodeJS.Timeout | undefined;
   const start = (): void => {
-    if (flushLoop) return;
-    flushLoop = startFlushLoop({
-      tracker,
+    if (runtime) return;
+    runtime = startUsageRuntime({
+      prisma,
       store,
       replicaId,
-      intervalMs: config.flushIntervalMs,
+      deploymentId: config.deploymentId,
+      sink: new HttpSink({ url: config.collectorUrl, timeoutMs: 2_000 }),
+      flushIntervalMs: config.flushIntervalMs,
+      snapshotFrequencyMs: config.periodMs,
       logger,
-      observer: combineFlushObservers(metrics.flushObserver, {
-        onFlush(result, durationMs) {
-          flushCompletedAtMs.push(Date.now());
-          if (!result.flushed) return;
-          counters.flushes++;
-          counters.batches += result.batches;
-          counters.duplicateBatches += result.duplicates;
-          if (result.newPeriod) counters.newPeriods++;
-          flushResults.allowed += result.allowedRequests;
-          flushResults.denied += result.deniedRequests;
-          flushLatencyMs.push(durationMs);
-          pushState();
-        },
-        onError(error) {
-          countError('flush', error);
-        },
-      }),
+      observers: { flush: flushObserver, telemetry: telemetryObserver },
+      reporter: {
+        maxStalenessMs: config.maxStalenessMs,
+        // Short delivery timeouts and backoff: a failed POST is retried within the run.
+        deliveryTimeoutMs: 2_000,
+        retryBackoff: { baseDelayMs: 250, maxDelayMs: 2_000 },
+      },
+      // Within the simulator's wait for a replica to stop (it kills one that takes longer).
+      stopBudgetMs: REPLICA_STOP_BUDGET_MS,
     });
-    reporter.start();
     traffic.start();
     stateTimer = setInterval(pushState, config.stateIntervalMs);
   };
@@ -205,12 +206,12 @@ async function runReplica(config: ReplicaConfig): Promise<void> {
     (stopping ??= (async () => {
       traffic.stop();
       clearInterval(stateTimer);
-      // The final flush first, so the simulator's last collection finds everything; then the
-      // reporter's last delivery attempt.
-      await flushLoop?.stop();
-      await reporter.stop();
+      // The runtime's stop: the final flush first, so the simulator's last collection finds
+      // everything, then the reporter's last delivery, then usagekit's client, all within the
+      // budget. The simulator collects the last period itself, after every replica stopped.
+      if (runtime) await runtime.stop();
+      else await prisma.$disconnect().catch(() => undefined);
       const finalState = state();
-      await prisma.$disconnect().catch(() => undefined);
       await metrics.close();
       send({ type: 'stopped', state: finalState }, () => process.exit(0));
     })());
