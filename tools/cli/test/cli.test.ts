@@ -167,6 +167,8 @@ describe('usagekit CLI against a fresh database', () => {
       store,
       deploymentId: 'cli-test',
       sink: new HttpSink({ url: receiverUrl, timeoutMs: 5_000 }),
+      // Long enough that the failed report is still backing off when `outbox retry` runs.
+      retryBackoff: { baseDelayMs: 600_000, maxDelayMs: 600_000 },
     });
     const snapshot = await reporter.collectSnapshot();
     expect(snapshot.reportId).toBeDefined();

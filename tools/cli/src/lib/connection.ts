@@ -1,4 +1,9 @@
-import { Deadline, DeadlineExceededError, redactDatabaseUrl } from '@usagekit/db';
+import {
+  ConnectionLostError,
+  Deadline,
+  DeadlineExceededError,
+  redactDatabaseUrl,
+} from '@usagekit/db';
 import { Client } from 'pg';
 
 /**
@@ -29,9 +34,17 @@ const UNREACHABLE_ERRNOS = new Set([
   'EPIPE',
 ]);
 
-/** Whether an error means the database is unreachable, as opposed to a failure of ours. */
-export function isUnreachable(error: unknown): boolean {
+/**
+ * Whether an error means the database is unreachable, as opposed to a failure of ours. Looks
+ * through `cause` too: migrate() wraps pg's error in a typed DatabaseError.
+ */
+export function isUnreachable(error: unknown, depth = 0): boolean {
   if (error instanceof UnreachableError || error instanceof DeadlineExceededError) return true;
+  if (error instanceof ConnectionLostError) return true;
+  const cause = (error as { cause?: unknown } | undefined)?.cause;
+  if (cause !== undefined && depth < 5 && isUnreachable(cause, depth + 1)) return true;
+  const sqlState = (error as { sqlState?: unknown } | undefined)?.sqlState;
+  if (typeof sqlState === 'string' && UNREACHABLE_SQLSTATES.test(sqlState)) return true;
   const code = (error as { code?: unknown } | undefined)?.code;
   if (
     typeof code === 'string' &&
