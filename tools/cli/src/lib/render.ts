@@ -39,7 +39,7 @@ export function renderStatus(status: StatusReport): string {
   const last = status.periods.lastClaimed;
   lines.push(
     '',
-    `periods  ${status.periods.claimedPeriods} claimed; last: ${last ? `${last.periodEndingAt} (${last.eventType}, ended ${age(last.ageMs)} ago)` : 'none'}`,
+    `periods  ${status.periods.claimedPeriods} claimed; last: ${last ? `${last.periodEndingAt} (${last.eventType}, ${periodAge(last.ageMs)})` : 'none'}`,
   );
 
   const o = status.outbox;
@@ -82,6 +82,11 @@ function describeSession(session: LockSession): string {
     ` in transaction ${age(session.inTransactionMs)}${session.waitEvent ? ` waiting on ${session.waitEvent}` : ''}` +
     (session.query ? `: ${session.query.replace(/\s+/g, ' ')}` : '')
   );
+}
+
+/** A final collection claims the period in progress: its end is still ahead. */
+function periodAge(ageMs: number): string {
+  return ageMs < 0 ? `in progress, ends in ${age(-ageMs)}` : `ended ${age(ageMs)} ago`;
 }
 
 /** 950 → "950ms", 61_000 → "1m1s", 7_300_000 → "2h1m". */

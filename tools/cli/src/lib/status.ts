@@ -46,7 +46,10 @@ export interface LockStatus {
 }
 
 export interface PeriodsStatus {
-  /** The latest period a reporter claimed (telemetry_locks), null before the first. */
+  /**
+   * The latest period a reporter claimed (telemetry_locks), null before the first. `ageMs` is
+   * negative while the period is still in progress (a final collection claims it early).
+   */
   lastClaimed: { eventType: string; periodEndingAt: string; ageMs: number } | null;
   claimedPeriods: number;
 }
