@@ -11,7 +11,7 @@ import type { Client } from 'pg';
 import { HELP_TEXT, parseCommand, type Command, type CommonOptions } from './lib/args.js';
 import { connect, describe, isUnreachable } from './lib/connection.js';
 import { ExitCode, type ExitCodeValue } from './lib/exit-codes.js';
-import { listOutbox, retryReports } from './lib/outbox.js';
+import { hasDeadLetters, listOutbox, retryReports, type RetryTarget } from './lib/outbox.js';
 import { renderOutbox, renderRetry, renderStatus } from './lib/render.js';
 import { collectStatus } from './lib/status.js';
 import { usagekitTables } from './lib/tables.js';
@@ -100,18 +100,24 @@ async function run(command: Exclude<Command, { name: 'help' }>, io: CliIo, deadl
         const status = await collectStatus(client, tables, options.migrationsDir, database);
         output(status, renderStatus(status));
         if (!status.migrations.current) return ExitCode.migrations;
-        return status.outbox.failing.length > 0 ? ExitCode.telemetry : ExitCode.ok;
+        const attention = status.outbox.failing.length > 0 || status.outbox.rejected > 0;
+        return attention ? ExitCode.telemetry : ExitCode.ok;
       }
       case 'outbox-list': {
-        const reports = await listOutbox(client, tables, command.options);
-        output({ database, reports }, renderOutbox(reports, command.options.delivered));
+        const deadLetters = await hasDeadLetters(client, tables);
+        const reports = await listOutbox(client, tables, command.options, deadLetters);
+        output({ database, reports }, renderOutbox(reports, command.options.state));
         return ExitCode.ok;
       }
       case 'outbox-retry': {
-        const target = command.options.allPending
-          ? ({ allPending: true } as const)
-          : { reportIds: command.options.reportIds };
-        const result = await retryReports(client, tables, target);
+        const { allPending, allRejected, reportIds } = command.options;
+        const target: RetryTarget = allPending
+          ? { allPending: true }
+          : allRejected
+            ? { allRejected: true }
+            : { reportIds };
+        const deadLetters = await hasDeadLetters(client, tables);
+        const result = await retryReports(client, tables, target, deadLetters);
         output({ database, ...result }, renderRetry(result));
         return result.notPending.length > 0 ? ExitCode.telemetry : ExitCode.ok;
       }

@@ -105,6 +105,8 @@ describe('usagekit CLI against a fresh database', () => {
       oldestPendingAgeMs: null,
       lastDeliveredAt: null,
       failing: [],
+      rejected: 0,
+      rejectedReports: [],
     });
   });
 
@@ -231,6 +233,7 @@ describe('usagekit CLI against a fresh database', () => {
     );
     expect(partly.code).toBe(4);
     expect(JSON.parse(partly.stdout)).toMatchObject({
+      revived: [],
       due: [snapshot.reportId],
       notPending: [unknownId],
     });
@@ -256,6 +259,69 @@ describe('usagekit CLI against a fresh database', () => {
       databaseUrl,
     );
     expect(retryDelivered.code).toBe(4); // delivered is not pending: nothing to retry
+  });
+
+  test('dead letters: status counts a rejected report (exit 4), list --rejected shows it, retry makes it pending again', async () => {
+    const db = await sessionClient();
+    // The outbox columns of issue 18's dead letters, as its migration adds them (IF NOT EXISTS:
+    // a no-op once that migration is part of usagekit's history).
+    await db.query(`ALTER TABLE usagekit.telemetry_reports
+        ADD COLUMN IF NOT EXISTS rejected_at TIMESTAMPTZ(6),
+        ADD COLUMN IF NOT EXISTS rejections INTEGER NOT NULL DEFAULT 0`);
+    const reportId = randomUUID();
+    await db.query(
+      `INSERT INTO usagekit.telemetry_reports
+         (report_id, event_type, period_starting_at, period_duration_ms, payload, attempts,
+          last_error, next_attempt_at, rejected_at, rejections)
+       VALUES ($1, $2, '2020-01-01T00:00:00Z', 1800000, '{}'::jsonb, 3,
+               'SINK_REJECTED: receiver answered 422', now(), now(), 3)`,
+      [reportId, BOUNDARY_USAGE_EVENT_TYPE],
+    );
+
+    const { run, status } = await statusJson();
+    expect(run.code).toBe(4);
+    expect(status.outbox).toMatchObject({ pending: 0, rejected: 1, failing: [] });
+    expect(status.outbox.rejectedReports).toEqual([
+      expect.objectContaining({ reportId, rejections: 3, lastError: expect.stringMatching(/422/) }),
+    ]);
+    const pendingList = await cli('outbox', 'list', '--database-url', databaseUrl, '--json');
+    expect((JSON.parse(pendingList.stdout) as { reports: unknown[] }).reports).toEqual([]);
+    const rejectedList = await cli(
+      'outbox',
+      'list',
+      '--rejected',
+      '--database-url',
+      databaseUrl,
+      '--json',
+    );
+    expect(
+      (JSON.parse(rejectedList.stdout) as { reports: Array<{ reportId: string }> }).reports.map(
+        (r) => r.reportId,
+      ),
+    ).toEqual([reportId]);
+
+    const retry = await cli('outbox', 'retry', reportId, '--database-url', databaseUrl, '--json');
+    expect(retry.code).toBe(0);
+    expect(JSON.parse(retry.stdout)).toMatchObject({
+      due: [],
+      revived: [reportId],
+      notPending: [],
+    });
+    const row = (
+      await db.query<{ rejected: boolean; rejections: number; due: boolean }>(
+        `SELECT rejected_at IS NOT NULL AS rejected, rejections, next_attempt_at <= now() AS due
+           FROM usagekit.telemetry_reports WHERE report_id = $1`,
+        [reportId],
+      )
+    ).rows[0];
+    expect(row).toEqual({ rejected: false, rejections: 0, due: true });
+    const after = await statusJson();
+    expect(after.status.outbox).toMatchObject({ pending: 1, rejected: 0 });
+
+    await db.query(
+      'UPDATE usagekit.telemetry_reports SET delivered_at = now() WHERE report_id = $1',
+      [reportId],
+    );
   });
 
   test('lock: the holder of the boundary-usage lock and a session waiting for it', async () => {
@@ -357,6 +423,18 @@ describe('usagekit CLI exit codes without a database', () => {
       1,
     );
     expect((await cli('outbox', 'retry', '--database-url', databaseUrl)).code).toBe(1);
+    expect(
+      (
+        await cli(
+          'outbox',
+          'retry',
+          '--all-pending',
+          '--all-rejected',
+          '--database-url',
+          databaseUrl,
+        )
+      ).code,
+    ).toBe(1);
     expect((await cli('status', '--database-url', databaseUrl, '--timeout-ms', '0')).code).toBe(1);
     expect((await cli('status', '--database-url', databaseUrl, '--schema', 'public')).code).toBe(1);
     const help = await cli('--help');

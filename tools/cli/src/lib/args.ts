@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_SCHEMA, validateSchemaName } from '@usagekit/db';
+import type { OutboxState } from './outbox.js';
 
 /** Bad command line: exit 1 with the message and a pointer to --help. */
 export class UsageError extends Error {
@@ -11,8 +12,11 @@ export type Command =
   | { name: 'help' }
   | { name: 'migrate'; options: CommonOptions }
   | { name: 'status'; options: CommonOptions }
-  | { name: 'outbox-list'; options: CommonOptions & { limit: number; delivered: boolean } }
-  | { name: 'outbox-retry'; options: CommonOptions & { reportIds: string[]; allPending: boolean } };
+  | { name: 'outbox-list'; options: CommonOptions & { limit: number; state: OutboxState } }
+  | {
+      name: 'outbox-retry';
+      options: CommonOptions & { reportIds: string[]; allPending: boolean; allRejected: boolean };
+    };
 
 export interface CommonOptions {
   databaseUrl: string;
@@ -35,8 +39,10 @@ export const HELP_TEXT = `usagekit: operate usagekit on the database your fleet 
 Usage:
   usagekit migrate              apply usagekit's pending migrations (idempotent)
   usagekit status               migrations, replicas, the advisory lock, periods, the outbox
-  usagekit outbox list          pending reports, oldest first (--delivered: recent deliveries)
-  usagekit outbox retry ID…     make the named pending reports due now (--all-pending: every one)
+  usagekit outbox list          pending reports, oldest first (--delivered: the latest
+                                deliveries; --rejected: dead letters the receiver refused)
+  usagekit outbox retry ID…     make the named reports due now; a rejected one becomes pending
+                                again (--all-pending / --all-rejected: every one of those)
 
 Options:
   --database-url URL       the database (default: $DATABASE_URL); never printed with its password
@@ -78,7 +84,9 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv): Command {
         schema: { type: 'string' },
         limit: { type: 'string' },
         delivered: { type: 'boolean', default: false },
+        rejected: { type: 'boolean', default: false },
         'all-pending': { type: 'boolean', default: false },
+        'all-rejected': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -119,22 +127,28 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv): Command {
     case 'status':
       return { name, options: common };
     case 'outbox-list':
+      if (values.delivered && values.rejected) {
+        throw new UsageError('outbox list: --delivered or --rejected, not both');
+      }
       return {
         name,
         options: {
           ...common,
           limit: positiveInteger(values.limit, '--limit', 20),
-          delivered: values.delivered,
+          state: values.delivered ? 'delivered' : values.rejected ? 'rejected' : 'pending',
         },
       };
     case 'outbox-retry': {
       const malformed = restPositionals.find((id) => !UUID.test(id));
       if (malformed) throw new UsageError(`not a report id (a UUID): "${malformed}"`);
-      if (restPositionals.length === 0 && !values['all-pending']) {
-        throw new UsageError('outbox retry: name report ids, or pass --all-pending');
-      }
-      if (restPositionals.length > 0 && values['all-pending']) {
-        throw new UsageError('outbox retry: report ids or --all-pending, not both');
+      const choices =
+        (restPositionals.length > 0 ? 1 : 0) +
+        (values['all-pending'] ? 1 : 0) +
+        (values['all-rejected'] ? 1 : 0);
+      if (choices !== 1) {
+        throw new UsageError(
+          'outbox retry: name report ids, or pass --all-pending or --all-rejected (one of them)',
+        );
       }
       return {
         name,
@@ -142,6 +156,7 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv): Command {
           ...common,
           reportIds: restPositionals.map((id) => id.toLowerCase()),
           allPending: values['all-pending'],
+          allRejected: values['all-rejected'],
         },
       };
     }

@@ -1,4 +1,4 @@
-import type { OutboxReportRow, RetryResult } from './outbox.js';
+import type { OutboxReportRow, OutboxState, RetryResult } from './outbox.js';
 import type { LockSession, StatusReport } from './status.js';
 
 /** `status` for a person: one section per key of the JSON, the problems first in each. */
@@ -46,22 +46,32 @@ export function renderStatus(status: StatusReport): string {
   lines.push(
     '',
     `outbox  ${o.pending} pending${o.oldestPendingAgeMs === null ? '' : `, oldest ${age(o.oldestPendingAgeMs)}`}; ` +
-      `last delivered ${o.lastDeliveredAt ?? 'never'}; ${o.failing.length} failing`,
+      `last delivered ${o.lastDeliveredAt ?? 'never'}; ${o.failing.length} failing; ${o.rejected} rejected`,
   );
   for (const report of o.failing) lines.push(`  failing  ${describeReport(report)}`);
+  for (const report of o.rejectedReports) lines.push(`  rejected ${describeReport(report)}`);
   return lines.join('\n') + '\n';
 }
 
-export function renderOutbox(reports: OutboxReportRow[], delivered: boolean): string {
-  if (reports.length === 0)
-    return delivered ? 'no delivered reports\n' : 'outbox empty: nothing pending\n';
+export function renderOutbox(reports: OutboxReportRow[], state: OutboxState): string {
+  if (reports.length === 0) {
+    if (state === 'delivered') return 'no delivered reports\n';
+    return state === 'rejected' ? 'no rejected reports\n' : 'outbox empty: nothing pending\n';
+  }
   return reports.map((report) => describeReport(report)).join('\n') + '\n';
 }
 
 export function renderRetry(result: RetryResult): string {
   const lines = [`${result.due.length} report(s) due now: ${result.due.join(' ') || '-'}`];
+  if (result.revived.length > 0) {
+    lines.push(
+      `${result.revived.length} rejected report(s) pending again: ${result.revived.join(' ')}`,
+    );
+  }
   if (result.notPending.length > 0) {
-    lines.push(`not pending (unknown or already delivered): ${result.notPending.join(' ')}`);
+    lines.push(
+      `neither pending nor rejected (unknown or already delivered): ${result.notPending.join(' ')}`,
+    );
   }
   return lines.join('\n') + '\n';
 }
@@ -69,7 +79,9 @@ export function renderRetry(result: RetryResult): string {
 function describeReport(report: OutboxReportRow): string {
   const state = report.deliveredAt
     ? `delivered ${report.deliveredAt}`
-    : `next attempt ${report.nextAttemptAt}`;
+    : report.rejectedAt
+      ? `rejected ${report.rejectedAt} after ${report.rejections} refusal(s)`
+      : `next attempt ${report.nextAttemptAt}`;
   return (
     `${report.reportId}  period ${report.periodStartingAt}  age ${age(report.ageMs)}  attempts ${report.attempts}  ${state}` +
     (report.lastError ? `  last error: ${report.lastError}` : '')

@@ -1,7 +1,7 @@
 import { LockIds } from '@usagekit/db';
 import type { Client } from 'pg';
 import { migrationsStatus, type MigrationsStatus } from './migrations.js';
-import { listOutbox, type OutboxReportRow } from './outbox.js';
+import { hasDeadLetters, listOutbox, pendingCondition, type OutboxReportRow } from './outbox.js';
 import { TABLE_EXISTS, type UsagekitTables } from './tables.js';
 
 /** A counter as JSON: a number while it is a safe integer, a decimal string beyond. */
@@ -61,6 +61,12 @@ export interface OutboxStatus {
   lastDeliveredAt: string | null;
   /** Pending reports whose latest delivery attempt failed, with the receiver's answer. */
   failing: OutboxReportRow[];
+  /**
+   * Dead letters: reports the receiver refused for good, set aside and not retried until an
+   * operator sends them again (`outbox retry`). Always 0 / [] on a database without them.
+   */
+  rejected: number;
+  rejectedReports: OutboxReportRow[];
 }
 
 export interface StatusReport {
@@ -240,13 +246,18 @@ async function periodsStatus(client: Client, tables: UsagekitTables): Promise<Pe
 }
 
 async function outboxStatus(client: Client, tables: UsagekitTables): Promise<OutboxStatus> {
+  const deadLetters = await hasDeadLetters(client, tables);
+  const pending = pendingCondition(deadLetters);
+  const rejected = deadLetters ? 'rejected_at IS NOT NULL AND delivered_at IS NULL' : 'false';
   const { rows } = await client.query<{
     pending: string;
+    rejected: string;
     oldest_age_ms: number | null;
     last_delivered_at: Date | null;
   }>(
-    `SELECT count(*) FILTER (WHERE delivered_at IS NULL) AS pending,
-            extract(epoch FROM now() - min(created_at) FILTER (WHERE delivered_at IS NULL)) * 1000 AS oldest_age_ms,
+    `SELECT count(*) FILTER (WHERE ${pending}) AS pending,
+            count(*) FILTER (WHERE ${rejected}) AS rejected,
+            extract(epoch FROM now() - min(created_at) FILTER (WHERE ${pending})) * 1000 AS oldest_age_ms,
             max(delivered_at) AS last_delivered_at
        FROM ${tables.telemetryReports}`,
   );
@@ -255,12 +266,31 @@ async function outboxStatus(client: Client, tables: UsagekitTables): Promise<Out
     pending: Number(row?.pending ?? 0),
     oldestPendingAgeMs: roundOrNull(row?.oldest_age_ms ?? null),
     lastDeliveredAt: row?.last_delivered_at?.toISOString() ?? null,
-    failing: await listOutbox(client, tables, { limit: 20, delivered: false, failingOnly: true }),
+    failing: await listOutbox(
+      client,
+      tables,
+      { limit: 20, state: 'pending', failingOnly: true },
+      deadLetters,
+    ),
+    rejected: Number(row?.rejected ?? 0),
+    rejectedReports: await listOutbox(
+      client,
+      tables,
+      { limit: 20, state: 'rejected' },
+      deadLetters,
+    ),
   };
 }
 
 function emptyOutbox(): OutboxStatus {
-  return { pending: 0, oldestPendingAgeMs: null, lastDeliveredAt: null, failing: [] };
+  return {
+    pending: 0,
+    oldestPendingAgeMs: null,
+    lastDeliveredAt: null,
+    failing: [],
+    rejected: 0,
+    rejectedReports: [],
+  };
 }
 
 function roundOrNull(value: number | string | null): number | null {
