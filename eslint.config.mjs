@@ -10,8 +10,8 @@ export default [
   {
     files: ['**/*.ts', '**/*.js', '**/*.mjs', '**/*.cjs'],
     rules: {
-      // Dependencies point one way: telemetry → boundary-usage → db. testing is for tests
-      // and tools; tools may use everything and nothing imports them.
+      // Dependencies point one way: app → telemetry → boundary-usage → db. testing is for
+      // tests and tools; tools may use everything and nothing imports them or an app.
       '@nx/enforce-module-boundaries': [
         'error',
         {
@@ -28,6 +28,17 @@ export default [
               onlyDependOnLibsWithTags: ['scope:boundary-usage', 'scope:db', 'scope:testing'],
             },
             { sourceTag: 'scope:testing', onlyDependOnLibsWithTags: ['scope:db', 'scope:testing'] },
+            // An application (packages/demo-service, the reference a team copies): it uses
+            // usagekit's public packages; tests may use the testing helpers.
+            {
+              sourceTag: 'scope:app',
+              onlyDependOnLibsWithTags: [
+                'scope:telemetry',
+                'scope:boundary-usage',
+                'scope:db',
+                'scope:testing',
+              ],
+            },
             {
               sourceTag: 'scope:tools',
               onlyDependOnLibsWithTags: [

@@ -4,6 +4,8 @@
 // for it before it starts; when none is installed and the caller did not choose one, we
 // point PRISMA_SCHEMA_ENGINE_BINARY at this script for this one command. Where the engine
 // is installed (or the user set the variable), Prisma runs exactly as usual.
+// Arguments are passed on: `node tools/scripts/prisma-generate.mjs --config
+// packages/demo-service/prisma.config.ts` generates a host package's own client the same way.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -30,7 +32,7 @@ if (!env.PRISMA_SCHEMA_ENGINE_BINARY && !installedSchemaEngine()) {
 
 const prismaCli = require.resolve('prisma/build/index.js');
 if (!existsSync(prismaCli)) throw new Error(`Prisma CLI not found at ${prismaCli}; run npm ci`);
-const result = spawnSync(process.execPath, [prismaCli, 'generate'], {
+const result = spawnSync(process.execPath, [prismaCli, 'generate', ...process.argv.slice(2)], {
   cwd: workspaceRoot,
   env,
   stdio: 'inherit',

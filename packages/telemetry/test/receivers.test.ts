@@ -292,7 +292,7 @@ test('credentials in the receiver URL are sent as Basic auth and appear in no er
     ),
     row!.last_error ?? '',
     JSON.stringify(
-      (await prisma.$queryRaw`SELECT * FROM telemetry_reports`) as unknown[],
+      (await prisma.$queryRaw`SELECT * FROM usagekit.telemetry_reports`) as unknown[],
       (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v),
     ),
   ].join('\n');

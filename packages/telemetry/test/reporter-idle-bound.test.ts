@@ -124,7 +124,7 @@ test("every reporter transaction runs under the reporter's idle bound: claim, le
       ['telemetry_reports', 'UPDATE OR DELETE'],
       ['boundary_usage_flush_sequences', 'DELETE'],
     ] as const) {
-      await admin.query(`CREATE TRIGGER record_idle AFTER ${events} ON ${table}
+      await admin.query(`CREATE TRIGGER record_idle AFTER ${events} ON usagekit.${table}
         FOR EACH STATEMENT EXECUTE FUNCTION record_idle()`);
     }
   });

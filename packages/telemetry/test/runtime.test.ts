@@ -215,7 +215,7 @@ describe('startUsageRuntime', () => {
     db.defer(() => holder.end());
     // The first test's final collection claimed the hour in progress (the election is per
     // database, not per deployment); forget it, so this final collection can claim it.
-    await holder.query('DELETE FROM telemetry_locks');
+    await holder.query('DELETE FROM usagekit.telemetry_locks');
     await holder.query('BEGIN');
     await holder.query('SELECT pg_advisory_xact_lock($1::bigint)', [
       LockIds.boundaryUsageStats.toString(),

@@ -95,7 +95,7 @@ const shared = {
   async reset(): Promise<void> {
     shared.pair.replicationLink.resume();
     await shared.prisma
-      .$executeRaw`TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences, telemetry_locks, telemetry_reports`;
+      .$executeRaw`TRUNCATE usagekit.boundary_usage_stats, usagekit.boundary_usage_ids, usagekit.boundary_usage_flush_sequences, usagekit.telemetry_locks, usagekit.telemetry_reports`;
     await shared.pair.waitForStandby({ stage: 'flush' });
   },
 };
@@ -173,7 +173,7 @@ describe('one primary, one asynchronous standby', () => {
     expect(performance.now() - startedAt).toBeGreaterThanOrEqual(350);
     expect(receiver.requests).toHaveLength(0);
     const [row] = await prisma.$queryRaw<{ last_error: string; delivered_at: Date | null }[]>`
-      SELECT last_error, delivered_at FROM telemetry_reports`;
+      SELECT last_error, delivered_at FROM usagekit.telemetry_reports`;
     expect(row!.delivered_at).toBeNull();
     expect(row!.last_error).toMatch(/1 standby\(s\) had not flushed the report's WAL/);
     const metrics = await registry.getMetricsAsJSON();

@@ -1,5 +1,11 @@
 import { InvalidInputError, isUuid } from '@usagekit/boundary-usage';
-import { toDatabaseError, type PrismaClient } from '@usagekit/db';
+import {
+  schemaTables,
+  toDatabaseError,
+  usagekitSchemaOf,
+  type PrismaClient,
+  type SchemaTables,
+} from '@usagekit/db';
 import * as sql from './sql.js';
 import { inReadCommitted } from './transaction.js';
 
@@ -23,12 +29,17 @@ export interface RejectedReport {
   rejectedAt: Date;
 }
 
-export interface ListRejectedReportsOptions {
+/** usagekit's schema: default the client's (createPrismaClient's `schema`, else usagekit). */
+interface SchemaOption {
+  schema?: string;
+}
+
+export interface ListRejectedReportsOptions extends SchemaOption {
   /** At most this many, oldest first. Default 100. */
   limit?: number;
 }
 
-export interface RetryRejectedReportsOptions {
+export interface RetryRejectedReportsOptions extends SchemaOption {
   /** Only these reports (uuids); default every rejected report. */
   reportIds?: string[];
   /** Bounds of the statement's transaction (defaults: 2 s lock wait, 10 s idle). */
@@ -41,6 +52,14 @@ export interface RetryRejectedReportsResult {
   reportIds: string[];
 }
 
+function tablesFor(prisma: PrismaClient, options: SchemaOption): SchemaTables {
+  try {
+    return schemaTables(options.schema ?? usagekitSchemaOf(prisma));
+  } catch {
+    throw new InvalidInputError('schema', options.schema, 'a valid PostgreSQL schema name');
+  }
+}
+
 /** The rejected reports, oldest first. Database errors are typed (@usagekit/db). */
 export async function listRejectedReports(
   prisma: PrismaClient,
@@ -50,8 +69,11 @@ export async function listRejectedReports(
   if (!Number.isSafeInteger(limit) || limit <= 0 || limit > 2_147_483_647) {
     throw new InvalidInputError('limit', limit, 'a positive integer');
   }
+  const tables = tablesFor(prisma, options);
   try {
-    const rows = await prisma.$queryRaw<sql.RejectedReportRow[]>(sql.listRejectedReports(limit));
+    const rows = await prisma.$queryRaw<sql.RejectedReportRow[]>(
+      sql.listRejectedReports(tables, limit),
+    );
     return rows.map((row) => ({
       reportId: row.report_id,
       eventType: row.event_type,
@@ -88,6 +110,7 @@ export async function retryRejectedReports(
     }
     if (reportIds.length === 0) return { reportIds: [] };
   }
+  const tables = tablesFor(prisma, options);
   try {
     const [rows] = (await inReadCommitted(
       {
@@ -97,7 +120,7 @@ export async function retryRejectedReports(
       },
       (client) => [
         client.$queryRaw<{ report_id: string }[]>(
-          sql.retryRejectedReports(reportIds?.map((id) => id.toLowerCase()) ?? null),
+          sql.retryRejectedReports(tables, reportIds?.map((id) => id.toLowerCase()) ?? null),
         ),
       ],
     )) as [{ report_id: string }[]];

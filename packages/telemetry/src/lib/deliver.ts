@@ -48,7 +48,9 @@ export async function deliverDue(
     const leaseRequestedAt = performance.now();
     try {
       [rows] = (await inReadCommitted(settings, (prisma) => [
-        prisma.$queryRaw<sql.LeasedReportRow[]>(sql.leaseNextReport(deliveryLeaseMs, tried)),
+        prisma.$queryRaw<sql.LeasedReportRow[]>(
+          sql.leaseNextReport(settings.tables, deliveryLeaseMs, tried),
+        ),
       ])) as [sql.LeasedReportRow[]];
     } catch (error) {
       throw toDatabaseError(error);
@@ -82,7 +84,7 @@ async function reportPass(
   const { prisma, logger, observer } = settings;
   let backlog: sql.OutboxBacklogRow | undefined;
   try {
-    [backlog] = await prisma.$queryRaw<sql.OutboxBacklogRow[]>(sql.outboxBacklog());
+    [backlog] = await prisma.$queryRaw<sql.OutboxBacklogRow[]>(sql.outboxBacklog(settings.tables));
   } catch (error) {
     logger.warn('telemetry: could not read the outbox backlog for observer.onDeliveryPass', {
       code: toDatabaseError(error).code,
@@ -111,7 +113,9 @@ export async function nextPendingAttemptDelayMs(
   settings: ResolvedReporterOptions,
 ): Promise<number | null> {
   try {
-    const rows = await settings.prisma.$queryRaw<sql.NextAttemptRow[]>(sql.nextPendingAttempt());
+    const rows = await settings.prisma.$queryRaw<sql.NextAttemptRow[]>(
+      sql.nextPendingAttempt(settings.tables),
+    );
     return rows[0]?.due_in_ms ?? null;
   } catch (error) {
     throw toDatabaseError(error);
@@ -159,7 +163,7 @@ async function deliverOne(
   try {
     if (delivered) {
       await inReadCommitted(settings, (prisma) => [
-        prisma.$executeRaw(sql.markDelivered(report.reportId)),
+        prisma.$executeRaw(sql.markDelivered(settings.tables, report.reportId)),
       ]);
     } else {
       const refusal = failure instanceof SinkError ? failure : undefined;
@@ -174,7 +178,7 @@ async function deliverOne(
       const reason = describeError(failure);
       const [rows] = (await inReadCommitted(settings, (prisma) => [
         prisma.$queryRaw<sql.FailedReportRow[]>(
-          sql.markFailed({
+          sql.markFailed(settings.tables, {
             reportId: report.reportId,
             attempts: report.attempt,
             error: reason.slice(0, 1_000),

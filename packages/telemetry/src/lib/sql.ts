@@ -9,8 +9,11 @@
  * telemetry_locks (an election key, like coder's), passed in as an ISO string cast to
  * timestamptz (the session's TimeZone cannot shift it; adapter-pg would format a Date without
  * an offset), and the claim refuses a bucket outside a window around now() (claimPeriod).
+ *
+ * Tables are named schema-qualified through the store's `SchemaTables` (never through the
+ * session's search_path, which PgBouncer in transaction mode cannot carry).
  */
-import { Prisma } from '@usagekit/db';
+import { Prisma, type SchemaTables } from '@usagekit/db';
 
 function timestamp(value: Date): Prisma.Sql {
   return Prisma.sql`${value.toISOString()}::timestamptz`;
@@ -79,6 +82,7 @@ export interface ClaimWindow {
  * reporter far ahead cannot claim (and cut over into) tomorrow's buckets either.
  */
 export function claimPeriod(
+  tables: SchemaTables,
   eventType: string,
   periodEndingAt: Date,
   window: ClaimWindow,
@@ -89,7 +93,7 @@ export function claimPeriod(
              ${bucket} BETWEEN now() - ${milliseconds(window.maxPastMs)}
                            AND now() + ${milliseconds(window.maxFutureMs)} AS in_window
     ), claim AS (
-      INSERT INTO telemetry_locks (event_type, period_ending_at)
+      INSERT INTO ${tables.sql.telemetry_locks} (event_type, period_ending_at)
       SELECT ${eventType}, ${bucket} FROM guard WHERE guard.in_window
       ON CONFLICT (event_type, period_ending_at) DO NOTHING
       RETURNING true AS claimed
@@ -115,8 +119,8 @@ export interface InsertReportParams {
  * created_at and next_attempt_at are the database's now(): due at once, aged by one clock.
  * Locks: only the new row's key entries.
  */
-export function insertReport(params: InsertReportParams): Prisma.Sql {
-  return Prisma.sql`INSERT INTO telemetry_reports
+export function insertReport(tables: SchemaTables, params: InsertReportParams): Prisma.Sql {
+  return Prisma.sql`INSERT INTO ${tables.sql.telemetry_reports}
       (report_id, event_type, period_starting_at, period_duration_ms, payload, created_at, next_attempt_at)
     VALUES (${params.reportId}::uuid, ${params.eventType}, ${timestamp(params.periodStartingAt)},
             ${params.periodDurationMs}::bigint, ${params.payloadJson}::jsonb,
@@ -152,13 +156,17 @@ export interface LeasedReportRow {
  * (retryRejectedReports). `skip`: reports this pass already tried; a pass sends each report at
  * most once, whatever its backoff, so a short backoff never becomes a loop within one pass.
  */
-export function leaseNextReport(leaseMs: number, skip: string[] = []): Prisma.Sql {
+export function leaseNextReport(
+  tables: SchemaTables,
+  leaseMs: number,
+  skip: string[] = [],
+): Prisma.Sql {
   const notTried =
     skip.length === 0 ? Prisma.sql`` : Prisma.sql`AND report_id <> ALL(${skip}::uuid[])`;
-  return Prisma.sql`UPDATE telemetry_reports r
+  return Prisma.sql`UPDATE ${tables.sql.telemetry_reports} r
        SET attempts = r.attempts + 1, next_attempt_at = now() + ${milliseconds(leaseMs)}
      WHERE r.report_id = (
-       SELECT report_id FROM telemetry_reports
+       SELECT report_id FROM ${tables.sql.telemetry_reports}
         WHERE delivered_at IS NULL AND rejected_at IS NULL AND next_attempt_at <= now() ${notTried}
         ORDER BY created_at, report_id
         LIMIT 1
@@ -215,8 +223,8 @@ export function standbyFlushState(lsn: string): Prisma.Sql {
  * The receiver acknowledged the report. No lease check: delivered is delivered, whoever sent
  * it. `delivered_at IS NULL` keeps the first acknowledgement's time. Locks the one row.
  */
-export function markDelivered(reportId: string): Prisma.Sql {
-  return Prisma.sql`UPDATE telemetry_reports
+export function markDelivered(tables: SchemaTables, reportId: string): Prisma.Sql {
+  return Prisma.sql`UPDATE ${tables.sql.telemetry_reports}
        SET delivered_at = now(), last_error = NULL
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL`;
 }
@@ -247,9 +255,9 @@ export interface MarkFailedParams {
  * out cannot push back the retry of whoever leased the row after it. Locks the one row.
  * Returns no row when the lease was no longer ours.
  */
-export function markFailed(params: MarkFailedParams): Prisma.Sql {
+export function markFailed(tables: SchemaTables, params: MarkFailedParams): Prisma.Sql {
   const refusal = params.permanent ? 1 : 0;
-  return Prisma.sql`UPDATE telemetry_reports
+  return Prisma.sql`UPDATE ${tables.sql.telemetry_reports}
        SET last_error = ${params.error},
            next_attempt_at = now() + ${milliseconds(params.retryDelayMs)},
            rejections = rejections + ${refusal}::int,
@@ -272,10 +280,10 @@ export interface RejectedReportRow {
 }
 
 /** The rejected reports (dead letters), oldest first, for operators. Takes no locks. */
-export function listRejectedReports(limit: number): Prisma.Sql {
+export function listRejectedReports(tables: SchemaTables, limit: number): Prisma.Sql {
   return Prisma.sql`SELECT report_id::text AS report_id, event_type, period_starting_at, created_at,
            attempts, rejections, last_error, rejected_at
-      FROM telemetry_reports
+      FROM ${tables.sql.telemetry_reports}
      WHERE rejected_at IS NOT NULL AND delivered_at IS NULL
      ORDER BY created_at, report_id
      LIMIT ${limit}::int`;
@@ -286,10 +294,10 @@ export function listRejectedReports(limit: number): Prisma.Sql {
  * refusal count reset (attempts, the lease token, keeps counting). `reportIds` null: every
  * rejected report. Locks the rows it updates; a rejected row holds no lease, so nothing waits.
  */
-export function retryRejectedReports(reportIds: string[] | null): Prisma.Sql {
+export function retryRejectedReports(tables: SchemaTables, reportIds: string[] | null): Prisma.Sql {
   const which =
     reportIds === null ? Prisma.sql`TRUE` : Prisma.sql`report_id = ANY(${reportIds}::uuid[])`;
-  return Prisma.sql`UPDATE telemetry_reports
+  return Prisma.sql`UPDATE ${tables.sql.telemetry_reports}
        SET rejected_at = NULL, rejections = 0, next_attempt_at = now()
      WHERE rejected_at IS NOT NULL AND delivered_at IS NULL AND ${which}
     RETURNING report_id::text AS report_id`;
@@ -305,9 +313,9 @@ export interface NextAttemptRow {
  * duration on the database's clock, so the reporter's clock never has to agree with it.
  * Takes no locks.
  */
-export function nextPendingAttempt(): Prisma.Sql {
+export function nextPendingAttempt(tables: SchemaTables): Prisma.Sql {
   return Prisma.sql`SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 AS due_in_ms
-    FROM telemetry_reports WHERE delivered_at IS NULL AND rejected_at IS NULL`;
+    FROM ${tables.sql.telemetry_reports} WHERE delivered_at IS NULL AND rejected_at IS NULL`;
 }
 
 export interface OutboxBacklogRow {
@@ -323,11 +331,11 @@ export interface OutboxBacklogRow {
  * the backlog metrics. Reads the pending-reports index (delivered_at, created_at); takes no
  * locks.
  */
-export function outboxBacklog(): Prisma.Sql {
+export function outboxBacklog(tables: SchemaTables): Prisma.Sql {
   return Prisma.sql`SELECT count(*) FILTER (WHERE rejected_at IS NULL) AS pending,
       count(*) FILTER (WHERE rejected_at IS NOT NULL) AS rejected,
       greatest(0, extract(epoch FROM now() - min(created_at) FILTER (WHERE rejected_at IS NULL)) * 1000)::float8 AS oldest_age_ms
-    FROM telemetry_reports WHERE delivered_at IS NULL`;
+    FROM ${tables.sql.telemetry_reports} WHERE delivered_at IS NULL`;
 }
 
 /**
@@ -336,8 +344,8 @@ export function outboxBacklog(): Prisma.Sql {
  * never deleted, however old (a rejected report has no delivered_at). Locks the deleted rows; a row leased for delivery is pending, so this
  * never touches it.
  */
-export function deleteDeliveredReports(retentionMs: number): Prisma.Sql {
-  return Prisma.sql`DELETE FROM telemetry_reports
+export function deleteDeliveredReports(tables: SchemaTables, retentionMs: number): Prisma.Sql {
+  return Prisma.sql`DELETE FROM ${tables.sql.telemetry_reports}
      WHERE delivered_at IS NOT NULL AND delivered_at < now() - ${milliseconds(retentionMs)}`;
 }
 
@@ -347,8 +355,8 @@ export function deleteDeliveredReports(retentionMs: number): Prisma.Sql {
  * (claimPeriod), so its report id is never written twice. Locks the deleted rows; current
  * periods are far from the cutoff.
  */
-export function deleteExpiredLocks(retentionMs: number): Prisma.Sql {
-  return Prisma.sql`DELETE FROM telemetry_locks WHERE period_ending_at < now() - ${milliseconds(retentionMs)}`;
+export function deleteExpiredLocks(tables: SchemaTables, retentionMs: number): Prisma.Sql {
+  return Prisma.sql`DELETE FROM ${tables.sql.telemetry_locks} WHERE period_ending_at < now() - ${milliseconds(retentionMs)}`;
 }
 
 /**
@@ -358,8 +366,8 @@ export function deleteExpiredLocks(retentionMs: number): Prisma.Sql {
  * version under READ COMMITTED and skips it) or finds it deleted and inserts a new one. Only a
  * flush retried after a week of silence could be applied twice, which no retry loop does.
  */
-export function deleteIdleFlushSequences(idleMs: number): Prisma.Sql {
-  return Prisma.sql`DELETE FROM boundary_usage_flush_sequences
+export function deleteIdleFlushSequences(tables: SchemaTables, idleMs: number): Prisma.Sql {
+  return Prisma.sql`DELETE FROM ${tables.sql.boundary_usage_flush_sequences}
      WHERE updated_at < now() - ${milliseconds(idleMs)}`;
 }
 
@@ -377,11 +385,11 @@ export interface ShutdownAccountRow {
  * no lock: a flush or a cutover running at the same moment makes it a moment's picture, which
  * is all a shutdown report needs.
  */
-export function shutdownAccount(replicaId: string): Prisma.Sql {
+export function shutdownAccount(tables: SchemaTables, replicaId: string): Prisma.Sql {
   return Prisma.sql`SELECT
-      (SELECT coalesce(sum(allowed_requests), 0)::bigint FROM boundary_usage_stats
+      (SELECT coalesce(sum(allowed_requests), 0)::bigint FROM ${tables.sql.boundary_usage_stats}
         WHERE replica_id = ${replicaId}::uuid) AS allowed_requests,
-      (SELECT coalesce(sum(denied_requests), 0)::bigint FROM boundary_usage_stats
+      (SELECT coalesce(sum(denied_requests), 0)::bigint FROM ${tables.sql.boundary_usage_stats}
         WHERE replica_id = ${replicaId}::uuid) AS denied_requests,
-      (SELECT count(*)::int FROM telemetry_reports WHERE delivered_at IS NULL) AS undelivered_reports`;
+      (SELECT count(*)::int FROM ${tables.sql.telemetry_reports} WHERE delivered_at IS NULL) AS undelivered_reports`;
 }

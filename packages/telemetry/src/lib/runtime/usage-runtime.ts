@@ -19,6 +19,7 @@ import {
   disconnectWithin,
   InvalidInputError,
   noopLogger,
+  schemaTables,
   toDatabaseError,
   type CreatePrismaClientOptions,
   type Logger,
@@ -227,6 +228,7 @@ export function startUsageRuntime(options: UsageRuntimeOptions): UsageRuntime {
       reporter,
       tracker,
       prisma,
+      store,
       replicaId,
       logger,
     });
@@ -256,6 +258,7 @@ interface StopInput {
   reporter: TelemetryReporter;
   tracker: BoundaryUsageTracker;
   prisma: PrismaClient;
+  store: BoundaryUsageStore;
   replicaId: string;
   logger: Logger;
 }
@@ -269,7 +272,7 @@ interface StopInput {
  * the next one starts, so stop() returns within the budget whatever the database does.
  */
 async function stopInOrder(input: StopInput): Promise<StopReport> {
-  const { budget, loop, reporter, tracker, prisma, replicaId, logger } = input;
+  const { budget, loop, reporter, tracker, prisma, store, replicaId, logger } = input;
   const steps: StopStep[] = [];
   let finalCollection: StopReport['finalCollection'] = 'not-requested';
   let finalReportId: string | undefined;
@@ -304,7 +307,9 @@ async function stopInOrder(input: StopInput): Promise<StopReport> {
   );
 
   await runStep(steps, budget, 'account', async () => {
-    const rows = await prisma.$queryRaw<sql.ShutdownAccountRow[]>(sql.shutdownAccount(replicaId));
+    const rows = await prisma.$queryRaw<sql.ShutdownAccountRow[]>(
+      sql.shutdownAccount(schemaTables(store.options.schema), replicaId),
+    );
     account = rows[0];
   });
 
