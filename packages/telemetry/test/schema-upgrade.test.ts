@@ -470,10 +470,10 @@ test('rolling upgrade (default): old replicas keep flushing, cutting over, claim
   }
   const replicas = await Promise.all(fleet);
 
-  expect(result.upgraded).toMatchObject({ legacyViews: true });
-  expect(result.upgraded?.tables).toHaveLength(TABLES.length);
   // The move neither lost nor doubled an old replica's flush, and none of them failed.
   expect(replicas.flatMap((r) => r.errors)).toEqual([]);
+  expect(result!.upgraded).toMatchObject({ legacyViews: true });
+  expect(result!.upgraded?.tables).toHaveLength(TABLES.length);
   for (const r of replicas) expect(r.batches).toBeGreaterThan(0);
   const fleetCounted = replicas.reduce((sum, r) => sum + r.counted, 0);
   const { rows: sums } = await client.query<{ allowed: string }>(
