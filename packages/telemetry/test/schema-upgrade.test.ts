@@ -11,11 +11,14 @@
  *   and usagekit's public history rows, never the host's.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Client } from 'pg';
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
 import {
+  applyRoles,
   createPrismaClient,
   defaultMigrationsDir,
+  defaultRolesScriptPath,
   finishSchemaUpgrade,
   LockIds,
   migrate,
@@ -630,4 +633,60 @@ test('a legacy public._prisma_migrations that held only usagekit’s rows is dro
   expect(fresh.upgraded).toBeUndefined();
   expect(fresh.applied).toEqual(migrationNames);
   expect(await publicRelations(host)).toEqual(['telemetry_reports:r']);
+});
+
+test('replicas running as usagekit_reporter keep working across the rolling upgrade: old ones through the views, new ones in the schema', async () => {
+  const databaseUrl = await legacyDatabase();
+  const client = await connect(databaseUrl);
+  // The roles as the previous version granted them, on the tables in public.
+  await client.query('BEGIN');
+  await client.query(`SELECT set_config('usagekit.schema', 'public', true)`);
+  await client.query(readFileSync(defaultRolesScriptPath(), 'utf8'));
+  await client.query('COMMIT');
+  const user = `usagekit_upgrade_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+  const password = randomUUID();
+  await client.query(`CREATE ROLE ${user} LOGIN PASSWORD '${password}' IN ROLE usagekit_reporter`);
+  const opened = clients.length;
+  try {
+    const url = new URL(databaseUrl);
+    url.username = user;
+    url.password = password;
+    const replica = await connect(url.toString());
+    const writerId = randomUUID();
+    const replicaId = randomUUID();
+    await oldFlush(replica, { replicaId, writerId, sequence: 1n, allowed: 2 });
+
+    await migrate({ databaseUrl });
+
+    // The old version, as that user, through the views: flush and cutover.
+    expect(
+      await oldFlush(replica, { replicaId, writerId, sequence: 2n, allowed: 3 }),
+    ).toMatchObject({ applied: true, new_period: false });
+    // The new version, as that user, in the schema (USAGE came with the move).
+    const prisma = prismaFor(url.toString());
+    await new BoundaryUsageStore(prisma).upsertStats({
+      replicaId: randomUUID(),
+      uniqueWorkspacesDelta: 0,
+      uniqueUsersDelta: 0,
+      uniqueWorkspacesCount: 0,
+      uniqueUsersCount: 0,
+      allowedRequests: 10,
+      deniedRequests: 0,
+    });
+    expect(await oldCutover(replica)).toMatchObject({ allowed: 15n });
+    // applyRoles() on the new layout leaves them able to do the same.
+    await applyRoles({ databaseUrl });
+    await expect(
+      new BoundaryUsageStore(prisma).getAndResetSummary({ maxStalenessMs: HOUR_MS }),
+    ).resolves.toMatchObject({ allowedRequests: 0n });
+  } finally {
+    for (const c of clients.splice(opened)) {
+      await ('$disconnect' in c ? c.$disconnect() : c.end()).catch(() => undefined);
+    }
+    await client.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`,
+      [user],
+    );
+    await client.query(`DROP ROLE IF EXISTS ${user}`);
+  }
 });
