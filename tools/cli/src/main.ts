@@ -1,5 +1,7 @@
 import {
+  createPrismaClient,
   Deadline,
+  disconnectWithin,
   DeadlineExceededError,
   migrate,
   MigrationChecksumMismatchError,
@@ -7,11 +9,18 @@ import {
   MigrationLockTimeoutError,
   redactDatabaseUrl,
 } from '@usagekit/db';
+import { retryRejectedReports } from '@usagekit/telemetry';
 import type { Client } from 'pg';
 import { HELP_TEXT, parseCommand, type Command, type CommonOptions } from './lib/args.js';
 import { connect, describe, isUnreachable } from './lib/connection.js';
 import { ExitCode, type ExitCodeValue } from './lib/exit-codes.js';
-import { hasDeadLetters, listOutbox, retryReports, type RetryTarget } from './lib/outbox.js';
+import {
+  hasDeadLetters,
+  listOutbox,
+  makePendingDue,
+  type RetryResult,
+  type RetryTarget,
+} from './lib/outbox.js';
 import { renderOutbox, renderRetry, renderStatus } from './lib/render.js';
 import { collectStatus } from './lib/status.js';
 import { usagekitTables } from './lib/tables.js';
@@ -117,12 +126,50 @@ async function run(command: Exclude<Command, { name: 'help' }>, io: CliIo, deadl
             ? { allRejected: true }
             : { reportIds };
         const deadLetters = await hasDeadLetters(client, tables);
-        const result = await retryReports(client, tables, target, deadLetters);
+        const ids = 'reportIds' in target ? target.reportIds : null;
+        const due =
+          'allRejected' in target ? [] : await makePendingDue(client, tables, ids, deadLetters);
+        const revived =
+          deadLetters && !('allPending' in target)
+            ? await reviveRejected(options, ids, deadline)
+            : [];
+        const found = new Set([...due, ...revived]);
+        const result: RetryResult = {
+          due,
+          revived,
+          notPending: ids === null ? [] : ids.filter((id) => !found.has(id)),
+        };
         output({ database, ...result }, renderRetry(result));
         return result.notPending.length > 0 ? ExitCode.telemetry : ExitCode.ok;
       }
     }
   });
+}
+
+/**
+ * Rejected reports (dead letters) become pending again through @usagekit/telemetry's
+ * retryRejectedReports(), the one definition of what that means (refusals reset, due now), on
+ * a usagekit client of one connection, closed within a second whatever happens.
+ */
+async function reviveRejected(
+  options: CommonOptions,
+  reportIds: string[] | null,
+  deadline: Deadline,
+): Promise<string[]> {
+  const prisma = createPrismaClient({
+    databaseUrl: options.databaseUrl,
+    schema: options.schema,
+    maxConnections: 1,
+    connectTimeoutMs: options.connectTimeoutMs,
+  });
+  try {
+    const result = await deadline.race(
+      retryRejectedReports(prisma, reportIds === null ? {} : { reportIds }),
+    );
+    return result.reportIds;
+  } finally {
+    await disconnectWithin(prisma, 1_000);
+  }
 }
 
 async function withClient(

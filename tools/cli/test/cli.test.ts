@@ -263,8 +263,8 @@ describe('usagekit CLI against a fresh database', () => {
 
   test('dead letters: status counts a rejected report (exit 4), list --rejected shows it, retry makes it pending again', async () => {
     const db = await sessionClient();
-    // The outbox columns of issue 18's dead letters, as its migration adds them (IF NOT EXISTS:
-    // a no-op once that migration is part of usagekit's history).
+    // Issue 18's migration adds these columns; IF NOT EXISTS keeps the test honest should a
+    // database be migrated without it (the CLI reads dead letters only where they exist).
     await db.query(`ALTER TABLE usagekit.telemetry_reports
         ADD COLUMN IF NOT EXISTS rejected_at TIMESTAMPTZ(6),
         ADD COLUMN IF NOT EXISTS rejections INTEGER NOT NULL DEFAULT 0`);

@@ -117,46 +117,26 @@ export interface RetryResult {
 export type RetryTarget = { reportIds: string[] } | { allPending: true } | { allRejected: true };
 
 /**
- * Makes reports due now, the documented way to skip the backoff after a receiver comes back
- * (`next_attempt_at = least(next_attempt_at, now())`: a report already due keeps its time).
- * A report being sent right now has its lease in next_attempt_at too; moving it lets a second
- * reporter send it as well, which the receiver drops by its Idempotency-Key (the report id).
- * Rejected reports (dead letters) named by id, or all with `allRejected`, become pending again
- * exactly as `retryRejectedReports()` of @usagekit/telemetry does it (refusals reset, due
- * now); fix the receiver first, or they are rejected again. One statement per kind, each
- * locking only the rows it updates.
+ * Makes pending reports due now, the documented way to skip the backoff after a receiver
+ * comes back (`next_attempt_at = least(next_attempt_at, now())`: a report already due keeps
+ * its time). A report being sent right now has its lease in next_attempt_at too; moving it
+ * lets a second reporter send it as well, which the receiver drops by its Idempotency-Key (the
+ * report id). One statement, locking only the rows it updates. Rejected reports are not
+ * touched here: `reviveRejected` (main.ts) sends them again through @usagekit/telemetry.
  */
-export async function retryReports(
+export async function makePendingDue(
   client: Client,
   tables: UsagekitTables,
-  target: RetryTarget,
+  reportIds: string[] | null,
   deadLetters: boolean,
-): Promise<RetryResult> {
-  const ids = 'reportIds' in target ? target.reportIds : null;
-  const byId = ids === null ? '' : 'AND report_id = ANY($1::uuid[])';
-  const params = ids === null ? [] : [ids];
-  let due: string[] = [];
-  if (!('allRejected' in target)) {
-    const { rows } = await client.query<{ report_id: string }>(
-      `UPDATE ${tables.telemetryReports}
-          SET next_attempt_at = least(next_attempt_at, now())
-        WHERE ${pendingCondition(deadLetters)} ${byId}
-        RETURNING report_id::text AS report_id`,
-      params,
-    );
-    due = rows.map((row) => row.report_id);
-  }
-  let revived: string[] = [];
-  if (deadLetters && !('allPending' in target)) {
-    const { rows } = await client.query<{ report_id: string }>(
-      `UPDATE ${tables.telemetryReports}
-          SET rejected_at = NULL, rejections = 0, next_attempt_at = now()
-        WHERE rejected_at IS NOT NULL AND delivered_at IS NULL ${byId}
-        RETURNING report_id::text AS report_id`,
-      params,
-    );
-    revived = rows.map((row) => row.report_id);
-  }
-  const found = new Set([...due, ...revived]);
-  return { due, revived, notPending: ids === null ? [] : ids.filter((id) => !found.has(id)) };
+): Promise<string[]> {
+  const byId = reportIds === null ? '' : 'AND report_id = ANY($1::uuid[])';
+  const { rows } = await client.query<{ report_id: string }>(
+    `UPDATE ${tables.telemetryReports}
+        SET next_attempt_at = least(next_attempt_at, now())
+      WHERE ${pendingCondition(deadLetters)} ${byId}
+      RETURNING report_id::text AS report_id`,
+    reportIds === null ? [] : [reportIds],
+  );
+  return rows.map((row) => row.report_id);
 }
