@@ -196,8 +196,9 @@ describe('one primary, one asynchronous standby', () => {
   test('a role that cannot read the standbys’ positions delivers unverified, with a metric and one warning', async () => {
     const role = `usagekit_plain_${uuid().slice(0, 8)}`;
     await prisma.$executeRawUnsafe(`CREATE ROLE ${role} LOGIN`);
+    await prisma.$executeRawUnsafe(`GRANT USAGE ON SCHEMA usagekit TO ${role}`);
     await prisma.$executeRawUnsafe(
-      `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`,
+      `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA usagekit TO ${role}`,
     );
     const url = new URL(pair.vipUrl);
     url.username = role;
