@@ -54,7 +54,7 @@ describe.each(['single-statement', 'interactive'] as const)('%s flush', (flushMo
     // It did commit: the row is there.
     const rows = await prisma.$queryRaw<
       { allowed_requests: bigint }[]
-    >`SELECT allowed_requests FROM boundary_usage_stats`;
+    >`SELECT allowed_requests FROM usagekit.boundary_usage_stats`;
     expect(rows.map((r) => r.allowed_requests)).toEqual([10n]);
     expect(tracker.pending()).toMatchObject({ allowedRequests: 10n, unconfirmedBatch: true });
 

@@ -103,7 +103,7 @@ test('an abandoned flush that still lands afterwards is not counted twice', asyn
   proxy.thaw({ resumeFrozen: true });
   await waitUntil(async () => {
     const rows = await prisma.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM boundary_usage_stats WHERE replica_id = ${replicaId}::uuid`;
+      SELECT count(*) AS n FROM usagekit.boundary_usage_stats WHERE replica_id = ${replicaId}::uuid`;
     return rows[0]!.n > 0n;
   }, 'the abandoned flush landed');
   // The resend carries the same sequence: recognised as the batch already applied.

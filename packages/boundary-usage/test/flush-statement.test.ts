@@ -4,7 +4,7 @@
  * step at all. (Measured on PostgreSQL 15, durable, unprepared: about 360 µs of backend CPU
  * per flush instead of about 490 µs.)
  */
-import type { PrismaClient } from '@usagekit/db';
+import { schemaTables, type PrismaClient } from '@usagekit/db';
 import {
   flushAfterLock,
   flushStatement,
@@ -14,6 +14,7 @@ import {
 import { BoundaryUsageStore } from '../src/index.js';
 import { clearTables, useDatabase, uuid } from './helpers.js';
 
+const tables = schemaTables();
 const db = useDatabase();
 let prisma: PrismaClient;
 
@@ -37,14 +38,14 @@ const params = (ids: { workspaceIds?: string[]; userIds?: string[] }): FlushStat
 });
 
 test('a flush without ids has no ids step; one with ids inserts them in (kind, id) order', () => {
-  const withoutIds = flushWithLock(params({}), 'shared', 2_000).text;
+  const withoutIds = flushWithLock(tables, params({}), 'shared', 2_000).text;
   expect(withoutIds).not.toMatch(/boundary_usage_ids|unnest/);
   for (const ids of [{ workspaceIds: [uuid()] }, { userIds: [uuid()] }]) {
-    const withIds = flushWithLock(params(ids), 'shared', 2_000).text;
-    expect(withIds).toMatch(/INSERT INTO boundary_usage_ids[\s\S]*ORDER BY kind, id/);
+    const withIds = flushWithLock(tables, params(ids), 'shared', 2_000).text;
+    expect(withIds).toMatch(/INSERT INTO "usagekit"."boundary_usage_ids"[\s\S]*ORDER BY kind, id/);
   }
   expect(withoutIds.length).toBeLessThan(
-    flushWithLock(params({ userIds: [uuid()] }), 'shared', 2_000).text.length,
+    flushWithLock(tables, params({ userIds: [uuid()] }), 'shared', 2_000).text.length,
   );
 });
 
@@ -77,8 +78,10 @@ describe('flushStatement: the text built once per shape', () => {
         p.allowedRequests = BigInt(call + 7);
         const lockTimeoutMs = 1_000 + call;
         const composed =
-          gate === 'lock' ? flushWithLock(p, mode, lockTimeoutMs) : flushAfterLock(p);
-        const cached = flushStatement(p, gate, mode, lockTimeoutMs);
+          gate === 'lock'
+            ? flushWithLock(tables, p, mode, lockTimeoutMs)
+            : flushAfterLock(tables, p);
+        const cached = flushStatement(tables, p, gate, mode, lockTimeoutMs);
         expect(cached.text).toBe(composed.text);
         // bigints are bound as their decimal text, which is what Prisma sends for a bigint.
         expect(cached.values).toEqual(
@@ -87,6 +90,28 @@ describe('flushStatement: the text built once per shape', () => {
       }
     },
   );
+
+  test('one text per schema: every table is qualified by the schema the statement was built for', () => {
+    const p = params({ userIds: [uuid()] });
+    const other = schemaTables('usagekit_other');
+    for (let call = 0; call < 2; call++) {
+      for (const gate of ['lock', 'after'] as const) {
+        const ours = flushStatement(tables, p, gate, 'shared', 2_000).text;
+        const theirs = flushStatement(other, p, gate, 'shared', 2_000).text;
+        for (const table of [
+          'boundary_usage_stats',
+          'boundary_usage_ids',
+          'boundary_usage_flush_sequences',
+        ]) {
+          expect(ours).toContain(`"usagekit"."${table}"`);
+          expect(theirs).toContain(`"usagekit_other"."${table}"`);
+        }
+        expect(theirs).not.toContain('"usagekit".');
+        // No table is named without its schema.
+        expect(ours.replace(/"usagekit"\."\w+"/g, '')).not.toMatch(/boundary_usage_\w+/);
+      }
+    }
+  });
 });
 
 test.each(['single-statement', 'interactive'] as const)(

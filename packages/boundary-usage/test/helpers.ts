@@ -21,7 +21,7 @@ export async function someoneWaitsForAdvisoryLock(observer: PrismaClient): Promi
 }
 
 export async function clearTables(prisma: PrismaClient): Promise<void> {
-  await prisma.$executeRaw`TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences`;
+  await prisma.$executeRaw`TRUNCATE usagekit.boundary_usage_stats, usagekit.boundary_usage_ids, usagekit.boundary_usage_flush_sequences`;
 }
 
 /**

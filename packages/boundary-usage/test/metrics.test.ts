@@ -115,7 +115,7 @@ test('abandoned flushes and sequence recoveries are counted', async () => {
     ).toBe(2);
 
     await loop.flushNow();
-    await prisma.$executeRaw`UPDATE boundary_usage_flush_sequences
+    await prisma.$executeRaw`UPDATE usagekit.boundary_usage_flush_sequences
        SET last_sequence = last_sequence + 10 WHERE writer_id = ${tracker.writerId}::uuid`;
     tracker.track(uuid(), uuid(), 1, 0);
     await loop.flushNow();

@@ -37,10 +37,10 @@ beforeEach(() => clearTables(prisma));
 // ---------------------------------------------------------------------------------------
 
 const SQL_LOOKING = [
-  "'; DROP TABLE boundary_usage_stats; --",
-  "00000000-0000-0000-0000-000000000000'; DROP TABLE boundary_usage_ids; --",
+  "'; DROP TABLE usagekit.boundary_usage_stats; --",
+  "00000000-0000-0000-0000-000000000000'; DROP TABLE usagekit.boundary_usage_ids; --",
   "' OR '1'='1",
-  '1; TRUNCATE boundary_usage_flush_sequences',
+  '1; TRUNCATE usagekit.boundary_usage_flush_sequences',
   "00000000-0000-0000-0000-00000000000'",
   '$1::uuid',
   '\\x00',
@@ -55,7 +55,7 @@ const notUuid: fc.Arbitrary<unknown> = fc.oneof(
   fc.uuid().map((id) => `{${id}}`),
   fc.uuid().map((id) => id.replace(/-/g, '')),
   fc.uuid().map((id) => `${id.slice(0, 35)}g`),
-  fc.uuid().map((id) => `${id}'; DROP TABLE boundary_usage_stats; --`),
+  fc.uuid().map((id) => `${id}'; DROP TABLE usagekit.boundary_usage_stats; --`),
   fc
     .string({ unit: 'binary', maxLength: 60 })
     .filter((s) => !/^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$/i.test(s)),
@@ -79,7 +79,7 @@ const notCount: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(
     '5',
     '0',
-    '1; DROP TABLE boundary_usage_stats; --',
+    '1; DROP TABLE usagekit.boundary_usage_stats; --',
     '',
     null,
     undefined,
@@ -183,12 +183,12 @@ async function snapshot(): Promise<string> {
   >`
     SELECT
       (SELECT count(*)::int FROM pg_class WHERE oid IN (
-         to_regclass('boundary_usage_stats'), to_regclass('boundary_usage_ids'),
-         to_regclass('boundary_usage_flush_sequences'), to_regclass('telemetry_locks'),
-         to_regclass('telemetry_reports'))) AS tables,
-      (SELECT coalesce(jsonb_agg(t ORDER BY t.replica_id), '[]')::text FROM boundary_usage_stats t) AS stats,
-      (SELECT coalesce(jsonb_agg(t ORDER BY t.kind, t.id), '[]')::text FROM boundary_usage_ids t) AS ids,
-      (SELECT coalesce(jsonb_agg(t ORDER BY t.replica_id), '[]')::text FROM boundary_usage_flush_sequences t) AS sequences`;
+         to_regclass('usagekit.boundary_usage_stats'), to_regclass('usagekit.boundary_usage_ids'),
+         to_regclass('usagekit.boundary_usage_flush_sequences'), to_regclass('usagekit.telemetry_locks'),
+         to_regclass('usagekit.telemetry_reports'))) AS tables,
+      (SELECT coalesce(jsonb_agg(t ORDER BY t.replica_id), '[]')::text FROM usagekit.boundary_usage_stats t) AS stats,
+      (SELECT coalesce(jsonb_agg(t ORDER BY t.kind, t.id), '[]')::text FROM usagekit.boundary_usage_ids t) AS ids,
+      (SELECT coalesce(jsonb_agg(t ORDER BY t.replica_id), '[]')::text FROM usagekit.boundary_usage_flush_sequences t) AS sequences`;
   expect(row?.tables).toBe(5);
   return JSON.stringify(row);
 }
@@ -300,7 +300,7 @@ test(
         2 ** 53,
         1e21,
         '3600000',
-        '1; DELETE FROM boundary_usage_stats',
+        '1; DELETE FROM usagekit.boundary_usage_stats',
         null,
         undefined,
         3_600_000n,
@@ -391,7 +391,7 @@ const notAmount: fc.Arbitrary<unknown> = fc.oneof(
     1e20,
     5n,
     '5',
-    '5; DROP TABLE boundary_usage_stats',
+    '5; DROP TABLE usagekit.boundary_usage_stats',
     null,
     undefined,
     true,
@@ -449,7 +449,9 @@ test(
           }
           // A bad replica id for flush() is refused before anything is sent.
           expectInvalid(
-            await rejection(() => tracker.flush(store, "'; DROP TABLE boundary_usage_stats; --")),
+            await rejection(() =>
+              tracker.flush(store, "'; DROP TABLE usagekit.boundary_usage_stats; --"),
+            ),
             ['replicaId'],
           );
           goods.slice(3).forEach(trackGood);

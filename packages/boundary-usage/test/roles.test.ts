@@ -92,7 +92,7 @@ function flushParams(replicaId: string, sequence: bigint) {
 }
 
 async function statsRows(): Promise<{ replica_id: string; allowed_requests: bigint }[]> {
-  return admin.$queryRaw`SELECT replica_id::text, allowed_requests FROM boundary_usage_stats ORDER BY replica_id`;
+  return admin.$queryRaw`SELECT replica_id::text, allowed_requests FROM usagekit.boundary_usage_stats ORDER BY replica_id`;
 }
 
 beforeAll(async () => {
@@ -123,7 +123,7 @@ test('creates two NOLOGIN roles; the reporter inherits the writer', async () => 
 test('is idempotent, converges, and survives concurrent runs here and in another database', async () => {
   // Someone granted too much by hand; the next run takes it away again.
   await admin.$executeRawUnsafe(
-    'GRANT DELETE, TRUNCATE ON boundary_usage_stats TO usagekit_writer',
+    'GRANT DELETE, TRUNCATE ON usagekit.boundary_usage_stats TO usagekit_writer',
   );
   const other = await createTestDatabase();
   try {
@@ -133,7 +133,7 @@ test('is idempotent, converges, and survives concurrent runs here and in another
     ]);
     await withAdminClient(other.databaseUrl, async (client) => {
       const { rows } = await client.query<{ ok: boolean }>(
-        `SELECT has_table_privilege('usagekit_reporter', 'telemetry_reports', 'INSERT') AS ok`,
+        `SELECT has_table_privilege('usagekit_reporter', 'usagekit.telemetry_reports', 'INSERT') AS ok`,
       );
       expect(rows[0]?.ok).toBe(true);
     });
@@ -141,8 +141,8 @@ test('is idempotent, converges, and survives concurrent runs here and in another
     await other.drop();
   }
   const [extra] = await admin.$queryRaw<{ delete: boolean; truncate: boolean }[]>`
-    SELECT has_table_privilege('usagekit_writer', 'boundary_usage_stats', 'DELETE') AS delete,
-           has_table_privilege('usagekit_writer', 'boundary_usage_stats', 'TRUNCATE') AS truncate`;
+    SELECT has_table_privilege('usagekit_writer', 'usagekit.boundary_usage_stats', 'DELETE') AS delete,
+           has_table_privilege('usagekit_writer', 'usagekit.boundary_usage_stats', 'TRUNCATE') AS truncate`;
   expect(extra).toEqual({ delete: false, truncate: false });
 });
 
@@ -199,10 +199,10 @@ describe('usagekit_writer', () => {
       expect(await statsRows()).toEqual([{ replica_id: replicaId, allowed_requests: 10n }]);
       const [ids] = await admin.$queryRaw<
         { n: bigint }[]
-      >`SELECT count(*) AS n FROM boundary_usage_ids`;
+      >`SELECT count(*) AS n FROM usagekit.boundary_usage_ids`;
       expect(ids?.n).toBe(4n);
       const [sequence] = await admin.$queryRaw<{ last_sequence: bigint }[]>`
-        SELECT last_sequence FROM boundary_usage_flush_sequences WHERE replica_id = ${replicaId}::uuid`;
+        SELECT last_sequence FROM usagekit.boundary_usage_flush_sequences WHERE replica_id = ${replicaId}::uuid`;
       expect(sequence?.last_sequence).toBe(2n);
     });
   });
@@ -227,7 +227,9 @@ describe('usagekit_writer', () => {
     const writerId = uuid();
     await store.upsertStats({ ...flushParams(replicaId, 1n), writerId });
     const next = path === 'applied' ? 2n : 1n;
-    await admin.$executeRawUnsafe(`REVOKE SELECT (${column}) ON ${table} FROM usagekit_writer`);
+    await admin.$executeRawUnsafe(
+      `REVOKE SELECT (${column}) ON usagekit.${table} FROM usagekit_writer`,
+    );
     try {
       const refused = await failure(() =>
         store.upsertStats({ ...flushParams(replicaId, next), writerId }),
@@ -249,54 +251,62 @@ describe('usagekit_writer', () => {
       new BoundaryUsageStore(writer).getAndResetSummary({ maxStalenessMs: HOUR_MS }),
     );
     expect(cutover.sqlState).toBe('42501');
-    const deleted = await failure(() => writer.$executeRaw`DELETE FROM boundary_usage_stats`);
+    const deleted = await failure(
+      () => writer.$executeRaw`DELETE FROM usagekit.boundary_usage_stats`,
+    );
     expect(deleted.sqlState).toBe('42501');
     expect(await statsRows()).toHaveLength(1);
   });
 
   test('cannot touch telemetry_reports or telemetry_locks', async () => {
-    expect((await failure(() => writer.$queryRaw`SELECT * FROM telemetry_reports`)).sqlState).toBe(
-      '42501',
-    );
+    expect(
+      (await failure(() => writer.$queryRaw`SELECT * FROM usagekit.telemetry_reports`)).sqlState,
+    ).toBe('42501');
     expect(
       (
         await failure(
           () =>
-            writer.$executeRaw`INSERT INTO telemetry_locks (event_type, period_ending_at) VALUES ('x', now())`,
+            writer.$executeRaw`INSERT INTO usagekit.telemetry_locks (event_type, period_ending_at) VALUES ('x', now())`,
         )
       ).sqlState,
     ).toBe('42501');
-    expect((await failure(() => writer.$executeRaw`DELETE FROM telemetry_locks`)).sqlState).toBe(
-      '42501',
-    );
+    expect(
+      (await failure(() => writer.$executeRaw`DELETE FROM usagekit.telemetry_locks`)).sqlState,
+    ).toBe('42501');
   });
 
   test('reads only the columns the flush reads; cannot rewrite window_start or read the ids', async () => {
     expect(
-      (await failure(() => writer.$queryRaw`SELECT window_start FROM boundary_usage_stats`))
-        .sqlState,
-    ).toBe('42501');
-    expect(
-      (await failure(() => writer.$queryRaw`SELECT unique_users_count FROM boundary_usage_stats`))
-        .sqlState,
-    ).toBe('42501');
-    expect(
-      (await failure(() => writer.$queryRaw`SELECT id FROM boundary_usage_ids`)).sqlState,
-    ).toBe('42501');
-    expect(
       (
         await failure(
-          () => writer.$executeRaw`UPDATE boundary_usage_stats SET window_start = now()`,
+          () => writer.$queryRaw`SELECT window_start FROM usagekit.boundary_usage_stats`,
         )
       ).sqlState,
     ).toBe('42501');
     expect(
-      (await failure(() => writer.$executeRaw`DELETE FROM boundary_usage_flush_sequences`))
+      (
+        await failure(
+          () => writer.$queryRaw`SELECT unique_users_count FROM usagekit.boundary_usage_stats`,
+        )
+      ).sqlState,
+    ).toBe('42501');
+    expect(
+      (await failure(() => writer.$queryRaw`SELECT id FROM usagekit.boundary_usage_ids`)).sqlState,
+    ).toBe('42501');
+    expect(
+      (
+        await failure(
+          () => writer.$executeRaw`UPDATE usagekit.boundary_usage_stats SET window_start = now()`,
+        )
+      ).sqlState,
+    ).toBe('42501');
+    expect(
+      (await failure(() => writer.$executeRaw`DELETE FROM usagekit.boundary_usage_flush_sequences`))
         .sqlState,
     ).toBe('42501');
-    expect((await failure(() => writer.$executeRaw`TRUNCATE boundary_usage_stats`)).sqlState).toBe(
-      '42501',
-    );
+    expect(
+      (await failure(() => writer.$executeRaw`TRUNCATE usagekit.boundary_usage_stats`)).sqlState,
+    ).toBe('42501');
   });
 });
 
@@ -332,7 +342,7 @@ describe('usagekit_reporter', () => {
     const reportId = uuid();
     await reporter.$transaction(async (tx) => {
       const claim = await tx.$queryRaw<{ claimed: boolean }[]>`
-        INSERT INTO telemetry_locks (event_type, period_ending_at)
+        INSERT INTO usagekit.telemetry_locks (event_type, period_ending_at)
         VALUES ('boundary_usage_summary', now())
         ON CONFLICT (event_type, period_ending_at) DO NOTHING
         RETURNING true AS claimed`;
@@ -340,58 +350,61 @@ describe('usagekit_reporter', () => {
       const summary = await store.getAndResetSummaryInTransaction(tx, { maxStalenessMs: HOUR_MS });
       expect(summary.allowedRequests).toBe(5n);
       await tx.$executeRaw`
-        INSERT INTO telemetry_reports
+        INSERT INTO usagekit.telemetry_reports
           (report_id, event_type, period_starting_at, period_duration_ms, payload, created_at, next_attempt_at)
         VALUES (${reportId}::uuid, 'boundary_usage_summary', now(), 1800000, '{}'::jsonb, now(), now())`;
     });
     const leased = await reporter.$queryRaw<{ report_id: string; attempts: number }[]>`
-      UPDATE telemetry_reports r
+      UPDATE usagekit.telemetry_reports r
          SET attempts = r.attempts + 1, next_attempt_at = now() + interval '1 minute'
        WHERE r.report_id = (
-         SELECT report_id FROM telemetry_reports
+         SELECT report_id FROM usagekit.telemetry_reports
           WHERE delivered_at IS NULL AND next_attempt_at <= now()
           ORDER BY created_at, report_id LIMIT 1
           FOR UPDATE SKIP LOCKED)
       RETURNING r.report_id::text AS report_id, r.attempts`;
     expect(leased).toEqual([{ report_id: reportId, attempts: 1 }]);
     expect(
-      await reporter.$executeRaw`UPDATE telemetry_reports SET last_error = 'x', next_attempt_at = now()
+      await reporter.$executeRaw`UPDATE usagekit.telemetry_reports SET last_error = 'x', next_attempt_at = now()
                                   WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL AND attempts = 1`,
     ).toBe(1);
     expect(
-      await reporter.$executeRaw`UPDATE telemetry_reports SET delivered_at = now() - interval '2 days', last_error = NULL
+      await reporter.$executeRaw`UPDATE usagekit.telemetry_reports SET delivered_at = now() - interval '2 days', last_error = NULL
                                   WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL`,
     ).toBe(1);
     const [next] = await reporter.$queryRaw<{ next_attempt_at: Date | null }[]>`
-      SELECT min(next_attempt_at) AS next_attempt_at FROM telemetry_reports WHERE delivered_at IS NULL`;
+      SELECT min(next_attempt_at) AS next_attempt_at FROM usagekit.telemetry_reports WHERE delivered_at IS NULL`;
     expect(next?.next_attempt_at).toBeNull();
 
     expect(
-      await reporter.$executeRaw`DELETE FROM telemetry_reports
+      await reporter.$executeRaw`DELETE FROM usagekit.telemetry_reports
                                   WHERE delivered_at IS NOT NULL AND delivered_at < now() - interval '1 day'`,
     ).toBe(1);
     expect(
-      await reporter.$executeRaw`DELETE FROM telemetry_locks WHERE period_ending_at < now() + interval '1 minute'`,
+      await reporter.$executeRaw`DELETE FROM usagekit.telemetry_locks WHERE period_ending_at < now() + interval '1 minute'`,
     ).toBe(1);
     expect(
-      await reporter.$executeRaw`DELETE FROM boundary_usage_flush_sequences
+      await reporter.$executeRaw`DELETE FROM usagekit.boundary_usage_flush_sequences
                                   WHERE updated_at < now() + interval '1 minute'`,
     ).toBe(1);
   });
 
   test('cannot truncate, drop, or read the migrations table', async () => {
     expect(
-      (await failure(() => reporter.$executeRaw`TRUNCATE boundary_usage_stats`)).sqlState,
-    ).toBe('42501');
-    expect((await failure(() => reporter.$executeRaw`DROP TABLE telemetry_reports`)).sqlState).toBe(
-      '42501',
-    );
-    expect(
-      (await failure(() => reporter.$queryRaw`SELECT * FROM _prisma_migrations`)).sqlState,
+      (await failure(() => reporter.$executeRaw`TRUNCATE usagekit.boundary_usage_stats`)).sqlState,
     ).toBe('42501');
     expect(
-      (await failure(() => reporter.$executeRaw`UPDATE telemetry_locks SET event_type = 'x'`))
-        .sqlState,
+      (await failure(() => reporter.$executeRaw`DROP TABLE usagekit.telemetry_reports`)).sqlState,
+    ).toBe('42501');
+    expect(
+      (await failure(() => reporter.$queryRaw`SELECT * FROM usagekit._prisma_migrations`)).sqlState,
+    ).toBe('42501');
+    expect(
+      (
+        await failure(
+          () => reporter.$executeRaw`UPDATE usagekit.telemetry_locks SET event_type = 'x'`,
+        )
+      ).sqlState,
     ).toBe('42501');
   });
 });

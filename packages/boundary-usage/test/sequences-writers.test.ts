@@ -64,7 +64,7 @@ test('a clock stepped back: a second tracker with the same replica id and lower 
   expect(restarted.pending()).toMatchObject({ allowedRequests: 0n, unconfirmedBatch: false });
   // Each writer has its own sequence row; the first one's is left as it was.
   const rows = await prisma.$queryRaw<{ writer_id: string; last_sequence: bigint }[]>`
-    SELECT writer_id::text, last_sequence FROM boundary_usage_flush_sequences
+    SELECT writer_id::text, last_sequence FROM usagekit.boundary_usage_flush_sequences
      WHERE replica_id = ${replicaId}::uuid ORDER BY last_sequence`;
   expect(rows).toEqual([
     { writer_id: restarted.writerId, last_sequence: 1_799_913_600_000_004n },
@@ -186,7 +186,7 @@ test('a first send that finds the stored sequence ahead is resequenced, resent, 
     await loop.flushNow();
     // Something moved this writer's stored sequence ahead of it (in the field: another
     // process writing with the same writer id, a restored backup of the table).
-    await prisma.$executeRaw`UPDATE boundary_usage_flush_sequences
+    await prisma.$executeRaw`UPDATE usagekit.boundary_usage_flush_sequences
        SET last_sequence = last_sequence + 1000 WHERE writer_id = ${tracker.writerId}::uuid`;
     tracker.track(uuid(), uuid(), 5, 2);
     const result = await loop.flushNow();
@@ -216,7 +216,7 @@ test('a first send that finds the stored sequence ahead is resequenced, resent, 
     ?.get();
   expect(recoveries?.values[0]?.value).toBe(1);
   const [stored] = await prisma.$queryRaw<{ last_sequence: bigint }[]>`
-    SELECT last_sequence FROM boundary_usage_flush_sequences WHERE writer_id = ${tracker.writerId}::uuid`;
+    SELECT last_sequence FROM usagekit.boundary_usage_flush_sequences WHERE writer_id = ${tracker.writerId}::uuid`;
   expect(stored?.last_sequence).toBe(1003n);
 });
 

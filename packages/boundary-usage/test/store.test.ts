@@ -44,7 +44,7 @@ async function row(replicaId: string) {
       window_start: Date;
       updated_at: Date;
     }[]
-  >`SELECT * FROM boundary_usage_stats WHERE replica_id = ${replicaId}::uuid`;
+  >`SELECT * FROM usagekit.boundary_usage_stats WHERE replica_id = ${replicaId}::uuid`;
   return rows[0];
 }
 
@@ -230,8 +230,8 @@ describe('getAndResetSummary', () => {
     // now() is the cutover transaction's start; a row exactly maxStaleness older is fresh (>=).
     const maxStalenessMs = 60_000;
     await prisma.$transaction(async (tx) => {
-      await tx.$executeRaw`UPDATE boundary_usage_stats SET window_start = now() - interval '2 hours' WHERE replica_id = ${stale}::uuid`;
-      await tx.$executeRaw`UPDATE boundary_usage_stats SET window_start = now() - interval '60 seconds' WHERE replica_id = ${boundary}::uuid`;
+      await tx.$executeRaw`UPDATE usagekit.boundary_usage_stats SET window_start = now() - interval '2 hours' WHERE replica_id = ${stale}::uuid`;
+      await tx.$executeRaw`UPDATE usagekit.boundary_usage_stats SET window_start = now() - interval '60 seconds' WHERE replica_id = ${boundary}::uuid`;
       const summary = await store.getAndResetSummaryInTransaction(tx, { maxStalenessMs });
       expect(summary.allowedRequests).toBe(101n);
       expect(summary.replicas).toBe(2);
@@ -253,7 +253,7 @@ describe('getAndResetSummary', () => {
     await store.upsertStats(flush(a, { allowedRequests: 1 }));
     const rows = await prisma.$queryRaw<
       { first: Date; last: Date }[]
-    >`SELECT min(window_start) AS first, max(updated_at) AS last FROM boundary_usage_stats`;
+    >`SELECT min(window_start) AS first, max(updated_at) AS last FROM usagekit.boundary_usage_stats`;
     const summary = await store.getAndResetSummary({ maxStalenessMs: HOUR_MS });
     expect(summary.windowStart?.getTime()).toBe(rows[0]!.first.getTime());
     expect(summary.windowEnd?.getTime()).toBe(rows[0]!.last.getTime());
@@ -272,7 +272,7 @@ describe('bad input', () => {
   const good = () => flush(uuid(), { allowedRequests: 1 });
   test.each([
     ['replicaId', { replicaId: 'not-a-uuid' }],
-    ['replicaId', { replicaId: "'); DROP TABLE boundary_usage_stats; --" }],
+    ['replicaId', { replicaId: "'); DROP TABLE usagekit.boundary_usage_stats; --" }],
     ['allowedRequests', { allowedRequests: -1 }],
     ['allowedRequests', { allowedRequests: 1.5 }],
     ['deniedRequests', { deniedRequests: Number.MAX_SAFE_INTEGER + 1 }],
@@ -287,7 +287,7 @@ describe('bad input', () => {
     expect(error).toMatchObject({ code: 'INVALID_INPUT', field });
     const count = await prisma.$queryRaw<
       { n: bigint }[]
-    >`SELECT count(*) AS n FROM boundary_usage_stats`;
+    >`SELECT count(*) AS n FROM usagekit.boundary_usage_stats`;
     expect(count[0]!.n).toBe(0n);
   });
 

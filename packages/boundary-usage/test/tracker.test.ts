@@ -153,7 +153,7 @@ describe('coder tracker cases', () => {
     await tracker.flush(hooked, replica);
     const first = await prisma.$queryRaw<
       { allowed_requests: bigint; denied_requests: bigint }[]
-    >`SELECT allowed_requests, denied_requests FROM boundary_usage_stats`;
+    >`SELECT allowed_requests, denied_requests FROM usagekit.boundary_usage_stats`;
     expect([first[0]!.allowed_requests, first[0]!.denied_requests]).toEqual([10n, 5n]);
     await tracker.flush(hooked, replica);
     expect(await counts()).toEqual([1n, 1n, 30n, 15n]);

@@ -55,7 +55,7 @@ async function holdTableLock(table: string): Promise<() => Promise<void>> {
   holder.on('error', () => undefined);
   await holder.connect();
   await holder.query('BEGIN');
-  await holder.query(`LOCK TABLE ${table} IN SHARE MODE`);
+  await holder.query(`LOCK TABLE usagekit.${table} IN SHARE MODE`);
   return async () => {
     await holder.query('ROLLBACK').catch(() => undefined);
     await holder.end();

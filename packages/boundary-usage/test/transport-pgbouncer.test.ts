@@ -67,7 +67,7 @@ describeWithPgBouncer('through PgBouncer in transaction mode', () => {
     const holder = new Client({ connectionString: db.database().databaseUrl });
     await holder.connect();
     await holder.query('BEGIN');
-    await holder.query('LOCK TABLE boundary_usage_stats IN SHARE MODE');
+    await holder.query('LOCK TABLE usagekit.boundary_usage_stats IN SHARE MODE');
     try {
       await expect(store.upsertStats(flushOf(uuid(), 1n))).rejects.toBeInstanceOf(LockTimeoutError);
     } finally {

@@ -42,7 +42,7 @@ function flushOf(replicaId: string, allowedRequests: number) {
 
 async function allowedByReplica(): Promise<Record<string, bigint>> {
   const rows = await admin.$queryRaw<{ replica_id: string; allowed_requests: bigint }[]>`
-    SELECT replica_id::text AS replica_id, allowed_requests FROM boundary_usage_stats`;
+    SELECT replica_id::text AS replica_id, allowed_requests FROM usagekit.boundary_usage_stats`;
   return Object.fromEntries(rows.map((row) => [row.replica_id, row.allowed_requests]));
 }
 

@@ -11,8 +11,11 @@
 -- How to run it. After migrations, on every database that holds the usagekit tables, in ONE
 -- transaction, as the user that owns the tables (the one migrate() ran as) and that has
 -- CREATEROLE (or is a superuser):
---   applyRoles({ databaseUrl })                                   from @usagekit/db, or
+--   applyRoles({ databaseUrl, schema? })                          from @usagekit/db, or
 --   psql -v ON_ERROR_STOP=1 --single-transaction -f packages/db/sql/roles.sql "$DATABASE_URL"
+-- The tables live in usagekit's own schema, `usagekit` unless migrate() was given another
+-- one; for another one set the custom setting usagekit.schema for the run (applyRoles does
+-- it from its `schema` option), e.g. PGOPTIONS='-c usagekit.schema=telemetry' psql …
 -- It is idempotent and converges: run it again after every migration that adds a table, and
 -- it leaves the two roles with exactly the privileges below, whatever they had before
 -- (REVOKE ALL, then GRANT, in one transaction, so no session ever sees them half-done).
@@ -36,11 +39,22 @@
 -- LockIds.roles = 0x7573_6167_0000_0002. A test checks that this literal equals the registry.
 SELECT pg_advisory_xact_lock(8463215219768819714);
 
+-- Every name below resolves in usagekit's schema only, for this transaction (SET LOCAL):
+-- the script never touches a host's table of the same name in public.
+SELECT set_config('search_path',
+                  quote_ident(coalesce(nullif(current_setting('usagekit.schema', true), ''), 'usagekit')),
+                  true);
+
 -- Fail early and clearly instead of half-working: a user without CREATEROLE cannot create the
 -- roles, and a user who does not own the tables gets only WARNINGs from GRANT ("no privileges
 -- were granted") and would leave the roles without rights.
+-- Looked up in the catalogs by name, not through search_path: a user without USAGE on the
+-- schema would not see it there, and would get a misleading "does not exist".
 DO $$
 DECLARE
+  usagekit_schema text := coalesce(nullif(current_setting('usagekit.schema', true), ''), 'usagekit');
+  usagekit_tables text[] := ARRAY['boundary_usage_stats', 'boundary_usage_ids',
+                                  'boundary_usage_flush_sequences', 'telemetry_locks', 'telemetry_reports'];
   missing text;
   foreign_owned text;
 BEGIN
@@ -49,19 +63,21 @@ BEGIN
       USING ERRCODE = 'insufficient_privilege',
             HINT = 'Run applyRoles()/roles.sql as a user with CREATEROLE (or a superuser) that owns the usagekit tables.';
   END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = usagekit_schema) THEN
+    RAISE EXCEPTION 'usagekit roles: schema % does not exist in this database', usagekit_schema
+      USING ERRCODE = 'invalid_schema_name', HINT = 'Run migrate() first (with the same schema).';
+  END IF;
   SELECT string_agg(t, ', ') INTO missing
-    FROM unnest(ARRAY['boundary_usage_stats', 'boundary_usage_ids', 'boundary_usage_flush_sequences',
-                      'telemetry_locks', 'telemetry_reports']) AS t
-   WHERE to_regclass(t) IS NULL;
+    FROM unnest(usagekit_tables) AS t
+   WHERE NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = usagekit_schema AND c.relname = t AND c.relkind IN ('r', 'p'));
   IF missing IS NOT NULL THEN
-    RAISE EXCEPTION 'usagekit roles: tables % do not exist in this database', missing
+    RAISE EXCEPTION 'usagekit roles: tables % do not exist in schema %', missing, usagekit_schema
       USING ERRCODE = 'undefined_table', HINT = 'Run migrate() first.';
   END IF;
-  SELECT string_agg(c.relname, ', ') INTO foreign_owned
-    FROM pg_class c
-   WHERE c.oid IN ('boundary_usage_stats'::regclass, 'boundary_usage_ids'::regclass,
-                   'boundary_usage_flush_sequences'::regclass, 'telemetry_locks'::regclass,
-                   'telemetry_reports'::regclass)
+  SELECT string_agg(c.relname, ', ' ORDER BY c.relname) INTO foreign_owned
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = usagekit_schema AND c.relname = ANY (usagekit_tables)
      AND NOT pg_has_role(current_user, c.relowner, 'USAGE');
   IF foreign_owned IS NOT NULL THEN
     RAISE EXCEPTION 'usagekit roles: % does not own %', current_user, foreign_owned
@@ -107,19 +123,23 @@ EXCEPTION WHEN unique_violation THEN
 END
 $$;
 
--- Start from nothing in this database's schema, so the result is exactly what follows even if
+-- Start from nothing in usagekit's schema, so the result is exactly what follows even if
 -- someone granted more by hand. REVOKE ALL on a table also revokes its column privileges.
--- The schema and the database usually belong to someone else (pg_database_owner, a DBA); a
--- GRANT there by a user who may not grant only WARNs, so it is attempted only when allowed.
--- PUBLIC has both rights by default, which is enough unless a DBA revoked them.
+-- USAGE on usagekit's schema is required (PUBLIC has none on a schema other than public), so
+-- a user who may not grant it fails here, clearly. The database usually belongs to someone
+-- else (a DBA); a GRANT there by a user who may not grant only WARNs, so it is attempted only
+-- when allowed: PUBLIC has CONNECT by default, which is enough unless a DBA revoked it.
 DO $$
 BEGIN
   EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM usagekit_writer, usagekit_reporter',
                  current_schema());
-  IF has_schema_privilege(current_schema(), 'USAGE WITH GRANT OPTION') THEN
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO usagekit_writer, usagekit_reporter',
-                   current_schema());
+  IF NOT has_schema_privilege(current_schema(), 'USAGE WITH GRANT OPTION') THEN
+    RAISE EXCEPTION 'usagekit roles: % may not grant USAGE on schema %', current_user, current_schema()
+      USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Run it as the user that ran migrate() (it created and owns the schema), or have the schema''s owner grant USAGE.';
   END IF;
+  EXECUTE format('GRANT USAGE ON SCHEMA %I TO usagekit_writer, usagekit_reporter',
+                 current_schema());
   IF has_database_privilege(current_database(), 'CONNECT WITH GRANT OPTION') THEN
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO usagekit_writer, usagekit_reporter',
                    current_database());

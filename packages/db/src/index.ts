@@ -1,4 +1,12 @@
-export { createPrismaClient, connectionProfile } from './lib/client.js';
+export { createPrismaClient, connectionProfile, usagekitSchemaOf } from './lib/client.js';
+export {
+  DEFAULT_SCHEMA,
+  USAGEKIT_TABLES,
+  schemaTables,
+  validateSchemaName,
+  quoteIdentifier,
+} from './lib/schema.js';
+export type { SchemaTables, UsagekitTable } from './lib/schema.js';
 export type { CreatePrismaClientOptions, ConnectionProfile } from './lib/client.js';
 export {
   DEFAULT_TRANSACTION_MAX_WAIT_MS,
@@ -10,6 +18,7 @@ export {
 } from './lib/client.js';
 export {
   migrate,
+  finishSchemaUpgrade,
   migrationChecksum,
   readMigrations,
   MigrationChecksumMismatchError,
@@ -18,7 +27,13 @@ export {
   DEFAULT_MIGRATE_LOCK_TIMEOUT_MS,
   DEFAULT_MIGRATE_MAX_LOCK_ATTEMPTS,
 } from './lib/migrate.js';
-export type { MigrateOptions, MigrateResult } from './lib/migrate.js';
+export type {
+  MigrateOptions,
+  MigrateResult,
+  FinishSchemaUpgradeOptions,
+  FinishSchemaUpgradeResult,
+} from './lib/migrate.js';
+export { MigrationLayoutError, LEGACY_SCHEMA } from './lib/legacy-layout.js';
 export { defaultMigrationsDir } from './lib/migrations-dir.js';
 export { Deadline } from './lib/deadline.js';
 export { LockIds } from './lib/lock-ids.js';

@@ -184,6 +184,8 @@ test('a permission error (42501) names the connecting role through Prisma', asyn
   await query(database.databaseUrl, `DROP ROLE IF EXISTS ${role}`);
   // A password: the embedded server authenticates by password, PostgreSQL 15 here trusts.
   await query(database.databaseUrl, `CREATE ROLE ${role} LOGIN PASSWORD 'usagekit-test'`);
+  // The schema it may enter, the table it may not touch.
+  await query(database.databaseUrl, `GRANT USAGE ON SCHEMA usagekit TO ${role}`);
   try {
     const url = new URL(database.databaseUrl);
     url.username = role;
@@ -191,8 +193,11 @@ test('a permission error (42501) names the connecting role through Prisma', asyn
     const denied = createPrismaClient({ databaseUrl: url.toString() });
     clients.push(denied);
     for (const attempt of [
-      () => denied.$queryRaw`SELECT count(*) FROM boundary_usage_stats`,
-      () => denied.$transaction(async (tx) => tx.$executeRaw`DELETE FROM boundary_usage_stats`),
+      () => denied.$queryRaw`SELECT count(*) FROM usagekit.boundary_usage_stats`,
+      () =>
+        denied.$transaction(
+          async (tx) => tx.$executeRaw`DELETE FROM usagekit.boundary_usage_stats`,
+        ),
     ]) {
       const error = toDatabaseError(await attempt().catch((rejection: unknown) => rejection));
       expect(error).toBeInstanceOf(PermissionDeniedError);
@@ -201,6 +206,9 @@ test('a permission error (42501) names the connecting role through Prisma', asyn
     }
     await denied.$disconnect();
   } finally {
+    await query(database.databaseUrl, `REVOKE USAGE ON SCHEMA usagekit FROM ${role}`).catch(
+      () => undefined,
+    );
     await query(database.databaseUrl, `DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
   }
 });

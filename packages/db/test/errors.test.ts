@@ -52,20 +52,20 @@ async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
 async function insertStatsRow(prisma: PrismaClient, allowedRequests = 0n): Promise<string> {
   const replicaId = randomUUID();
   await prisma.$executeRaw`
-    INSERT INTO boundary_usage_stats (replica_id, allowed_requests) VALUES (${replicaId}::uuid, ${allowedRequests}::bigint)`;
+    INSERT INTO usagekit.boundary_usage_stats (replica_id, allowed_requests) VALUES (${replicaId}::uuid, ${allowedRequests}::bigint)`;
   return replicaId;
 }
 
 async function allowedRequests(prisma: PrismaClient, replicaId: string): Promise<bigint> {
   const [row] = await prisma.$queryRaw<{ allowed_requests: bigint }[]>`
-    SELECT allowed_requests FROM boundary_usage_stats WHERE replica_id = ${replicaId}::uuid`;
+    SELECT allowed_requests FROM usagekit.boundary_usage_stats WHERE replica_id = ${replicaId}::uuid`;
   return row!.allowed_requests;
 }
 
 describe('a real deadlock (40P01)', () => {
   type Update = (tx: Prisma.TransactionClient, replicaId: string) => Promise<unknown>;
   const viaRawSql: Update = (tx, replicaId) =>
-    tx.$executeRaw`UPDATE boundary_usage_stats SET allowed_requests = allowed_requests + 1 WHERE replica_id = ${replicaId}::uuid`;
+    tx.$executeRaw`UPDATE usagekit.boundary_usage_stats SET allowed_requests = allowed_requests + 1 WHERE replica_id = ${replicaId}::uuid`;
   const viaModel: Update = (tx, replicaId) =>
     tx.boundaryUsageStats.update({
       where: { replicaId },
@@ -172,7 +172,7 @@ describe('a bigint counter past 2^63 - 1 (22003)', () => {
     const replicaId = await insertStatsRow(prisma, max);
 
     const raw = await rejectionOf(
-      prisma.$executeRaw`UPDATE boundary_usage_stats SET allowed_requests = allowed_requests + ${1n}::bigint WHERE replica_id = ${replicaId}::uuid`,
+      prisma.$executeRaw`UPDATE usagekit.boundary_usage_stats SET allowed_requests = allowed_requests + ${1n}::bigint WHERE replica_id = ${replicaId}::uuid`,
     );
 
     const error = toDatabaseError(raw);
@@ -205,7 +205,7 @@ describe('a connection terminated (pg_terminate_backend) while a transaction is 
 
     const raw = await rejectionOf(
       victim.$transaction(async (tx) => {
-        await tx.$executeRaw`UPDATE boundary_usage_stats SET allowed_requests = 5 WHERE replica_id = ${replicaId}::uuid`;
+        await tx.$executeRaw`UPDATE usagekit.boundary_usage_stats SET allowed_requests = 5 WHERE replica_id = ${replicaId}::uuid`;
         const [{ pid }] = await tx.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
         // The second argument waits until the backend has exited, so the next statement
         // always meets a closed connection.
@@ -232,7 +232,7 @@ describe('a connection terminated (pg_terminate_backend) while a transaction is 
 
     const outcome = rejectionOf(
       victim.$transaction(async (tx) => {
-        await tx.$executeRaw`UPDATE boundary_usage_stats SET allowed_requests = 5 WHERE replica_id = ${replicaId}::uuid`;
+        await tx.$executeRaw`UPDATE usagekit.boundary_usage_stats SET allowed_requests = 5 WHERE replica_id = ${replicaId}::uuid`;
         [{ pid: victimPid }] = await tx.$queryRaw<
           { pid: number }[]
         >`SELECT pg_backend_pid() AS pid`;

@@ -38,7 +38,7 @@ test('a migration blocked by a held table lock steps aside, lets the fleet throu
   await holder.connect();
   await holder.query('BEGIN');
   // Any lock conflicts with ALTER TABLE's ACCESS EXCLUSIVE, even a reader's ACCESS SHARE.
-  await holder.query('LOCK TABLE boundary_usage_stats IN ACCESS SHARE MODE');
+  await holder.query('LOCK TABLE usagekit.boundary_usage_stats IN ACCESS SHARE MODE');
   try {
     const migration = migrate({
       databaseUrl: database.databaseUrl,
@@ -51,7 +51,7 @@ test('a migration blocked by a held table lock steps aside, lets the fleet throu
     // A replica's read: compatible with the holder, but queued behind the migration's lock
     // request for as long as that request waits. It completes while the holder still holds
     // its lock, which is only possible because the migration gave up its place in the queue.
-    await query(database.databaseUrl, 'SELECT count(*) FROM boundary_usage_stats');
+    await query(database.databaseUrl, 'SELECT count(*) FROM usagekit.boundary_usage_stats');
 
     const error = await migration;
     expect(error).toBeInstanceOf(MigrationLockTimeoutError);
@@ -68,7 +68,7 @@ test('a migration blocked by a held table lock steps aside, lets the fleet throu
   // Not recorded as failed: the next run applies it.
   const rows = await query(
     database.databaseUrl,
-    `SELECT 1 FROM "_prisma_migrations" WHERE migration_name = $1`,
+    `SELECT 1 FROM usagekit."_prisma_migrations" WHERE migration_name = $1`,
     [NEW_MIGRATION],
   );
   expect(rows).toEqual([]);

@@ -89,7 +89,7 @@ function writeMigration(dir: string, name: string, sql: string): void {
 function migrationRows(databaseUrl: string): Promise<MigrationRow[]> {
   return query<MigrationRow>(
     databaseUrl,
-    'SELECT * FROM "_prisma_migrations" ORDER BY started_at, migration_name',
+    'SELECT * FROM usagekit."_prisma_migrations" ORDER BY started_at, migration_name',
   );
 }
 
@@ -97,7 +97,7 @@ async function tableExists(databaseUrl: string, table: string): Promise<boolean>
   const [row] = await query<{ exists: boolean }>(
     databaseUrl,
     'SELECT to_regclass($1) IS NOT NULL AS exists',
-    [`public.${table}`],
+    [`usagekit.${table}`],
   );
   return row!.exists;
 }
@@ -123,6 +123,14 @@ describe('migrate()', () => {
     ]) {
       expect(await tableExists(databaseUrl, table)).toBe(true);
     }
+    // Nothing of usagekit's in public: a host's Prisma owns that schema (issue 17).
+    expect(
+      await query(
+        databaseUrl,
+        `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public'`,
+      ),
+    ).toEqual([]);
   });
 
   test('is idempotent: a second call applies nothing and changes no row', async () => {
@@ -147,7 +155,7 @@ describe('migrate()', () => {
       databaseUrl,
       `SELECT column_name, data_type, character_maximum_length, is_nullable, column_default
          FROM information_schema.columns
-        WHERE table_schema = 'public' AND table_name = '_prisma_migrations'
+        WHERE table_schema = 'usagekit' AND table_name = '_prisma_migrations'
         ORDER BY ordinal_position`,
     );
     // prisma-engines (sql-schema-connector, postgres flavour) creates exactly this table.
@@ -215,7 +223,7 @@ describe('migrate()', () => {
          FROM information_schema.table_constraints tc
          JOIN information_schema.key_column_usage kcu
            ON kcu.constraint_schema = tc.constraint_schema AND kcu.constraint_name = tc.constraint_name
-        WHERE tc.table_schema = 'public' AND tc.table_name = '_prisma_migrations'
+        WHERE tc.table_schema = 'usagekit' AND tc.table_name = '_prisma_migrations'
           AND tc.constraint_type = 'PRIMARY KEY'`,
     );
     expect(primaryKey.map((row) => row.column_name)).toEqual(['id']);
@@ -247,7 +255,7 @@ describe('migrate()', () => {
     expect(applied).toEqual([[], names]);
     const counts = await query<{ migration_name: string; rows: number }>(
       databaseUrl,
-      `SELECT migration_name, count(*)::int AS rows FROM "_prisma_migrations"
+      `SELECT migration_name, count(*)::int AS rows FROM usagekit."_prisma_migrations"
         GROUP BY migration_name ORDER BY migration_name`,
     );
     expect(counts).toEqual(names.map((name) => ({ migration_name: name, rows: 1 })));
@@ -296,7 +304,7 @@ describe('migrate()', () => {
     });
     const [column] = await query(
       databaseUrl,
-      `SELECT 1 FROM information_schema.columns WHERE table_name = 'telemetry_reports' AND column_name = 'note'`,
+      `SELECT 1 FROM information_schema.columns WHERE table_schema = 'usagekit' AND table_name = 'telemetry_reports' AND column_name = 'note'`,
     );
     expect(column).toBeDefined();
   });
@@ -366,7 +374,7 @@ describe('migrate()', () => {
     test('rolls back its own changes and keeps the earlier migration', async () => {
       expect(await tableExists(databaseUrl, 'half_done')).toBe(false);
       expect(await tableExists(databaseUrl, 'good_table')).toBe(true);
-      expect(await query(databaseUrl, 'SELECT * FROM "good_table"')).toEqual([]);
+      expect(await query(databaseUrl, 'SELECT * FROM usagekit."good_table"')).toEqual([]);
     });
 
     test('makes the next migrate() refuse until it is resolved, like prisma migrate deploy (P3009)', async () => {
@@ -382,7 +390,7 @@ describe('migrate()', () => {
       // migration is applied afresh in a new row, and the rest follow.
       await query(
         databaseUrl,
-        'UPDATE "_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = $1',
+        'UPDATE usagekit."_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = $1',
         [bad],
       );
       writeFileSync(

@@ -36,7 +36,7 @@ async function columns(table: string): Promise<Column[]> {
     database.databaseUrl,
     `SELECT column_name, data_type, is_nullable, column_default
        FROM information_schema.columns
-      WHERE table_schema = 'public' AND table_name = $1
+      WHERE table_schema = 'usagekit' AND table_name = $1
       ORDER BY ordinal_position`,
     [table],
   );
@@ -58,7 +58,7 @@ async function constraintColumns(
        FROM information_schema.table_constraints tc
        JOIN information_schema.key_column_usage kcu
          ON kcu.constraint_schema = tc.constraint_schema AND kcu.constraint_name = tc.constraint_name
-      WHERE tc.table_schema = 'public' AND tc.table_name = $1 AND tc.constraint_type = $2
+      WHERE tc.table_schema = 'usagekit' AND tc.table_name = $1 AND tc.constraint_type = $2
       GROUP BY tc.constraint_name
       ORDER BY tc.constraint_name`,
     [table, type],
@@ -81,7 +81,7 @@ async function indexes(
        JOIN pg_class i ON i.oid = ix.indexrelid
       WHERE ix.indrelid = $1::regclass
       ORDER BY i.relname`,
-    [`public.${table}`],
+    [`usagekit.${table}`],
   );
 }
 
@@ -110,20 +110,24 @@ describe('boundary_usage_stats', () => {
       ['replica_id'],
     ]);
     const replicaId = randomUUID();
-    await query(database.databaseUrl, 'INSERT INTO boundary_usage_stats (replica_id) VALUES ($1)', [
-      replicaId,
-    ]);
+    await query(
+      database.databaseUrl,
+      'INSERT INTO usagekit.boundary_usage_stats (replica_id) VALUES ($1)',
+      [replicaId],
+    );
     await expect(
-      query(database.databaseUrl, 'INSERT INTO boundary_usage_stats (replica_id) VALUES ($1)', [
-        replicaId,
-      ]),
+      query(
+        database.databaseUrl,
+        'INSERT INTO usagekit.boundary_usage_stats (replica_id) VALUES ($1)',
+        [replicaId],
+      ),
     ).rejects.toMatchObject({ code: '23505' });
   });
 
   test('a row inserted with only replica_id gets zero counters and the transaction time', async () => {
     const [row] = await query<Record<string, unknown>>(
       database.databaseUrl,
-      `INSERT INTO boundary_usage_stats (replica_id) VALUES ($1)
+      `INSERT INTO usagekit.boundary_usage_stats (replica_id) VALUES ($1)
        RETURNING unique_workspaces_count, unique_users_count, allowed_requests, denied_requests,
                  window_start = now() AS window_start_is_now, updated_at = now() AS updated_at_is_now`,
       [randomUUID()],
@@ -143,13 +147,13 @@ describe('boundary_usage_stats', () => {
     const replicaId = randomUUID();
     await query(
       database.databaseUrl,
-      'INSERT INTO boundary_usage_stats (replica_id, allowed_requests) VALUES ($1, 9223372036854775807)',
+      'INSERT INTO usagekit.boundary_usage_stats (replica_id, allowed_requests) VALUES ($1, 9223372036854775807)',
       [replicaId],
     );
     await expect(
       query(
         database.databaseUrl,
-        'UPDATE boundary_usage_stats SET allowed_requests = allowed_requests + 1 WHERE replica_id = $1',
+        'UPDATE usagekit.boundary_usage_stats SET allowed_requests = allowed_requests + 1 WHERE replica_id = $1',
         [replicaId],
       ),
     ).rejects.toMatchObject({ code: '22003' });
@@ -168,7 +172,7 @@ describe('telemetry_locks', () => {
     expect(await constraintColumns('telemetry_locks', 'PRIMARY KEY')).toEqual([
       ['event_type', 'period_ending_at'],
     ]);
-    const insert = `INSERT INTO telemetry_locks (event_type, period_ending_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1`;
+    const insert = `INSERT INTO usagekit.telemetry_locks (event_type, period_ending_at) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1`;
     const period = '2026-01-27T10:30:00Z';
     expect(
       await query(database.databaseUrl, insert, ['boundary_usage_summary', period]),
@@ -238,12 +242,12 @@ describe('boundary_usage_ids', () => {
     const [check] = await query<{ name: string; definition: string }>(
       database.databaseUrl,
       `SELECT conname AS name, pg_get_constraintdef(oid) AS definition
-         FROM pg_constraint WHERE conrelid = 'public.boundary_usage_ids'::regclass AND contype = 'c'`,
+         FROM pg_constraint WHERE conrelid = 'usagekit.boundary_usage_ids'::regclass AND contype = 'c'`,
     );
     expect(check?.name).toBe('boundary_usage_ids_kind_check');
     expect(check?.definition).toMatch(/'workspace'.*'user'/);
 
-    const insert = 'INSERT INTO boundary_usage_ids (kind, id) VALUES ($1, $2)';
+    const insert = 'INSERT INTO usagekit.boundary_usage_ids (kind, id) VALUES ($1, $2)';
     await query(database.databaseUrl, insert, ['workspace', randomUUID()]);
     await query(database.databaseUrl, insert, ['user', randomUUID()]);
     await expect(
@@ -300,7 +304,7 @@ test('every table and every column of boundary_usage_stats carries a comment', a
     for (const table of TABLES) {
       const { rows } = await client.query<{ comment: string | null }>(
         `SELECT obj_description($1::regclass, 'pg_class') AS comment`,
-        [`public.${table}`],
+        [`usagekit.${table}`],
       );
       result[table] = rows[0]!.comment;
     }
@@ -311,8 +315,8 @@ test('every table and every column of boundary_usage_stats carries a comment', a
   const uncommented = await query<{ column_name: string }>(
     database.databaseUrl,
     `SELECT column_name FROM information_schema.columns
-      WHERE table_schema = 'public' AND table_name = 'boundary_usage_stats'
-        AND col_description('public.boundary_usage_stats'::regclass, ordinal_position::int) IS NULL`,
+      WHERE table_schema = 'usagekit' AND table_name = 'boundary_usage_stats'
+        AND col_description('usagekit.boundary_usage_stats'::regclass, ordinal_position::int) IS NULL`,
   );
   expect(uncommented).toEqual([]);
 });
@@ -347,11 +351,11 @@ test('the generated Prisma client maps every model onto these tables', async () 
 
   const [counts] = await query<Record<string, number>>(
     database.databaseUrl,
-    `SELECT (SELECT count(*)::int FROM boundary_usage_stats WHERE replica_id = $1) AS stats,
-            (SELECT count(*)::int FROM telemetry_locks WHERE event_type = 'prisma_roundtrip') AS locks,
-            (SELECT count(*)::int FROM telemetry_reports WHERE event_type = 'prisma_roundtrip') AS reports,
-            (SELECT count(*)::int FROM boundary_usage_ids WHERE id = $1) AS ids,
-            (SELECT count(*)::int FROM boundary_usage_flush_sequences WHERE replica_id = $1 AND last_sequence = 7) AS sequences`,
+    `SELECT (SELECT count(*)::int FROM usagekit.boundary_usage_stats WHERE replica_id = $1) AS stats,
+            (SELECT count(*)::int FROM usagekit.telemetry_locks WHERE event_type = 'prisma_roundtrip') AS locks,
+            (SELECT count(*)::int FROM usagekit.telemetry_reports WHERE event_type = 'prisma_roundtrip') AS reports,
+            (SELECT count(*)::int FROM usagekit.boundary_usage_ids WHERE id = $1) AS ids,
+            (SELECT count(*)::int FROM usagekit.boundary_usage_flush_sequences WHERE replica_id = $1 AND last_sequence = 7) AS sequences`,
     [replicaId],
   );
   expect(counts).toEqual({ stats: 1, locks: 1, reports: 1, ids: 1, sequences: 1 });

@@ -139,13 +139,15 @@ describe('a direct connection', () => {
   test('lock_timeout bounds the table lock a statement takes while it is parsed (a queued LOCK TABLE)', async () => {
     const prisma = client({ lockTimeoutMs: 300 });
     await prisma.$queryRaw`SELECT 1 AS warm`;
-    const release = await holdInTransaction('LOCK TABLE boundary_usage_stats IN SHARE MODE');
+    const release = await holdInTransaction(
+      'LOCK TABLE usagekit.boundary_usage_stats IN SHARE MODE',
+    );
     try {
       // The statement's own set_config comes too late: the RowExclusive lock on the table is
       // requested at parse/bind, under the session's lock_timeout, before the CTE runs.
       const error = await prisma.$executeRaw`
         WITH config AS MATERIALIZED (SELECT set_config('lock_timeout', '60s', true) AS v)
-        INSERT INTO boundary_usage_stats (replica_id) SELECT gen_random_uuid() FROM config`.then(
+        INSERT INTO usagekit.boundary_usage_stats (replica_id) SELECT gen_random_uuid() FROM config`.then(
         () => undefined,
         (rejection: unknown) => toDatabaseError(rejection),
       );
@@ -274,7 +276,9 @@ describeWithPgBouncer('behind PgBouncer 1.18 in transaction mode', () => {
       Array.from({ length: 4 }, () =>
         prisma.$transaction(async (tx) => {
           await tx.$executeRaw`SELECT pg_advisory_xact_lock_shared(77)`;
-          return tx.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM boundary_usage_stats`;
+          return tx.$queryRaw<
+            { n: bigint }[]
+          >`SELECT count(*) AS n FROM usagekit.boundary_usage_stats`;
         }),
       ),
     );

@@ -215,7 +215,7 @@ describe('the snapshot JSON beyond coder', () => {
       }),
     );
     const [rows] = await prisma.$queryRaw<{ first: Date; last: Date }[]>`
-      SELECT min(window_start) AS first, max(updated_at) AS last FROM boundary_usage_stats`;
+      SELECT min(window_start) AS first, max(updated_at) AS last FROM usagekit.boundary_usage_stats`;
     const snapshot = await reporter(
       prisma,
       new FakeClock(ALIGNED),
@@ -245,7 +245,7 @@ describe('the snapshot JSON beyond coder', () => {
       }),
     );
     // A replica whose row sat through failed collections: its window began 3 h ago (> 2 × 30 min).
-    await prisma.$executeRaw`INSERT INTO boundary_usage_stats
+    await prisma.$executeRaw`INSERT INTO usagekit.boundary_usage_stats
       (replica_id, unique_workspaces_count, unique_users_count, allowed_requests, denied_requests, window_start, updated_at)
       VALUES (${uuid()}::uuid, 4, 2, 40, 9, now() - interval '3 hours', now() - interval '3 hours')`;
     const snapshot = await reporter(
@@ -299,7 +299,7 @@ describe('all or nothing', () => {
     );
     // A report for the same period under another id (as if the election row had been purged):
     // the unique (event_type, period_starting_at) key makes our INSERT fail inside the transaction.
-    await prisma.$executeRaw`INSERT INTO telemetry_reports (report_id, event_type, period_starting_at, period_duration_ms, payload)
+    await prisma.$executeRaw`INSERT INTO usagekit.telemetry_reports (report_id, event_type, period_starting_at, period_duration_ms, payload)
       VALUES (${uuid()}::uuid, 'boundary_usage_summary', '2026-02-03T11:30:00Z', 1800000, '{}')`;
     const clock = new FakeClock(ALIGNED);
     const telemetry = reporter(prisma, clock, new CollectingSink());
@@ -314,7 +314,7 @@ describe('all or nothing', () => {
     expect(await lockRows(prisma)).toEqual([]);
 
     // Same period, obstacle gone: the same rows are reported, once.
-    await prisma.$executeRaw`DELETE FROM telemetry_reports`;
+    await prisma.$executeRaw`DELETE FROM usagekit.telemetry_reports`;
     const snapshot = await telemetry.collectSnapshot();
     expect(snapshot.boundaryUsageSummary!.allowedRequests).toBe(11n);
     expect(snapshot.reportId).toBe(

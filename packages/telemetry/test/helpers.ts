@@ -157,7 +157,7 @@ export function reporter(
  * retention run on the database's now(), which a test cannot set.
  */
 export async function ageOutbox(prisma: PrismaClient, ms: number): Promise<void> {
-  await prisma.$executeRaw`UPDATE telemetry_reports
+  await prisma.$executeRaw`UPDATE usagekit.telemetry_reports
        SET created_at = created_at - ${ms}::bigint * interval '1 millisecond',
            next_attempt_at = next_attempt_at - ${ms}::bigint * interval '1 millisecond',
            delivered_at = delivered_at - ${ms}::bigint * interval '1 millisecond'`;
@@ -184,12 +184,12 @@ export async function outbox(prisma: PrismaClient): Promise<OutboxRow[]> {
   return prisma.$queryRaw<OutboxRow[]>`
     SELECT report_id::text AS report_id, period_starting_at, period_duration_ms, payload::text AS payload,
            attempts, last_error, next_attempt_at, delivered_at
-      FROM telemetry_reports ORDER BY created_at, report_id`;
+      FROM usagekit.telemetry_reports ORDER BY created_at, report_id`;
 }
 
 export async function lockRows(prisma: PrismaClient): Promise<Date[]> {
   const rows = await prisma.$queryRaw<{ period_ending_at: Date }[]>`
-    SELECT period_ending_at FROM telemetry_locks ORDER BY period_ending_at`;
+    SELECT period_ending_at FROM usagekit.telemetry_locks ORDER BY period_ending_at`;
   return rows.map((row) => row.period_ending_at);
 }
 
@@ -199,11 +199,11 @@ export async function statsTotals(
   const rows = await prisma.$queryRaw<{ rows: bigint; allowed: bigint; denied: bigint }[]>`
     SELECT count(*) AS rows, COALESCE(sum(allowed_requests), 0)::bigint AS allowed,
            COALESCE(sum(denied_requests), 0)::bigint AS denied
-      FROM boundary_usage_stats`;
+      FROM usagekit.boundary_usage_stats`;
   return rows[0]!;
 }
 
 export async function clearTables(prisma: PrismaClient): Promise<void> {
-  await prisma.$executeRaw`TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences,
-    telemetry_locks, telemetry_reports`;
+  await prisma.$executeRaw`TRUNCATE usagekit.boundary_usage_stats, usagekit.boundary_usage_ids, usagekit.boundary_usage_flush_sequences,
+    telemetry_locks, usagekit.telemetry_reports`;
 }

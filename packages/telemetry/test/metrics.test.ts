@@ -124,7 +124,7 @@ test('every series counts what happened: elections, cutovers, stale rows, delive
   await store.upsertStats(flush(uuid(), { allowedRequests: 7, deniedRequests: 3 }));
   await store.upsertStats(flush(uuid(), { allowedRequests: 5, deniedRequests: 1 }));
   await store.upsertStats(flush(stale, { allowedRequests: 1_000, deniedRequests: 1_000 }));
-  await prisma.$executeRaw`UPDATE boundary_usage_stats SET window_start = now() - interval '3 hours'
+  await prisma.$executeRaw`UPDATE usagekit.boundary_usage_stats SET window_start = now() - interval '3 hours'
     WHERE replica_id = ${stale}::uuid`;
   clock.advance(FREQUENCY_MS);
   const reported = await telemetry.collectSnapshot();

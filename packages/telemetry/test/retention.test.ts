@@ -33,13 +33,13 @@ beforeEach(() => clearTables(prisma));
 
 async function flushSequenceReplicas(): Promise<string[]> {
   const rows = await prisma.$queryRaw<{ replica_id: string }[]>`
-    SELECT replica_id::text AS replica_id FROM boundary_usage_flush_sequences ORDER BY replica_id`;
+    SELECT replica_id::text AS replica_id FROM usagekit.boundary_usage_flush_sequences ORDER BY replica_id`;
   return rows.map((row) => row.replica_id);
 }
 
 /** Election rows move back in time too, as if the database's clock advanced by `ms`. */
 async function ageLocks(ms: number): Promise<void> {
-  await prisma.$executeRaw`UPDATE telemetry_locks
+  await prisma.$executeRaw`UPDATE usagekit.telemetry_locks
        SET period_ending_at = period_ending_at - ${ms}::bigint * interval '1 millisecond'`;
 }
 
@@ -70,7 +70,7 @@ test('deletes old delivered reports and old lock rows, keeps pending reports and
 
   // Flush sequences: one replica quiet for 8 days, one active.
   const [quiet, active] = [uuid(), uuid()].sort();
-  await prisma.$executeRaw`INSERT INTO boundary_usage_flush_sequences (replica_id, last_sequence, updated_at)
+  await prisma.$executeRaw`INSERT INTO usagekit.boundary_usage_flush_sequences (replica_id, last_sequence, updated_at)
     VALUES (${quiet}::uuid, 4, now() - interval '8 days')`;
   await store.upsertStats(flush(active!, { allowedRequests: 1, sequence: 1n }));
 
@@ -83,7 +83,7 @@ test('deletes old delivered reports and old lock rows, keeps pending reports and
   // B and C are delivered now: retention counts from delivery, not from creation.
   expect(await telemetry.deliverPending()).toEqual({ delivered: 2, failed: 0 });
   await ageOutbox(prisma, 24 * HOUR_MS - 60_000);
-  await prisma.$executeRaw`UPDATE telemetry_locks SET period_ending_at = now() - interval '23 hours 59 minutes'`;
+  await prisma.$executeRaw`UPDATE usagekit.telemetry_locks SET period_ending_at = now() - interval '23 hours 59 minutes'`;
   expect(await telemetry.purgeExpired()).toEqual({ reports: 0, locks: 0, flushSequences: 0 });
   await ageOutbox(prisma, 2 * 60_000);
   await ageLocks(2 * 60_000);
@@ -99,7 +99,7 @@ test("retention periods are options, and the reporter's clock does not move them
   });
   await telemetry.collectSnapshot();
   await telemetry.deliverPending();
-  await prisma.$executeRaw`INSERT INTO boundary_usage_flush_sequences (replica_id, last_sequence, updated_at)
+  await prisma.$executeRaw`INSERT INTO usagekit.boundary_usage_flush_sequences (replica_id, last_sequence, updated_at)
     VALUES (${uuid()}::uuid, 1, now() - interval '2 minutes')`;
   // A reporter clock a week ahead purges nothing early: the cut-off is the database's.
   clock.advance(7 * 24 * HOUR_MS);

@@ -91,7 +91,7 @@ test('a cutover that waited behind a flush sees it, instead of failing with 4000
   const writer = writerClient.$transaction(
     async (tx) => {
       await tx.$executeRaw`SELECT pg_advisory_xact_lock_shared(${LockIds.boundaryUsageStats}::bigint)`;
-      await tx.$executeRaw`UPDATE boundary_usage_stats SET allowed_requests = allowed_requests + 5
+      await tx.$executeRaw`UPDATE usagekit.boundary_usage_stats SET allowed_requests = allowed_requests + 5
         WHERE replica_id = ${replicaId}::uuid`;
       updated.open();
       await release.promise;

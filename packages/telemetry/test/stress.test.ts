@@ -94,7 +94,7 @@ test(`two reporters racing ${ROUNDS} periods: one report per period, totals cons
     new Set(reported.map((snapshot) => snapshot.reportId)),
   );
   const [locks] = await first!.prisma.$queryRaw<{ n: bigint }[]>`
-    SELECT count(*) AS n FROM telemetry_locks WHERE event_type = ${BOUNDARY_USAGE_EVENT_TYPE}`;
+    SELECT count(*) AS n FROM usagekit.telemetry_locks WHERE event_type = ${BOUNDARY_USAGE_EVENT_TYPE}`;
   expect(locks!.n).toBe(BigInt(ROUNDS + 1));
 
   // Both drain at once until the outbox is empty: each report leaves exactly once.

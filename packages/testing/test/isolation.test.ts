@@ -58,13 +58,14 @@ test('two suites get two different databases on the same server', async () => {
 test('each database is a migrated clone of the template, and the template stays a template', async () => {
   const client = await connect(first.databaseUrl);
   const { rows: migrations } = await client.query(
-    'SELECT migration_name FROM "_prisma_migrations" WHERE finished_at IS NOT NULL',
+    'SELECT migration_name FROM usagekit."_prisma_migrations" WHERE finished_at IS NOT NULL',
   );
   expect(migrations.length).toBeGreaterThanOrEqual(3);
   const { rows: tables } = await client.query(
-    `SELECT to_regclass('public.boundary_usage_stats') IS NOT NULL AS present`,
+    `SELECT to_regclass('usagekit.boundary_usage_stats') IS NOT NULL AS present,
+      to_regclass('public.boundary_usage_stats') IS NULL AS not_in_public`,
   );
-  expect(tables[0]).toEqual({ present: true });
+  expect(tables[0]).toEqual({ present: true, not_in_public: true });
   const { rows: template } = await client.query(
     'SELECT datistemplate FROM pg_database WHERE datname = $1',
     [process.env[TEMPLATE_ENV]],
@@ -75,11 +76,12 @@ test('each database is a migrated clone of the template, and the template stays 
 test('a row written in one database is invisible in the other', async () => {
   const [a, b] = await Promise.all([connect(first.databaseUrl), connect(second.databaseUrl)]);
   const replicaId = randomUUID();
-  await a.query('INSERT INTO boundary_usage_stats (replica_id, allowed_requests) VALUES ($1, 42)', [
-    replicaId,
-  ]);
+  await a.query(
+    'INSERT INTO usagekit.boundary_usage_stats (replica_id, allowed_requests) VALUES ($1, 42)',
+    [replicaId],
+  );
 
-  const select = 'SELECT allowed_requests FROM boundary_usage_stats WHERE replica_id = $1';
+  const select = 'SELECT allowed_requests FROM usagekit.boundary_usage_stats WHERE replica_id = $1';
   expect((await a.query(select, [replicaId])).rows).toEqual([{ allowed_requests: '42' }]);
   expect((await b.query(select, [replicaId])).rows).toEqual([]);
 });

@@ -37,7 +37,7 @@ describe('baselines on a real database', () => {
 
   beforeEach(async () => {
     await pool.query(
-      'TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences',
+      'TRUNCATE usagekit.boundary_usage_stats, usagekit.boundary_usage_ids, usagekit.boundary_usage_flush_sequences',
     );
   });
 
@@ -45,7 +45,7 @@ describe('baselines on a real database', () => {
     const { rows } = await pool.query<StatsRow>(
       `SELECT unique_workspaces_count::text, unique_users_count::text, allowed_requests::text,
               denied_requests::text
-         FROM boundary_usage_stats WHERE replica_id = $1`,
+         FROM usagekit.boundary_usage_stats WHERE replica_id = $1`,
       [replicaId],
     );
     expect(rows).toHaveLength(1);

@@ -47,7 +47,7 @@ describe('raw node-postgres baselines, replayed from the wire', () => {
 
   beforeEach(async () => {
     await pool.query(
-      'TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences',
+      'TRUNCATE usagekit.boundary_usage_stats, usagekit.boundary_usage_ids, usagekit.boundary_usage_flush_sequences',
     );
   });
 
@@ -55,7 +55,7 @@ describe('raw node-postgres baselines, replayed from the wire', () => {
     const { rows } = await pool.query<StatsRow>(
       `SELECT unique_workspaces_count::text, unique_users_count::text, allowed_requests::text,
               denied_requests::text
-         FROM boundary_usage_stats WHERE replica_id = $1`,
+         FROM usagekit.boundary_usage_stats WHERE replica_id = $1`,
       [replicaId],
     );
     expect(rows).toHaveLength(1);
@@ -112,7 +112,7 @@ describe('raw node-postgres baselines, replayed from the wire', () => {
     };
     await fill();
     const ours = await store.getAndResetSummary({ maxStalenessMs: 3_600_000 });
-    await pool.query('TRUNCATE boundary_usage_flush_sequences');
+    await pool.query('TRUNCATE usagekit.boundary_usage_flush_sequences');
     await fill();
     const raw = await rawCutover(pool, baselines);
     expect({
@@ -126,7 +126,7 @@ describe('raw node-postgres baselines, replayed from the wire', () => {
     });
     expect(ours).toMatchObject({ allowedRequests: 6n, deniedRequests: 2n, replicas: 2 });
     const { rows } = await pool.query<{ n: string }>(
-      'SELECT count(*)::text AS n FROM boundary_usage_stats',
+      'SELECT count(*)::text AS n FROM usagekit.boundary_usage_stats',
     );
     expect(rows[0]!.n).toBe('0');
   });

@@ -8,8 +8,12 @@
  * own row, so they never need to exclude each other; the cutover excludes every writer, so a
  * flush lands wholly before or wholly after it; two cutovers serialize, so their whole-table
  * DELETEs cannot deadlock (the 40P01 hugodutka's stress test hit).
+ *
+ * Tables are named schema-qualified (`"usagekit"."boundary_usage_stats"`) through the
+ * `SchemaTables` of the store's schema, raw fragments without values: no statement depends on
+ * the session's search_path, which PgBouncer in transaction mode cannot carry.
  */
-import { LockIds, Prisma } from '@usagekit/db';
+import { LockIds, Prisma, type SchemaTables } from '@usagekit/db';
 
 export type LockMode = 'shared' | 'exclusive';
 
@@ -136,13 +140,18 @@ export interface FlushStatementRow {
  * another one sees it change when the other one's flush started a new period after a cutover,
  * although its own flush only UPDATEd: that is its first flush of the new period too.
  */
-function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
+function flushBody(
+  tables: SchemaTables,
+  params: FlushStatementParams,
+  gate: Prisma.Sql,
+): Prisma.Sql {
+  const t = tables.sql;
   const replicaId = params.replicaId;
   const writerId = params.writerId ?? NIL_WRITER_ID;
   const withSequence = params.sequence !== undefined;
   const sequenceStep = withSequence
     ? Prisma.sql`sequence AS (
-          INSERT INTO boundary_usage_flush_sequences AS s (replica_id, writer_id, last_sequence, updated_at)
+          INSERT INTO ${t.boundary_usage_flush_sequences} AS s (replica_id, writer_id, last_sequence, updated_at)
           SELECT ${replicaId}::uuid, ${writerId}::uuid, ${params.sequence}::bigint, now() FROM ${gate}
           ON CONFLICT (replica_id, writer_id) DO UPDATE
             SET last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
@@ -159,7 +168,7 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
     params.workspaceIds.length === 0 && params.userIds.length === 0
       ? Prisma.empty
       : Prisma.sql`ids AS (
-      INSERT INTO boundary_usage_ids (kind, id)
+      INSERT INTO ${t.boundary_usage_ids} (kind, id)
       SELECT kind, id FROM (
         SELECT 'workspace' AS kind, w AS id FROM unnest(${params.workspaceIds as string[]}::uuid[]) AS w
         UNION ALL
@@ -172,7 +181,7 @@ function flushBody(params: FlushStatementParams, gate: Prisma.Sql): Prisma.Sql {
   return Prisma.sql`${sequenceStep},
     ${idsStep}
     stats AS (
-      INSERT INTO boundary_usage_stats AS b (
+      INSERT INTO ${t.boundary_usage_stats} AS b (
         replica_id, unique_workspaces_count, unique_users_count,
         allowed_requests, denied_requests, window_start, updated_at, first_sequence, first_writer_id)
       SELECT ${replicaId}::uuid, ${params.uniqueWorkspacesDelta}::bigint,
@@ -214,20 +223,21 @@ export interface NotAppliedRow {
  * which is harmless: the period the original started has then been reported, and the
  * tracker's next flush INSERTs and restarts its period sets itself.
  */
-export function readNotApplied(params: FlushStatementParams): Prisma.Sql {
+export function readNotApplied(tables: SchemaTables, params: FlushStatementParams): Prisma.Sql {
+  const t = tables.sql;
   return Prisma.sql`SELECT
-    (SELECT last_sequence FROM boundary_usage_flush_sequences
+    (SELECT last_sequence FROM ${t.boundary_usage_flush_sequences}
       WHERE replica_id = ${params.replicaId}::uuid AND writer_id = ${params.writerId ?? NIL_WRITER_ID}::uuid)
       AS stored_sequence,
-    EXISTS (SELECT 1 FROM boundary_usage_stats
+    EXISTS (SELECT 1 FROM ${t.boundary_usage_stats}
       WHERE replica_id = ${params.replicaId}::uuid
         AND first_writer_id = ${params.writerId ?? NIL_WRITER_ID}::uuid
         AND first_sequence = ${params.sequence ?? null}::bigint) AS inserted_by_sequence`;
 }
 
 /** The flush for an interactive transaction that already holds the writer lock. */
-export function flushAfterLock(params: FlushStatementParams): Prisma.Sql {
-  return Prisma.sql`WITH gate AS (SELECT 1), ${flushBody(params, Prisma.sql`gate`)}`;
+export function flushAfterLock(tables: SchemaTables, params: FlushStatementParams): Prisma.Sql {
+  return Prisma.sql`WITH gate AS (SELECT 1), ${flushBody(tables, params, Prisma.sql`gate`)}`;
 }
 
 /**
@@ -252,15 +262,17 @@ export function flushAfterLock(params: FlushStatementParams): Prisma.Sql {
  * read committed. Otherwise it sends takeWriterLock() and flushAfterLock() in a transaction.
  */
 export function flushWithLock(
+  tables: SchemaTables,
   params: FlushStatementParams,
   mode: LockMode,
   lockTimeoutMs: number,
 ): Prisma.Sql {
-  return flushWithLockSql(params, mode, `${lockTimeoutMs}ms`);
+  return flushWithLockSql(tables, params, mode, `${lockTimeoutMs}ms`);
 }
 
 /** {@link flushWithLock} with the lock_timeout setting's value as given (a slot, see below). */
 function flushWithLockSql(
+  tables: SchemaTables,
   params: FlushStatementParams,
   mode: LockMode,
   lockTimeout: unknown,
@@ -272,7 +284,7 @@ function flushWithLockSql(
   return Prisma.sql`WITH
     config AS MATERIALIZED (SELECT set_config('lock_timeout', ${lockTimeout}, true) AS v),
     lock AS MATERIALIZED (SELECT ${lockCall} IS NULL AS granted FROM config),
-    ${flushBody(params, Prisma.sql`lock`)}`;
+    ${flushBody(tables, params, Prisma.sql`lock`)}`;
 }
 
 /**
@@ -300,16 +312,17 @@ export interface BoundStatement {
  * every shape.
  */
 export function flushStatement(
+  tables: SchemaTables,
   params: FlushStatementParams,
   gate: 'lock' | 'after',
   mode: LockMode,
   lockTimeoutMs: number,
 ): BoundStatement {
   const hasIds = params.workspaceIds.length > 0 || params.userIds.length > 0;
-  const key = `${gate}/${mode}/${params.sequence !== undefined}/${params.writerId !== undefined}/${hasIds}`;
+  const key = `${tables.schema}/${gate}/${mode}/${params.sequence !== undefined}/${params.writerId !== undefined}/${hasIds}`;
   let template = flushTemplates.get(key);
   if (template === undefined) {
-    template = buildFlushTemplate(params, gate, mode, hasIds);
+    template = buildFlushTemplate(tables, params, gate, mode, hasIds);
     flushTemplates.set(key, template);
   }
   const values = new Array<unknown>(template.values.length);
@@ -342,10 +355,11 @@ class FlushSlot {
 /** Values a flush template may hold as they are: constants of this file, never a caller's. */
 const TEMPLATE_CONSTANTS: ReadonlySet<unknown> = new Set([lockKey, NIL_WRITER_ID]);
 
-/** At most 2 gates × 2 modes × 2 × 2 × 2 shapes. */
+/** At most 2 gates × 2 modes × 2 × 2 × 2 shapes per schema (normally one schema). */
 const flushTemplates = new Map<string, BoundStatement>();
 
 function buildFlushTemplate(
+  tables: SchemaTables,
   params: FlushStatementParams,
   gate: 'lock' | 'after',
   mode: LockMode,
@@ -371,8 +385,8 @@ function buildFlushTemplate(
   };
   const composed =
     gate === 'lock'
-      ? flushWithLockSql(slots, mode, new FlushSlot('lockTimeout'))
-      : flushAfterLock(slots);
+      ? flushWithLockSql(tables, slots, mode, new FlushSlot('lockTimeout'))
+      : flushAfterLock(tables, slots);
   const values = composed.values.map((value) => {
     const slotOfArray = Array.isArray(value) ? (value as { slot?: unknown }).slot : undefined;
     if (slotOfArray instanceof FlushSlot) return slotOfArray;
@@ -414,10 +428,11 @@ export interface CutoverRow {
  * and a `::bigint` cast would then fail every cutover forever (a poison row). Always returns
  * exactly one row; an empty table gives zeros.
  */
-export function getAndResetSummary(maxStalenessMs: number): Prisma.Sql {
+export function getAndResetSummary(tables: SchemaTables, maxStalenessMs: number): Prisma.Sql {
+  const t = tables.sql;
   return Prisma.sql`WITH
-    deleted AS (DELETE FROM boundary_usage_stats RETURNING *),
-    deleted_ids AS (DELETE FROM boundary_usage_ids RETURNING kind),
+    deleted AS (DELETE FROM ${t.boundary_usage_stats} RETURNING *),
+    deleted_ids AS (DELETE FROM ${t.boundary_usage_ids} RETURNING kind),
     marked AS (
       SELECT d.*, d.window_start >= now() - ${maxStalenessMs}::bigint * interval '1 millisecond' AS fresh
         FROM deleted d

@@ -2,8 +2,12 @@ import {
   connectionProfile,
   DEFAULT_TRANSACTION_MAX_WAIT_MS,
   Prisma,
+  schemaTables,
   toDatabaseError,
+  usagekitSchemaOf,
+  validateSchemaName,
   type PrismaClient,
+  type SchemaTables,
 } from '@usagekit/db';
 import * as sql from './sql.js';
 import { summaryFromRow, type BoundaryUsageSummary } from './summary.js';
@@ -49,6 +53,12 @@ export interface StoreOptions {
    *   statements (the textbook form; slower, kept for comparison and as a fallback).
    */
   flushMode?: 'single-statement' | 'interactive';
+  /**
+   * The PostgreSQL schema of usagekit's tables (the one migrate() was given). Default: the
+   * `schema` of the createPrismaClient that made `prisma`, or `usagekit` for a PrismaClient
+   * of your own. Every statement names its tables qualified by it.
+   */
+  schema?: string;
 }
 
 export const DEFAULT_STORE_OPTIONS = {
@@ -58,7 +68,7 @@ export const DEFAULT_STORE_OPTIONS = {
   idleInTransactionTimeoutMs: 10_000,
   maxWaitMs: DEFAULT_TRANSACTION_MAX_WAIT_MS,
   flushMode: 'single-statement',
-} as const satisfies Required<StoreOptions>;
+} as const satisfies Required<Omit<StoreOptions, 'schema'>>;
 
 export interface UpsertStatsParams {
   replicaId: string;
@@ -123,12 +133,27 @@ export interface UpsertStatsResult {
  */
 export class BoundaryUsageStore {
   readonly options: Readonly<Required<StoreOptions>>;
+  readonly #tables: SchemaTables;
 
   constructor(
     private readonly prisma: PrismaClient,
     options: StoreOptions = {},
   ) {
-    const merged = { ...DEFAULT_STORE_OPTIONS, ...definedOnly(options) };
+    const merged: Required<StoreOptions> = {
+      ...DEFAULT_STORE_OPTIONS,
+      schema: usagekitSchemaOf(prisma),
+      ...definedOnly(options),
+    };
+    try {
+      merged.schema = validateSchemaName(merged.schema, 'BoundaryUsageStore');
+    } catch {
+      throw new InvalidInputError(
+        'schema',
+        merged.schema,
+        'a lower-case schema name other than public (default usagekit)',
+      );
+    }
+    this.#tables = schemaTables(merged.schema);
     if (merged.lockMode !== 'shared' && merged.lockMode !== 'exclusive') {
       throw new InvalidInputError('lockMode', merged.lockMode, "'shared' or 'exclusive'");
     }
@@ -170,7 +195,13 @@ export class BoundaryUsageStore {
         // sets the precise lock_timeout for the advisory lock.
         // The statement's text is built once per shape, its values bound per call (sql.ts
         // flushStatement says why).
-        const flush = sql.flushStatement(statementParams, 'lock', lockMode, lockTimeoutMs);
+        const flush = sql.flushStatement(
+          this.#tables,
+          statementParams,
+          'lock',
+          lockMode,
+          lockTimeoutMs,
+        );
         const [rows] = await this.prisma.$transaction([
           this.prisma.$queryRawUnsafe<sql.FlushStatementRow[]>(flush.text, ...flush.values),
         ]);
@@ -178,7 +209,13 @@ export class BoundaryUsageStore {
       } else {
         // No session settings to rely on (a pooler, a client of your own): pin read committed
         // and set the timeouts and take the lock before any statement touches a table.
-        const flush = sql.flushStatement(statementParams, 'after', lockMode, lockTimeoutMs);
+        const flush = sql.flushStatement(
+          this.#tables,
+          statementParams,
+          'after',
+          lockMode,
+          lockTimeoutMs,
+        );
         const [, rows] = await this.prisma.$transaction(
           [
             this.prisma.$executeRaw(sql.takeWriterLock(lockMode, this.lockTimeouts())),
@@ -189,7 +226,9 @@ export class BoundaryUsageStore {
         result = resultFromRow(rows[0]);
       }
       // Not applied: what the database holds is read by a statement of its own (item 5).
-      return result.applied ? result : await readNotApplied(this.prisma, statementParams);
+      return result.applied
+        ? result
+        : await readNotApplied(this.prisma, this.#tables, statementParams);
     } catch (error) {
       throw toDatabaseError(error);
     }
@@ -206,7 +245,7 @@ export class BoundaryUsageStore {
   ): Promise<UpsertStatsResult> {
     const statementParams = validateUpsert(params);
     const result = await this.flushInTransaction(tx, statementParams);
-    return result.applied ? result : readNotApplied(tx, statementParams);
+    return result.applied ? result : readNotApplied(tx, this.#tables, statementParams);
   }
 
   private async flushInTransaction(
@@ -215,7 +254,7 @@ export class BoundaryUsageStore {
   ): Promise<UpsertStatsResult> {
     await tx.$executeRaw(sql.takeWriterLock(this.options.lockMode, this.lockTimeouts()));
     const { lockMode, lockTimeoutMs } = this.options;
-    const flush = sql.flushStatement(params, 'after', lockMode, lockTimeoutMs);
+    const flush = sql.flushStatement(this.#tables, params, 'after', lockMode, lockTimeoutMs);
     const rows = await tx.$queryRawUnsafe<sql.FlushStatementRow[]>(flush.text, ...flush.values);
     return resultFromRow(rows[0]);
   }
@@ -250,7 +289,9 @@ export class BoundaryUsageStore {
     // The timeouts come from here, not from the caller: the telemetry reporter runs this
     // inside its own transaction.
     await tx.$executeRaw(sql.takeCutoverLock(this.lockTimeouts()));
-    const rows = await tx.$queryRaw<sql.CutoverRow[]>(sql.getAndResetSummary(maxStalenessMs));
+    const rows = await tx.$queryRaw<sql.CutoverRow[]>(
+      sql.getAndResetSummary(this.#tables, maxStalenessMs),
+    );
     return summaryFromRow(rows[0]);
   }
 
@@ -317,9 +358,10 @@ function resultFromRow(row: sql.FlushStatementRow | undefined): UpsertStatsResul
  */
 async function readNotApplied(
   client: Pick<PrismaClient, '$queryRaw'>,
+  tables: SchemaTables,
   params: sql.FlushStatementParams,
 ): Promise<UpsertStatsResult> {
-  const [row] = await client.$queryRaw<sql.NotAppliedRow[]>(sql.readNotApplied(params));
+  const [row] = await client.$queryRaw<sql.NotAppliedRow[]>(sql.readNotApplied(tables, params));
   return {
     applied: false,
     newPeriod: row?.inserted_by_sequence === true,

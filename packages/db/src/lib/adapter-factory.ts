@@ -39,6 +39,8 @@ export interface TransportOptions {
   via: 'auto' | 'direct' | 'pooler';
   logger: Logger;
   where: string;
+  /** The schema of usagekit's tables: adapter-pg's `schema`, for the generated model API. */
+  schema: string;
 }
 
 /**
@@ -53,6 +55,11 @@ export class UsagekitAdapterFactory {
   readonly #prepared: PreparedStatementSwitch;
   #probe: Promise<ProbeResult> | undefined;
   #probed: ProbeResult | undefined;
+
+  /** The schema of usagekit's tables (createPrismaClient's `schema`). */
+  get schema(): string {
+    return this.#options.schema;
+  }
 
   constructor(options: TransportOptions) {
     this.#options = options;
@@ -168,6 +175,9 @@ export class UsagekitAdapterFactory {
     const prepared = this.#prepared;
     return new PrismaPg(pool, {
       disposeExternalPool: true,
+      // Model queries (prisma.boundaryUsageStats…) name this schema; usagekit's own raw SQL
+      // qualifies its tables itself (@usagekit/db schemaTables).
+      schema: this.#options.schema,
       // Asked for every statement. Unnamed (undefined, which adapter-pg passes on as pg's
       // `name`) once prepared statements are off; the type insists on a string.
       statementNameGenerator: (query) =>

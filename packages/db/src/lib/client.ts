@@ -1,6 +1,7 @@
 import { PrismaClient } from '../generated/prisma/client.js';
 import { UsagekitAdapterFactory, type ConnectionProfile } from './adapter-factory.js';
 import { noopLogger, redactDatabaseUrl, type Logger } from './logger.js';
+import { DEFAULT_SCHEMA, validateSchemaName } from './schema.js';
 
 export type { ConnectionProfile } from './adapter-factory.js';
 
@@ -49,6 +50,13 @@ export interface CreatePrismaClientOptions {
    * probe: session settings are then sent (direct) or not (pooler) without asking.
    */
   via?: 'auto' | 'direct' | 'pooler';
+  /**
+   * The PostgreSQL schema that holds usagekit's tables (default `usagekit`; the one migrate()
+   * was given). usagekit's statements name their tables qualified by it (no search_path is
+   * set, so PgBouncer and the host's sessions are unaffected); the generated model API uses
+   * it through adapter-pg's `schema` option. Stores built on this client take it from here.
+   */
+  schema?: string;
 }
 
 export const DEFAULT_TRANSACTION_MAX_WAIT_MS = 5_000;
@@ -109,6 +117,7 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
       `createPrismaClient: via must be 'auto', 'direct' or 'pooler', got ${String(via)}`,
     );
   }
+  const schema = validateSchemaName(options.schema, 'createPrismaClient');
   const preparedStatements = options.preparedStatements ?? 'auto';
   if (preparedStatements !== 'auto' && typeof preparedStatements !== 'boolean') {
     throw new TypeError(
@@ -130,6 +139,7 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
     via,
     logger,
     where: redactDatabaseUrl(databaseUrl),
+    schema,
   });
   const client = new PrismaClient({
     adapter: factory,
@@ -149,16 +159,30 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
 }
 
 /**
+ * The schema of usagekit's tables for `prisma`: the `schema` option of createPrismaClient, or
+ * `usagekit` (DEFAULT_SCHEMA) for a PrismaClient that createPrismaClient did not make (give
+ * such a client's store the `schema` option instead).
+ */
+export function usagekitSchemaOf(prisma: object): string {
+  return factoryOf(prisma)?.schema ?? DEFAULT_SCHEMA;
+}
+
+function factoryOf(prisma: object): UsagekitAdapterFactory | undefined {
+  const factory =
+    factories.get(prisma) ??
+    ((prisma as Record<symbol, unknown>)[FACTORY] as UsagekitAdapterFactory | undefined);
+  return factory instanceof UsagekitAdapterFactory ? factory : undefined;
+}
+
+/**
  * How `prisma` reaches PostgreSQL: probed once per client (one extra connection), at its first
  * connect or at this call. For a PrismaClient that createPrismaClient did not make:
  * `{ via: 'unknown', sessionSettings: false, preparedStatements: false }`. Rejects when the
  * server cannot be reached (the next call probes again).
  */
 export async function connectionProfile(prisma: object): Promise<ConnectionProfile> {
-  const factory =
-    factories.get(prisma) ??
-    ((prisma as Record<symbol, unknown>)[FACTORY] as UsagekitAdapterFactory | undefined);
-  if (!(factory instanceof UsagekitAdapterFactory)) {
+  const factory = factoryOf(prisma);
+  if (factory === undefined) {
     return { via: 'unknown', sessionSettings: false, preparedStatements: false };
   }
   return factory.profile();

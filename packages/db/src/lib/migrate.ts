@@ -5,9 +5,30 @@ import { Client } from 'pg';
 import { LockIds } from './lock-ids.js';
 import { noopLogger, type Logger } from './logger.js';
 import { defaultMigrationsDir } from './migrations-dir.js';
+import {
+  LEGACY_SCHEMA,
+  moveLegacyLayout,
+  removeLegacyLayout,
+  type LegacyRemoval,
+} from './legacy-layout.js';
+import { quoteIdentifier, validateSchemaName } from './schema.js';
 
 export interface MigrateOptions {
   databaseUrl: string;
+  /**
+   * The PostgreSQL schema that receives usagekit's tables and its own `_prisma_migrations`
+   * (default `usagekit`); created if missing. Give createPrismaClient the same name.
+   */
+  schema?: string;
+  /**
+   * Only for a database migrated before usagekit had a schema of its own (its tables in
+   * `public`): migrate() moves them into `schema`. With `true` (default) it leaves, in
+   * `public`, views named like the old tables and usagekit's rows in `public._prisma_migrations`,
+   * so replicas still running the old version keep flushing and reporting into the moved
+   * tables during a rolling upgrade; remove them with finishSchemaUpgrade() once every replica
+   * runs this version. `false`: nothing of usagekit's stays in `public` (a stopped fleet).
+   */
+  legacyViews?: boolean;
   /** Defaults to the workspace's `prisma/migrations`. */
   migrationsDir?: string;
   logger?: Logger;
@@ -32,6 +53,12 @@ const MAX_LOCK_RETRY_DELAY_MS = 15_000;
 export interface MigrateResult {
   /** Names of the migrations this call applied, in order; empty when all were applied. */
   applied: string[];
+  /**
+   * Present when this call moved usagekit's tables out of `public` (a database migrated by a
+   * version before the schema of its own): the tables moved, and whether compatibility views
+   * were left in `public` for replicas still running the old version.
+   */
+  upgraded?: { tables: string[]; migrations: string[]; legacyViews: boolean };
 }
 
 /** A migration that was applied earlier no longer matches its file. */
@@ -88,7 +115,7 @@ interface LockPolicy {
   lockRetryDelayMs: number;
 }
 
-interface MigrationFile {
+export interface MigrationFile {
   name: string;
   sql: string;
   checksum: string;
@@ -102,9 +129,10 @@ interface AppliedRow {
   logs: string | null;
 }
 
-// The table exactly as Prisma Migrate creates it (prisma-engines, sql-migration-connector).
-const CREATE_MIGRATIONS_TABLE = `
-CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+// The table exactly as Prisma Migrate creates it (prisma-engines, sql-migration-connector),
+// in usagekit's schema: where Prisma's engine puts it for a URL with `?schema=`.
+const createMigrationsTable = (history: string): string => `
+CREATE TABLE IF NOT EXISTS ${history} (
     "id"                    VARCHAR(36) PRIMARY KEY NOT NULL,
     "checksum"              VARCHAR(64) NOT NULL,
     "finished_at"           TIMESTAMPTZ,
@@ -131,15 +159,97 @@ export function readMigrations(migrationsDir: string): MigrationFile[] {
 }
 
 /**
- * Applies `prisma/migrations` the way `prisma migrate deploy` does, without Prisma's native
- * schema engine: in name order, each in its own transaction, recorded in `_prisma_migrations`
- * with the same columns and checksums, so `prisma migrate status` agrees with us and either
- * tool can take over. Holds Prisma Migrate's own session advisory lock on a dedicated
+ * Applies `prisma/migrations` the way `prisma migrate deploy` does for a URL with
+ * `?schema=<schema>`, without Prisma's native schema engine: in usagekit's own schema (created
+ * if missing; search_path set to it for the migration files, whose names are unqualified), in
+ * name order, each in its own transaction, recorded in `<schema>._prisma_migrations` with the
+ * same columns and checksums, so `prisma migrate status` agrees with us and either tool can
+ * take over. A database migrated before usagekit had a schema of its own is moved first
+ * (MigrateOptions.legacyViews, finishSchemaUpgrade). Holds Prisma Migrate's own session advisory lock on a dedicated
  * connection, so concurrent migrate() calls, and `prisma migrate deploy`, run one at a time.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const logger = options.logger ?? noopLogger;
   const migrations = readMigrations(options.migrationsDir ?? defaultMigrationsDir());
+  const policy = lockPolicy(options);
+  const schema = validateSchemaName(options.schema, 'migrate');
+  const legacyViews = options.legacyViews ?? true;
+  return withMigrationSession(options, logger, policy, async (client) => {
+    const history = await prepareSchema(client, schema);
+    const legacy = await moveLegacyLayout(client, {
+      schema,
+      legacySchema: LEGACY_SCHEMA,
+      migrationNames: migrations.map((migration) => migration.name),
+      legacyViews,
+      logger,
+      withLockRetries: (label, attempt) => withLockRetries(label, attempt, logger, policy),
+      lockNotGranted: (cause) => new LockNotGrantedError({ cause }),
+    });
+    return {
+      applied: await applyPending(client, history, migrations, logger, policy),
+      ...(legacy === undefined ? {} : { upgraded: legacy }),
+    };
+  });
+}
+
+export type FinishSchemaUpgradeOptions = Pick<
+  MigrateOptions,
+  | 'databaseUrl'
+  | 'schema'
+  | 'logger'
+  | 'lockTimeoutMs'
+  | 'maxLockAttempts'
+  | 'lockRetryDelayMs'
+  | 'connectTimeoutMs'
+>;
+
+export type FinishSchemaUpgradeResult = LegacyRemoval;
+
+/**
+ * The last step of an upgrade from the layout before usagekit had a schema of its own, once
+ * every replica runs a version that names the schema: drops the compatibility views migrate()
+ * left in `public`, and removes usagekit's rows from `public._prisma_migrations` (the copies
+ * in `<schema>._prisma_migrations` stay), dropping that table if nothing else is left in it
+ * and this user owns it. One transaction, under Prisma Migrate's advisory lock, with
+ * migrate()'s lock_timeout retries. Idempotent: a second call finds nothing to do.
+ *
+ * Run it too early and a replica of the old version fails every flush and report ("relation
+ * does not exist"), keeping its counts in memory until it is replaced (see README "Upgrading
+ * to a schema of its own").
+ */
+export async function finishSchemaUpgrade(
+  options: FinishSchemaUpgradeOptions,
+): Promise<FinishSchemaUpgradeResult> {
+  const logger = options.logger ?? noopLogger;
+  const policy = lockPolicy(options);
+  const schema = validateSchemaName(options.schema, 'finishSchemaUpgrade');
+  return withMigrationSession(options, logger, policy, async (client) => {
+    let result: LegacyRemoval | undefined;
+    await withLockRetries(
+      'finish schema upgrade',
+      async () => {
+        await client.query('BEGIN');
+        try {
+          result = await removeLegacyLayout(client, schema, LEGACY_SCHEMA);
+          await client.query('COMMIT');
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          const sqlState = (error as { code?: unknown }).code;
+          if (sqlState === '55P03' || sqlState === '40P01') {
+            throw new LockNotGrantedError({ cause: error });
+          }
+          throw error;
+        }
+      },
+      logger,
+      policy,
+    );
+    logger.info('finishSchemaUpgrade: legacy layout removed', { ...result });
+    return result as LegacyRemoval;
+  });
+}
+
+function lockPolicy(options: Partial<MigrateOptions>): LockPolicy {
   const policy: LockPolicy = {
     lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_MIGRATE_LOCK_TIMEOUT_MS,
     maxLockAttempts: options.maxLockAttempts ?? DEFAULT_MIGRATE_MAX_LOCK_ATTEMPTS,
@@ -154,6 +264,19 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
       'migrate: lockTimeoutMs must be positive and maxLockAttempts a positive integer',
     );
   }
+  return policy;
+}
+
+/**
+ * A dedicated connection holding Prisma Migrate's session advisory lock while `work` runs,
+ * with the session's lock_timeout set for every statement after it.
+ */
+async function withMigrationSession<T>(
+  options: Pick<MigrateOptions, 'databaseUrl' | 'connectTimeoutMs'>,
+  logger: Logger,
+  policy: LockPolicy,
+  work: (client: Client) => Promise<T>,
+): Promise<T> {
   const client = new Client({
     connectionString: options.databaseUrl,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
@@ -167,11 +290,11 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     try {
       // Set after the advisory lock, which waits for another migrate() on purpose. From here
       // on every statement of the session, the DDL included, waits for a table lock at most
-      // this long; applyOne() retries a migration that timed out.
+      // this long; withLockRetries() retries a migration that timed out.
       await client.query(`SELECT set_config('lock_timeout', $1, false)`, [
         `${policy.lockTimeoutMs}ms`,
       ]);
-      return { applied: await applyPending(client, migrations, logger, policy) };
+      return await work(client);
     } finally {
       await client.query('SELECT pg_advisory_unlock($1::bigint)', [LockIds.migrate.toString()]);
     }
@@ -180,16 +303,37 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   }
 }
 
+/**
+ * Creates the schema if it is missing, makes it the session's search_path (the migration files
+ * name their tables unqualified, as Prisma writes them, and Prisma's engine runs them the same
+ * way for `?schema=`), and creates its `_prisma_migrations`. Returns that table's qualified name.
+ *
+ * The schema is created only when missing: CREATE SCHEMA IF NOT EXISTS checks the CREATE right
+ * on the database before it looks, and a DBA may have created the schema for a user without it.
+ */
+async function prepareSchema(client: Client, schema: string): Promise<string> {
+  const quoted = quoteIdentifier(schema);
+  const { rows } = await client.query<{ exists: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS exists`,
+    [schema],
+  );
+  if (!rows[0]?.exists) await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoted}`);
+  await client.query(`SELECT set_config('search_path', $1, false)`, [quoted]);
+  const history = `${quoted}."_prisma_migrations"`;
+  await client.query(createMigrationsTable(history));
+  return history;
+}
+
 async function applyPending(
   client: Client,
+  history: string,
   migrations: MigrationFile[],
   logger: Logger,
   policy: LockPolicy,
 ): Promise<string[]> {
-  await client.query(CREATE_MIGRATIONS_TABLE);
   const { rows } = await client.query<AppliedRow>(
     `SELECT migration_name, checksum, finished_at, rolled_back_at, logs
-       FROM "_prisma_migrations" ORDER BY started_at`,
+       FROM ${history} ORDER BY started_at`,
   );
   const live = rows.filter((row) => row.rolled_back_at === null);
   const failed = live.find((row) => row.finished_at === null);
@@ -211,7 +355,12 @@ async function applyPending(
       }
       continue;
     }
-    await applyWithLockRetries(client, migration, logger, policy);
+    await withLockRetries(
+      migration.name,
+      () => applyOne(client, history, migration),
+      logger,
+      policy,
+    );
     logger.info('migrate: applied', { migration: migration.name });
     applied.push(migration.name);
   }
@@ -219,24 +368,24 @@ async function applyPending(
 }
 
 /**
- * Runs applyOne, and again with a growing, jittered pause when its locks did not come within
- * lock_timeout: the fleet's statements queued behind the DDL's lock request then run in the
- * pause instead of waiting for the holder.
+ * Runs `attempt` (applyOne, or the move of a legacy layout), and again with a growing, jittered
+ * pause when its locks did not come within lock_timeout: the fleet's statements queued behind
+ * the DDL's lock request then run in the pause instead of waiting for the holder.
  */
-async function applyWithLockRetries(
-  client: Client,
-  migration: MigrationFile,
+async function withLockRetries(
+  label: string,
+  run: () => Promise<void>,
   logger: Logger,
   policy: LockPolicy,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await applyOne(client, migration);
+      await run();
       return;
     } catch (error) {
       if (!(error instanceof LockNotGrantedError)) throw error;
       if (attempt >= policy.maxLockAttempts) {
-        throw new MigrationLockTimeoutError(migration.name, attempt, policy.lockTimeoutMs, {
+        throw new MigrationLockTimeoutError(label, attempt, policy.lockTimeoutMs, {
           cause: error.cause,
         });
       }
@@ -246,7 +395,7 @@ async function applyWithLockRetries(
       );
       const delayMs = ceiling / 2 + Math.random() * (ceiling / 2);
       logger.warn('migrate: a table lock was not granted in time; retrying', {
-        migration: migration.name,
+        migration: label,
         attempt,
         lockTimeoutMs: policy.lockTimeoutMs,
         delayMs: Math.round(delayMs),
@@ -257,17 +406,17 @@ async function applyWithLockRetries(
 }
 
 /** applyOne's lock_timeout (55P03): rolled back and unrecorded, so it can simply run again. */
-class LockNotGrantedError extends Error {
+export class LockNotGrantedError extends Error {
   constructor(options: { cause: unknown }) {
     super('lock not granted within lock_timeout', options);
   }
 }
 
-async function applyOne(client: Client, migration: MigrationFile): Promise<void> {
+async function applyOne(client: Client, history: string, migration: MigrationFile): Promise<void> {
   const id = randomUUID();
   // Recorded before it runs, as Prisma does, so a crash leaves a visible unfinished row.
   await client.query(
-    `INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, applied_steps_count)
+    `INSERT INTO ${history} (id, checksum, migration_name, started_at, applied_steps_count)
      VALUES ($1, $2, $3, now(), 0)`,
     [id, migration.checksum, migration.name],
   );
@@ -275,7 +424,7 @@ async function applyOne(client: Client, migration: MigrationFile): Promise<void>
     await client.query('BEGIN');
     await client.query(migration.sql);
     await client.query(
-      `UPDATE "_prisma_migrations" SET finished_at = clock_timestamp(), applied_steps_count = 1
+      `UPDATE ${history} SET finished_at = clock_timestamp(), applied_steps_count = 1
         WHERE id = $1`,
       [id],
     );
@@ -286,14 +435,14 @@ async function applyOne(client: Client, migration: MigrationFile): Promise<void>
       // Not a failed migration, just a busy table: forget the attempt entirely, so neither
       // we nor `prisma migrate deploy` later refuse to run it as failed (P3009).
       const forgotten = await client
-        .query(`DELETE FROM "_prisma_migrations" WHERE id = $1`, [id])
+        .query(`DELETE FROM ${history} WHERE id = $1`, [id])
         .then(() => true)
         .catch(() => false);
       if (forgotten) throw new LockNotGrantedError({ cause: error });
     }
     const message = error instanceof Error ? error.message : String(error);
     await client
-      .query(`UPDATE "_prisma_migrations" SET logs = $2 WHERE id = $1`, [id, message])
+      .query(`UPDATE ${history} SET logs = $2 WHERE id = $1`, [id, message])
       .catch(() => undefined);
     throw new MigrationFailedError(
       migration.name,

@@ -4,6 +4,7 @@ import { Client } from 'pg';
 import { DatabaseError, sqlStateOf, toDatabaseError } from './errors.js';
 import { LockIds } from './lock-ids.js';
 import { noopLogger, type Logger } from './logger.js';
+import { validateSchemaName } from './schema.js';
 
 /** The two group roles packages/db/sql/roles.sql creates (NOLOGIN; grant them to login users). */
 export const UsagekitRoles = {
@@ -18,6 +19,8 @@ export interface ApplyRolesOptions {
   databaseUrl: string;
   /** Defaults to the workspace's `packages/db/sql/roles.sql`. */
   scriptPath?: string;
+  /** The schema of usagekit's tables (the one migrate() was given); default `usagekit`. */
+  schema?: string;
   logger?: Logger;
 }
 
@@ -49,6 +52,7 @@ export function defaultRolesScriptPath(): string {
  */
 export async function applyRoles(options: ApplyRolesOptions): Promise<void> {
   const logger = options.logger ?? noopLogger;
+  const schema = validateSchemaName(options.schema, 'applyRoles');
   const script = readFileSync(options.scriptPath ?? defaultRolesScriptPath(), 'utf8');
   const client = new Client({ connectionString: options.databaseUrl });
   // A dropped connection must reach us as a rejected query, not as a process crash.
@@ -61,9 +65,11 @@ export async function applyRoles(options: ApplyRolesOptions): Promise<void> {
     // The script takes the same lock itself (for psql users); taking it here from the
     // registry keeps applyRoles correct even if a hand-edited script dropped that line.
     await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [LockIds.roles.toString()]);
+    // The script reads it to set its (local) search_path to usagekit's schema.
+    await client.query(`SELECT set_config('usagekit.schema', $1, true)`, [schema]);
     await client.query(script);
     await client.query('COMMIT');
-    logger.info('applyRoles: roles applied', { roles: Object.values(UsagekitRoles) });
+    logger.info('applyRoles: roles applied', { roles: Object.values(UsagekitRoles), schema });
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw rolesError(error);

@@ -90,7 +90,7 @@ async function collectOnce(
         );
         const reporterTime = readClock(settings.clock);
         const [claim] = await tx.$queryRaw<sql.ClaimRow[]>(
-          sql.claimPeriod(eventType, period.periodEndingAt, settings.claimWindow),
+          sql.claimPeriod(settings.tables, eventType, period.periodEndingAt, settings.claimWindow),
         );
         if (!claim) throw new Error('telemetry: the claim statement returned no row');
         const skewMs = reporterTime.getTime() - claim.database_time.getTime();
@@ -120,7 +120,7 @@ async function collectOnce(
           },
         };
         await tx.$executeRaw(
-          sql.insertReport({
+          sql.insertReport(settings.tables, {
             reportId,
             eventType,
             periodStartingAt: period.periodStart,

@@ -44,7 +44,9 @@ export async function deliverDue(
     let rows: sql.LeasedReportRow[];
     try {
       [rows] = (await inReadCommitted(settings, (prisma) => [
-        prisma.$queryRaw<sql.LeasedReportRow[]>(sql.leaseNextReport(deliveryLeaseMs)),
+        prisma.$queryRaw<sql.LeasedReportRow[]>(
+          sql.leaseNextReport(settings.tables, deliveryLeaseMs),
+        ),
       ])) as [sql.LeasedReportRow[]];
     } catch (error) {
       throw toDatabaseError(error);
@@ -73,7 +75,7 @@ async function reportPass(
   const { prisma, logger, observer } = settings;
   let backlog: sql.OutboxBacklogRow | undefined;
   try {
-    [backlog] = await prisma.$queryRaw<sql.OutboxBacklogRow[]>(sql.outboxBacklog());
+    [backlog] = await prisma.$queryRaw<sql.OutboxBacklogRow[]>(sql.outboxBacklog(settings.tables));
   } catch (error) {
     logger.warn('telemetry: could not read the outbox backlog for observer.onDeliveryPass', {
       code: toDatabaseError(error).code,
@@ -101,7 +103,9 @@ export async function nextPendingAttemptDelayMs(
   settings: ResolvedReporterOptions,
 ): Promise<number | null> {
   try {
-    const rows = await settings.prisma.$queryRaw<sql.NextAttemptRow[]>(sql.nextPendingAttempt());
+    const rows = await settings.prisma.$queryRaw<sql.NextAttemptRow[]>(
+      sql.nextPendingAttempt(settings.tables),
+    );
     return rows[0]?.due_in_ms ?? null;
   } catch (error) {
     throw toDatabaseError(error);
@@ -131,14 +135,20 @@ async function deliverOne(
   try {
     if (delivered) {
       await inReadCommitted(settings, (prisma) => [
-        prisma.$executeRaw(sql.markDelivered(report.reportId)),
+        prisma.$executeRaw(sql.markDelivered(settings.tables, report.reportId)),
       ]);
     } else {
       const delayMs = retryDelayMs(report.attempt, retryBackoff);
       const reason = describeError(failure);
       await inReadCommitted(settings, (prisma) => [
         prisma.$executeRaw(
-          sql.markFailed(report.reportId, report.attempt, reason.slice(0, 1_000), delayMs),
+          sql.markFailed(
+            settings.tables,
+            report.reportId,
+            report.attempt,
+            reason.slice(0, 1_000),
+            delayMs,
+          ),
         ),
       ]);
       logger.warn('telemetry: delivery failed; will retry', {

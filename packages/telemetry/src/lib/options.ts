@@ -5,7 +5,14 @@ import {
   assertPositiveMs,
   type BoundaryUsageStore,
 } from '@usagekit/boundary-usage';
-import { noopLogger, type Logger, type PrismaClient } from '@usagekit/db';
+import {
+  noopLogger,
+  schemaTables,
+  usagekitSchemaOf,
+  type Logger,
+  type PrismaClient,
+  type SchemaTables,
+} from '@usagekit/db';
 import type { RetryBackoff } from './backoff.js';
 import { systemClock, type Clock } from './clock.js';
 import { HttpSink } from './http-sink.js';
@@ -172,6 +179,11 @@ export interface ResolvedReporterOptions {
   idleInTransactionTimeoutMs: number;
   /** Buckets the claim accepts, around the database's now() (see sql.claimPeriod). */
   claimWindow: { maxPastMs: number; maxFutureMs: number };
+  /**
+   * usagekit's tables, qualified by the store's schema: the claim, the outbox row and the
+   * cutover run in one transaction, so they must name the same schema.
+   */
+  tables: SchemaTables;
 }
 
 /** Checks every option once, at construction, and fills in the defaults. */
@@ -255,6 +267,13 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
     );
   }
   const maxWaitMs = storeOptions.maxWaitMs ?? DEFAULT_STORE_OPTIONS.maxWaitMs;
+  const schema = (store as { options?: { schema?: string } }).options?.schema;
+  let tables: SchemaTables;
+  try {
+    tables = schemaTables(schema ?? usagekitSchemaOf(prisma));
+  } catch {
+    throw new InvalidInputError('store.options.schema', schema, 'a valid schema name');
+  }
 
   const collectAttempts = assertPositiveInteger(
     'collectAttempts',
@@ -309,6 +328,7 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
   return {
     prisma,
     store,
+    tables,
     deploymentId,
     sink,
     snapshotFrequencyMs,

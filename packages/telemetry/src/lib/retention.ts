@@ -23,9 +23,9 @@ export async function purgeExpired(settings: ResolvedReporterOptions): Promise<P
   const { reportRetentionMs, flushSequenceRetentionMs } = settings;
   try {
     const [reports, locks, flushSequences] = (await inReadCommitted(settings, (prisma) => [
-      prisma.$executeRaw(sql.deleteDeliveredReports(reportRetentionMs)),
-      prisma.$executeRaw(sql.deleteExpiredLocks(reportRetentionMs)),
-      prisma.$executeRaw(sql.deleteIdleFlushSequences(flushSequenceRetentionMs)),
+      prisma.$executeRaw(sql.deleteDeliveredReports(settings.tables, reportRetentionMs)),
+      prisma.$executeRaw(sql.deleteExpiredLocks(settings.tables, reportRetentionMs)),
+      prisma.$executeRaw(sql.deleteIdleFlushSequences(settings.tables, flushSequenceRetentionMs)),
     ])) as [number, number, number];
     return { reports, locks, flushSequences };
   } catch (error) {

@@ -9,8 +9,11 @@
  * telemetry_locks (an election key, like coder's), passed in as an ISO string cast to
  * timestamptz (the session's TimeZone cannot shift it; adapter-pg would format a Date without
  * an offset), and the claim refuses a bucket outside a window around now() (claimPeriod).
+ *
+ * Tables are named schema-qualified through the store's `SchemaTables` (never through the
+ * session's search_path, which PgBouncer in transaction mode cannot carry).
  */
-import { Prisma } from '@usagekit/db';
+import { Prisma, type SchemaTables } from '@usagekit/db';
 
 function timestamp(value: Date): Prisma.Sql {
   return Prisma.sql`${value.toISOString()}::timestamptz`;
@@ -79,6 +82,7 @@ export interface ClaimWindow {
  * reporter far ahead cannot claim (and cut over into) tomorrow's buckets either.
  */
 export function claimPeriod(
+  tables: SchemaTables,
   eventType: string,
   periodEndingAt: Date,
   window: ClaimWindow,
@@ -89,7 +93,7 @@ export function claimPeriod(
              ${bucket} BETWEEN now() - ${milliseconds(window.maxPastMs)}
                            AND now() + ${milliseconds(window.maxFutureMs)} AS in_window
     ), claim AS (
-      INSERT INTO telemetry_locks (event_type, period_ending_at)
+      INSERT INTO ${tables.sql.telemetry_locks} (event_type, period_ending_at)
       SELECT ${eventType}, ${bucket} FROM guard WHERE guard.in_window
       ON CONFLICT (event_type, period_ending_at) DO NOTHING
       RETURNING true AS claimed
@@ -115,8 +119,8 @@ export interface InsertReportParams {
  * created_at and next_attempt_at are the database's now(): due at once, aged by one clock.
  * Locks: only the new row's key entries.
  */
-export function insertReport(params: InsertReportParams): Prisma.Sql {
-  return Prisma.sql`INSERT INTO telemetry_reports
+export function insertReport(tables: SchemaTables, params: InsertReportParams): Prisma.Sql {
+  return Prisma.sql`INSERT INTO ${tables.sql.telemetry_reports}
       (report_id, event_type, period_starting_at, period_duration_ms, payload, created_at, next_attempt_at)
     VALUES (${params.reportId}::uuid, ${params.eventType}, ${timestamp(params.periodStartingAt)},
             ${params.periodDurationMs}::bigint, ${params.payloadJson}::jsonb,
@@ -142,11 +146,11 @@ export interface LeasedReportRow {
  * crash mid-send still counts as an attempt; its new value is the lease's token. "Due" and the
  * lease are the database's now(): two reporters whose clocks disagree still see one lease.
  */
-export function leaseNextReport(leaseMs: number): Prisma.Sql {
-  return Prisma.sql`UPDATE telemetry_reports r
+export function leaseNextReport(tables: SchemaTables, leaseMs: number): Prisma.Sql {
+  return Prisma.sql`UPDATE ${tables.sql.telemetry_reports} r
        SET attempts = r.attempts + 1, next_attempt_at = now() + ${milliseconds(leaseMs)}
      WHERE r.report_id = (
-       SELECT report_id FROM telemetry_reports
+       SELECT report_id FROM ${tables.sql.telemetry_reports}
         WHERE delivered_at IS NULL AND next_attempt_at <= now()
         ORDER BY created_at, report_id
         LIMIT 1
@@ -158,8 +162,8 @@ export function leaseNextReport(leaseMs: number): Prisma.Sql {
  * The receiver acknowledged the report. No lease check: delivered is delivered, whoever sent
  * it. `delivered_at IS NULL` keeps the first acknowledgement's time. Locks the one row.
  */
-export function markDelivered(reportId: string): Prisma.Sql {
-  return Prisma.sql`UPDATE telemetry_reports
+export function markDelivered(tables: SchemaTables, reportId: string): Prisma.Sql {
+  return Prisma.sql`UPDATE ${tables.sql.telemetry_reports}
        SET delivered_at = now(), last_error = NULL
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL`;
 }
@@ -170,12 +174,13 @@ export function markDelivered(reportId: string): Prisma.Sql {
  * whoever leased the row after it. Locks the one row.
  */
 export function markFailed(
+  tables: SchemaTables,
   reportId: string,
   attempts: number,
   error: string,
   retryDelayMs: number,
 ): Prisma.Sql {
-  return Prisma.sql`UPDATE telemetry_reports
+  return Prisma.sql`UPDATE ${tables.sql.telemetry_reports}
        SET last_error = ${error}, next_attempt_at = now() + ${milliseconds(retryDelayMs)}
      WHERE report_id = ${reportId}::uuid AND delivered_at IS NULL AND attempts = ${attempts}::int`;
 }
@@ -190,9 +195,9 @@ export interface NextAttemptRow {
  * duration on the database's clock, so the reporter's clock never has to agree with it.
  * Takes no locks.
  */
-export function nextPendingAttempt(): Prisma.Sql {
+export function nextPendingAttempt(tables: SchemaTables): Prisma.Sql {
   return Prisma.sql`SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now()) * 1000)::float8 AS due_in_ms
-    FROM telemetry_reports WHERE delivered_at IS NULL`;
+    FROM ${tables.sql.telemetry_reports} WHERE delivered_at IS NULL`;
 }
 
 export interface OutboxBacklogRow {
@@ -205,10 +210,10 @@ export interface OutboxBacklogRow {
  * The undelivered reports and the oldest one's age, for the backlog metrics. Reads the
  * pending-reports index (delivered_at, created_at); takes no locks.
  */
-export function outboxBacklog(): Prisma.Sql {
+export function outboxBacklog(tables: SchemaTables): Prisma.Sql {
   return Prisma.sql`SELECT count(*) AS pending,
       greatest(0, extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS oldest_age_ms
-    FROM telemetry_reports WHERE delivered_at IS NULL`;
+    FROM ${tables.sql.telemetry_reports} WHERE delivered_at IS NULL`;
 }
 
 /**
@@ -217,8 +222,8 @@ export function outboxBacklog(): Prisma.Sql {
  * deleted, however old. Locks the deleted rows; a row leased for delivery is pending, so this
  * never touches it.
  */
-export function deleteDeliveredReports(retentionMs: number): Prisma.Sql {
-  return Prisma.sql`DELETE FROM telemetry_reports
+export function deleteDeliveredReports(tables: SchemaTables, retentionMs: number): Prisma.Sql {
+  return Prisma.sql`DELETE FROM ${tables.sql.telemetry_reports}
      WHERE delivered_at IS NOT NULL AND delivered_at < now() - ${milliseconds(retentionMs)}`;
 }
 
@@ -228,8 +233,8 @@ export function deleteDeliveredReports(retentionMs: number): Prisma.Sql {
  * (claimPeriod), so its report id is never written twice. Locks the deleted rows; current
  * periods are far from the cutoff.
  */
-export function deleteExpiredLocks(retentionMs: number): Prisma.Sql {
-  return Prisma.sql`DELETE FROM telemetry_locks WHERE period_ending_at < now() - ${milliseconds(retentionMs)}`;
+export function deleteExpiredLocks(tables: SchemaTables, retentionMs: number): Prisma.Sql {
+  return Prisma.sql`DELETE FROM ${tables.sql.telemetry_locks} WHERE period_ending_at < now() - ${milliseconds(retentionMs)}`;
 }
 
 /**
@@ -239,7 +244,7 @@ export function deleteExpiredLocks(retentionMs: number): Prisma.Sql {
  * version under READ COMMITTED and skips it) or finds it deleted and inserts a new one. Only a
  * flush retried after a week of silence could be applied twice, which no retry loop does.
  */
-export function deleteIdleFlushSequences(idleMs: number): Prisma.Sql {
-  return Prisma.sql`DELETE FROM boundary_usage_flush_sequences
+export function deleteIdleFlushSequences(tables: SchemaTables, idleMs: number): Prisma.Sql {
+  return Prisma.sql`DELETE FROM ${tables.sql.boundary_usage_flush_sequences}
      WHERE updated_at < now() - ${milliseconds(idleMs)}`;
 }

@@ -297,7 +297,7 @@ export class FaultFleet {
 
   private async undelivered(): Promise<bigint> {
     const [row] = await this.reporterClient.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM telemetry_reports WHERE delivered_at IS NULL`;
+      SELECT count(*) AS n FROM usagekit.telemetry_reports WHERE delivered_at IS NULL`;
     return row!.n;
   }
 
@@ -346,9 +346,9 @@ export class FaultFleet {
       }
     }
     const [left] = await this.reporterClient.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM boundary_usage_stats`;
+      SELECT count(*) AS n FROM usagekit.boundary_usage_stats`;
     const [outbox] = await this.reporterClient.$queryRaw<{ n: bigint }[]>`
-      SELECT count(*) AS n FROM telemetry_reports`;
+      SELECT count(*) AS n FROM usagekit.telemetry_reports`;
     const difference = (a: bigint, b: bigint): bigint => (a > b ? a - b : 0n);
     return {
       tracked,

@@ -12,7 +12,7 @@
  * coder's upsert writes no ids and no sequence: it counts a retried flush twice and sums
  * per-replica unique counts. Ours does more per flush; the goal is that it still costs less.
  */
-import { LockIds } from '@usagekit/db';
+import { LockIds, schemaTables } from '@usagekit/db';
 import type { Pool } from 'pg';
 import { inTransaction } from './raw-pg.js';
 
@@ -26,7 +26,7 @@ export const LOCK_KEY = LockIds.boundaryUsageStats.toString();
  * deltas; the UPDATE replaces the uniques with the cumulative counts and adds request deltas.
  */
 export const CODER_UPSERT = `-- name: UpsertBoundaryUsageStats :one
-INSERT INTO boundary_usage_stats (
+INSERT INTO ${schemaTables().text.boundary_usage_stats} (
     replica_id,
     unique_workspaces_count,
     unique_users_count,

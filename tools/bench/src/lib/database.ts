@@ -3,7 +3,7 @@
  * (--database-url / DATABASE_URL), where the bench creates its own migrated databases from a
  * template and drops them afterwards. Nothing outside those databases is touched.
  */
-import { migrate } from '@usagekit/db';
+import { migrate, schemaTables } from '@usagekit/db';
 import {
   cloneTemplate,
   createMigratedTemplate,
@@ -121,8 +121,9 @@ export async function openBenchDatabase(options: {
       databaseUrl,
       info,
       reset: async () => {
+        const tables = schemaTables().text;
         await admin.query(
-          'TRUNCATE boundary_usage_stats, boundary_usage_ids, boundary_usage_flush_sequences',
+          `TRUNCATE ${tables.boundary_usage_stats}, ${tables.boundary_usage_ids}, ${tables.boundary_usage_flush_sequences}`,
         );
       },
       query: async <R extends Record<string, unknown>>(text: string, values: unknown[] = []) =>

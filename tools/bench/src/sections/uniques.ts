@@ -5,7 +5,7 @@
  * against the same operation without ids, and against raw node-postgres sending the same SQL.
  */
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
-import { createPrismaClient } from '@usagekit/db';
+import { createPrismaClient, schemaTables } from '@usagekit/db';
 import { rotate, type BenchContext } from '../lib/context.js';
 import { clientCpuUs } from '../lib/cpu.js';
 import { fillIds, fillStats, MAX_STALENESS_MS } from '../lib/fill.js';
@@ -194,7 +194,9 @@ export async function runUniquesSection(ctx: BenchContext): Promise<UniquesSecti
 }
 
 async function assertIdsRecorded(ctx: BenchContext, expected: number): Promise<void> {
-  const [row] = await ctx.db.query<{ n: string }>('SELECT count(*) AS n FROM boundary_usage_ids');
+  const [row] = await ctx.db.query<{ n: string }>(
+    `SELECT count(*) AS n FROM ${schemaTables().text.boundary_usage_ids}`,
+  );
   if (Number(row?.n) !== expected) {
     throw new Error(`uniques: ${row?.n} ids recorded, expected ${expected}`);
   }

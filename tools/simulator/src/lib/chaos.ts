@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { PrismaClient } from '@usagekit/db';
+import { schemaTables, usagekitSchemaOf, type PrismaClient } from '@usagekit/db';
 import type { ReplicaHandle } from './fleet.js';
 import type { ProgressView } from './progress.js';
 import { pickRandom } from './random.js';
@@ -93,7 +93,7 @@ export async function killOneReplica(input: {
       10_000,
     );
     const rows = await input.prisma.$queryRaw<{ last_sequence: bigint | string }[]>`
-      SELECT last_sequence FROM boundary_usage_flush_sequences
+      SELECT last_sequence FROM ${schemaTables(usagekitSchemaOf(input.prisma)).sql.boundary_usage_flush_sequences}
        WHERE replica_id = ${victim.replicaId}::uuid
          AND writer_id = ${frozen.unconfirmedBatch.writerId ?? '00000000-0000-0000-0000-000000000000'}::uuid`;
     const last = rows[0] ? BigInt(rows[0].last_sequence) : undefined;

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
-import { noopLogger, type PrismaClient } from '@usagekit/db';
+import { noopLogger, schemaTables, usagekitSchemaOf, type PrismaClient } from '@usagekit/db';
 import { HttpSink, TelemetryReporter, type Snapshot } from '@usagekit/telemetry';
 import type { TelemetryCollector } from './collector.js';
 import type { SimulatorOptions } from './options.js';
@@ -70,8 +70,9 @@ export async function collectLastPeriod(
 export async function countLeftovers(
   prisma: PrismaClient,
 ): Promise<{ statsRows: number; undeliveredReports: number }> {
+  const tables = schemaTables(usagekitSchemaOf(prisma)).sql;
   const rows = await prisma.$queryRaw<{ stats_rows: number; undelivered: number }[]>`
-    SELECT (SELECT count(*) FROM boundary_usage_stats)::int AS stats_rows,
-           (SELECT count(*) FROM telemetry_reports WHERE delivered_at IS NULL)::int AS undelivered`;
+    SELECT (SELECT count(*) FROM ${tables.boundary_usage_stats})::int AS stats_rows,
+           (SELECT count(*) FROM ${tables.telemetry_reports} WHERE delivered_at IS NULL)::int AS undelivered`;
   return { statsRows: rows[0]?.stats_rows ?? -1, undeliveredReports: rows[0]?.undelivered ?? -1 };
 }
