@@ -205,5 +205,5 @@ export async function statsTotals(
 
 export async function clearTables(prisma: PrismaClient): Promise<void> {
   await prisma.$executeRaw`TRUNCATE usagekit.boundary_usage_stats, usagekit.boundary_usage_ids, usagekit.boundary_usage_flush_sequences,
-    telemetry_locks, usagekit.telemetry_reports`;
+    usagekit.telemetry_locks, usagekit.telemetry_reports`;
 }

@@ -290,7 +290,8 @@ describe('logs', () => {
       await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`);
     });
     await withAdminClient(databaseUrl, async (admin) => {
-      await admin.query(`GRANT ALL ON ALL TABLES IN SCHEMA public TO ${role}`);
+      await admin.query(`GRANT USAGE ON SCHEMA usagekit TO ${role}`);
+      await admin.query(`GRANT ALL ON ALL TABLES IN SCHEMA usagekit TO ${role}`);
     });
     const entries: Entry[] = [];
     const logger = capturingLogger(entries);
@@ -363,7 +364,8 @@ describe('logs', () => {
     } finally {
       await Promise.all(clients.map((client) => client.$disconnect().catch(() => undefined)));
       await withAdminClient(databaseUrl, async (admin) => {
-        await admin.query(`REVOKE ALL ON ALL TABLES IN SCHEMA public FROM ${role}`);
+        await admin.query(`REVOKE ALL ON ALL TABLES IN SCHEMA usagekit FROM ${role}`);
+        await admin.query(`REVOKE USAGE ON SCHEMA usagekit FROM ${role}`);
       });
       await withAdminClient(serverUrl, async (admin) => {
         await admin.query(

@@ -11,11 +11,14 @@
  *   and usagekit's public history rows, never the host's.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Client } from 'pg';
 import { BoundaryUsageStore } from '@usagekit/boundary-usage';
 import {
+  applyRoles,
   createPrismaClient,
   defaultMigrationsDir,
+  defaultRolesScriptPath,
   finishSchemaUpgrade,
   LockIds,
   migrate,
@@ -414,4 +417,276 @@ test('stopped fleet (legacyViews: false): every row, index, comment and history 
 
   // Idempotent: nothing left to move.
   await expect(migrate({ databaseUrl })).resolves.toEqual({ applied: [] });
+});
+
+/**
+ * An old replica's flush loop: every batch is retried with the same sequence until it is
+ * applied or refused as a duplicate (the old tracker's behaviour), so each batch counts
+ * exactly once whatever fails in between. Returns how many requests it counted.
+ */
+function oldReplicaLoop(
+  databaseUrl: string,
+  until: () => boolean,
+): Promise<{ counted: number; batches: number; errors: string[] }> {
+  return (async () => {
+    const client = await connect(databaseUrl);
+    const replicaId = randomUUID();
+    const writerId = randomUUID();
+    const errors: string[] = [];
+    let counted = 0;
+    let sequence = 0n;
+    while (!until()) {
+      sequence++;
+      const allowed = Number(sequence % 5n) + 1;
+      // Bounded: a batch that cannot be applied in 200 tries fails the test, not the run.
+      for (let attempt = 1; attempt <= 200; attempt++) {
+        try {
+          const result = await oldFlush(client, { replicaId, writerId, sequence, allowed });
+          if (result.applied) counted += allowed;
+          break;
+        } catch (error) {
+          errors.push(String((error as { code?: string }).code ?? error));
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+    }
+    return { counted, batches: Number(sequence), errors };
+  })();
+}
+
+test('rolling upgrade (default): old replicas keep flushing, cutting over, claiming and delivering through the views, during and after the move; finishSchemaUpgrade removes exactly what was usagekit’s', async () => {
+  const databaseUrl = await legacyDatabase();
+  const client = await connect(databaseUrl);
+  const old = await fillAsOldVersion(client);
+  const before = await contents(client, 'public');
+
+  // Old replicas flush all through the move; a new replica migrates meanwhile.
+  let stop = false;
+  const fleet = [oldReplicaLoop(databaseUrl, () => stop), oldReplicaLoop(databaseUrl, () => stop)];
+  let result: Awaited<ReturnType<typeof migrate>>;
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    result = await migrate({ databaseUrl });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  } finally {
+    stop = true;
+  }
+  const replicas = await Promise.all(fleet);
+
+  // The move neither lost nor doubled an old replica's flush, and none of them failed.
+  expect(replicas.flatMap((r) => r.errors)).toEqual([]);
+  expect(result!.upgraded).toMatchObject({ legacyViews: true });
+  expect(result!.upgraded?.tables).toHaveLength(TABLES.length);
+  for (const r of replicas) expect(r.batches).toBeGreaterThan(0);
+  const fleetCounted = replicas.reduce((sum, r) => sum + r.counted, 0);
+  const { rows: sums } = await client.query<{ allowed: string }>(
+    `SELECT sum(allowed_requests)::text AS allowed FROM usagekit.boundary_usage_stats`,
+  );
+  expect(BigInt(sums[0]!.allowed)).toBe(BigInt(old.allowed + fleetCounted));
+  // The tables are in usagekit; public holds views over them, and the history in both.
+  expect(await publicRelations(client)).toEqual(
+    ['_prisma_migrations:r', 'host_items:r', ...TABLES.map((t) => `${t}:v`)].sort(),
+  );
+  const moved = (await history(client, 'usagekit')).map((row) => row.migration_name);
+  expect(moved).toEqual(migrationNames);
+  // An old replica restarting runs the old migrate(): it finds everything applied.
+  expect(await legacyMigrate(client)).toEqual([]);
+  // Everything the old rows held is still there (the old fleet only added stats).
+  const after = await contents(client, 'usagekit');
+  for (const table of TABLES.filter(
+    (t) => t !== 'boundary_usage_stats' && t !== 'boundary_usage_flush_sequences',
+  )) {
+    expect(after[table]).toEqual(before[table]);
+  }
+
+  // Old and new side by side: a new replica flushes, an old one too (its sequences honoured:
+  // a resend is refused), and the OLD cutover sums both exactly once, under the same lock.
+  const prisma = prismaFor(databaseUrl);
+  const store = new BoundaryUsageStore(prisma);
+  const newReplica = randomUUID();
+  await store.upsertStats({
+    replicaId: newReplica,
+    writerId: randomUUID(),
+    sequence: 1n,
+    uniqueWorkspacesDelta: 0,
+    uniqueUsersDelta: 1,
+    uniqueWorkspacesCount: 0,
+    uniqueUsersCount: 1,
+    allowedRequests: 1000,
+    deniedRequests: 0,
+    userIds: [randomUUID()],
+  });
+  expect(
+    await oldFlush(client, {
+      replicaId: old.replicaA,
+      writerId: old.writerA,
+      sequence: 2n,
+      allowed: 7,
+    }),
+  ).toMatchObject({ applied: false });
+  expect(
+    await oldFlush(client, {
+      replicaId: old.replicaA,
+      writerId: old.writerA,
+      sequence: 3n,
+      allowed: 9,
+    }),
+  ).toMatchObject({ applied: true, new_period: false });
+  const cut = await oldCutover(client);
+  expect(cut).toEqual({
+    allowed: BigInt(old.allowed + fleetCounted + 1000 + 9),
+    denied: 1n,
+    uniqueUsers: 2n,
+  });
+  const { rows: left } = await client.query(
+    `SELECT count(*)::int AS n FROM usagekit.boundary_usage_stats`,
+  );
+  expect(left).toEqual([{ n: 0 }]);
+
+  // The old election and outbox still work through the views: the old version claims a new
+  // period and writes its report; a new reporter cannot claim that period again and delivers
+  // every pending report once, the old version's included; the old lease finds none left.
+  const oldBucket = new Date('2026-01-01T11:00:00Z');
+  const oldReport = await oldClaimAndReport(client, oldBucket);
+  expect(oldReport).toBeDefined();
+  expect(await oldClaimAndReport(client, oldBucket)).toBeUndefined();
+  const sink = new CollectingSink();
+  const reporter = new TelemetryReporter({
+    prisma,
+    store,
+    deploymentId: 'upgrade',
+    sink,
+    clock: new FakeClock(oldBucket),
+    reportRetentionMs: TEST_RETENTION_MS,
+  });
+  expect((await reporter.collectSnapshot()).boundaryUsageSummary).toBeUndefined();
+  expect(await reporter.deliverPending()).toEqual({ delivered: 2, failed: 0 });
+  expect(sink.sent.map((r) => r.reportId).sort()).toEqual([old.pendingReportId, oldReport].sort());
+  expect((await client.query(OLD_LEASE, [60_000])).rows).toEqual([]);
+
+  // Once every replica runs the new version: the views and usagekit's public history go,
+  // the host's row and table stay, usagekit's own history is complete.
+  const finished = await finishSchemaUpgrade({ databaseUrl });
+  expect(finished).toEqual({
+    views: [...TABLES],
+    historyRows: migrationNames.length,
+    droppedHistoryTable: false,
+  });
+  expect(await publicRelations(client)).toEqual(['_prisma_migrations:r', 'host_items:r']);
+  expect((await history(client, 'public')).map((row) => row.migration_name)).toEqual([
+    HOST_MIGRATION,
+  ]);
+  expect((await history(client, 'usagekit')).map((row) => row.migration_name)).toEqual(
+    migrationNames,
+  );
+  // From here an old replica fails loudly (and keeps its counts), a new one works.
+  await expect(
+    oldFlush(client, { replicaId: old.replicaA, writerId: old.writerA, sequence: 4n, allowed: 1 }),
+  ).rejects.toMatchObject({ code: '42P01' });
+  await expect(
+    store.upsertStats({
+      replicaId: old.replicaA,
+      writerId: old.writerA,
+      sequence: 4n,
+      uniqueWorkspacesDelta: 0,
+      uniqueUsersDelta: 0,
+      uniqueWorkspacesCount: 0,
+      uniqueUsersCount: 0,
+      allowedRequests: 1,
+      deniedRequests: 0,
+    }),
+  ).resolves.toMatchObject({ applied: true, newPeriod: true });
+  await expect(finishSchemaUpgrade({ databaseUrl })).resolves.toEqual({
+    views: [],
+    historyRows: 0,
+    droppedHistoryTable: false,
+  });
+  await expect(migrate({ databaseUrl })).resolves.toEqual({ applied: [] });
+});
+
+test('a legacy public._prisma_migrations that held only usagekit’s rows is dropped once emptied; a host table named like ours is never taken', async () => {
+  const name = uniqueDatabaseName('usagekit_upgrade');
+  await withAdminClient(server.serverUrl, (admin) =>
+    admin.query(`CREATE DATABASE ${quoteIdentifier(name)}`),
+  );
+  databases.push(name);
+  const databaseUrl = withDatabase(server.serverUrl, name);
+  const client = await connect(databaseUrl);
+  await legacyMigrate(client);
+  await fillAsOldVersion(client);
+
+  const result = await migrate({ databaseUrl, legacyViews: false });
+  expect(result.upgraded?.tables).toHaveLength(TABLES.length);
+  expect(await publicRelations(client)).toEqual([]);
+
+  // A database where the host has a telemetry_reports of its own and usagekit's history does
+  // not record creating it: nothing is moved, usagekit is installed beside it.
+  const hostName = uniqueDatabaseName('usagekit_upgrade');
+  await withAdminClient(server.serverUrl, (admin) =>
+    admin.query(`CREATE DATABASE ${quoteIdentifier(hostName)}`),
+  );
+  databases.push(hostName);
+  const hostUrl = withDatabase(server.serverUrl, hostName);
+  const host = await connect(hostUrl);
+  await host.query(`CREATE TABLE public.telemetry_reports (id int PRIMARY KEY)`);
+  const fresh = await migrate({ databaseUrl: hostUrl });
+  expect(fresh.upgraded).toBeUndefined();
+  expect(fresh.applied).toEqual(migrationNames);
+  expect(await publicRelations(host)).toEqual(['telemetry_reports:r']);
+});
+
+test('replicas running as usagekit_reporter keep working across the rolling upgrade: old ones through the views, new ones in the schema', async () => {
+  const databaseUrl = await legacyDatabase();
+  const client = await connect(databaseUrl);
+  // The roles as the previous version granted them, on the tables in public.
+  await client.query('BEGIN');
+  await client.query(`SELECT set_config('usagekit.schema', 'public', true)`);
+  await client.query(readFileSync(defaultRolesScriptPath(), 'utf8'));
+  await client.query('COMMIT');
+  const user = `usagekit_upgrade_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+  const password = randomUUID();
+  await client.query(`CREATE ROLE ${user} LOGIN PASSWORD '${password}' IN ROLE usagekit_reporter`);
+  const opened = clients.length;
+  try {
+    const url = new URL(databaseUrl);
+    url.username = user;
+    url.password = password;
+    const replica = await connect(url.toString());
+    const writerId = randomUUID();
+    const replicaId = randomUUID();
+    await oldFlush(replica, { replicaId, writerId, sequence: 1n, allowed: 2 });
+
+    await migrate({ databaseUrl });
+
+    // The old version, as that user, through the views: flush and cutover.
+    expect(
+      await oldFlush(replica, { replicaId, writerId, sequence: 2n, allowed: 3 }),
+    ).toMatchObject({ applied: true, new_period: false });
+    // The new version, as that user, in the schema (USAGE came with the move).
+    const prisma = prismaFor(url.toString());
+    await new BoundaryUsageStore(prisma).upsertStats({
+      replicaId: randomUUID(),
+      uniqueWorkspacesDelta: 0,
+      uniqueUsersDelta: 0,
+      uniqueWorkspacesCount: 0,
+      uniqueUsersCount: 0,
+      allowedRequests: 10,
+      deniedRequests: 0,
+    });
+    expect(await oldCutover(replica)).toMatchObject({ allowed: 15n });
+    // applyRoles() on the new layout leaves them able to do the same.
+    await applyRoles({ databaseUrl });
+    await expect(
+      new BoundaryUsageStore(prisma).getAndResetSummary({ maxStalenessMs: HOUR_MS }),
+    ).resolves.toMatchObject({ allowedRequests: 0n });
+  } finally {
+    for (const c of clients.splice(opened)) {
+      await ('$disconnect' in c ? c.$disconnect() : c.end()).catch(() => undefined);
+    }
+    await client.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`,
+      [user],
+    );
+    await client.query(`DROP ROLE IF EXISTS ${user}`);
+  }
 });

@@ -124,6 +124,7 @@ export async function moveLegacyLayout(
   await context.withLockRetries(`move ${tables.length} table(s) to schema ${schema}`, async () => {
     await client.query('BEGIN');
     try {
+      await lockForMove(client, legacySchema, tables);
       for (const table of tables) {
         await client.query(
           `ALTER TABLE ${quoteIdentifier(legacySchema)}.${quoteIdentifier(table)} SET SCHEMA ${quoteIdentifier(schema)}`,
@@ -222,6 +223,44 @@ async function removeLegacyHistory(
   const droppedHistoryTable = rows[0]?.droppable === true;
   if (droppedHistoryTable) await client.query(`DROP TABLE ${legacyHistory}`);
   return { historyRows: removed.rowCount ?? 0, droppedHistoryTable };
+}
+
+/**
+ * The order the fleet's flush statement takes its tables in (sequences, ids, stats: the order
+ * of its CTEs), then the telemetry tables. Taking ours in the same order, in one LOCK TABLE,
+ * the move can never hold a table a flush waits for while waiting for one that flush holds.
+ */
+const LOCK_ORDER: readonly UsagekitTable[] = [
+  'boundary_usage_flush_sequences',
+  'boundary_usage_ids',
+  'boundary_usage_stats',
+  'telemetry_locks',
+  'telemetry_reports',
+];
+
+/**
+ * Takes every table's ACCESS EXCLUSIVE lock up front. The cutover's transaction takes stats
+ * before ids, the opposite order, so the move can still close a cycle with a cutover; PostgreSQL
+ * then aborts whichever session runs its deadlock check first, after deadlock_timeout. The
+ * move waits at most half of deadlock_timeout here (and never longer than its lock_timeout),
+ * so it gives up (55P03, retried after a pause) before any replica's check fires: a replica is
+ * never the one aborted, and its flushes wait behind the move at most that long per attempt.
+ */
+async function lockForMove(
+  client: Client,
+  legacySchema: string,
+  tables: readonly UsagekitTable[],
+): Promise<void> {
+  await client.query(
+    `SELECT set_config('lock_timeout', (extract(epoch FROM least(
+       current_setting('lock_timeout')::interval,
+       greatest(current_setting('deadlock_timeout')::interval / 2, interval '10 milliseconds'))) * 1000)::bigint || 'ms',
+       true)`,
+  );
+  const ordered = LOCK_ORDER.filter((table) => tables.includes(table));
+  await client.query(
+    `LOCK TABLE ${ordered.map((t) => `${quoteIdentifier(legacySchema)}.${quoteIdentifier(t)}`).join(', ')} IN ACCESS EXCLUSIVE MODE`,
+  );
 }
 
 /**
