@@ -208,6 +208,8 @@ describe('telemetry_reports', () => {
       { name: 'last_error', type: 'text', nullable: true, default: null },
       { name: 'next_attempt_at', type: timestamptz, nullable: false, default: now },
       { name: 'delivered_at', type: timestamptz, nullable: true, default: null },
+      { name: 'rejected_at', type: timestamptz, nullable: true, default: null },
+      { name: 'rejections', type: 'integer', nullable: false, default: '0' },
     ]);
   });
 
