@@ -12,12 +12,19 @@
  *   period; extrapolated linearly to the size at which the hold reaches the lock_timeout.
  */
 import { BoundaryUsageStore, DEFAULT_STORE_OPTIONS } from '@usagekit/boundary-usage';
-import { createPrismaClient } from '@usagekit/db';
+import { createPrismaClient, DEFAULT_POOL_IDLE_TIMEOUT_MS } from '@usagekit/db';
+import {
+  capacityRows,
+  fleetTable,
+  type CapacityRow,
+  type FleetNeeds,
+} from '../lib/cadence-model.js';
 import type { BenchContext } from '../lib/context.js';
 import { fillIds, fillStats, MAX_STALENESS_MS } from '../lib/fill.js';
 import { fmt, fmtMs } from '../lib/output.js';
 import { median } from '../lib/stats.js';
 import { exclusiveLockHoldMs, timeQueries } from '../lib/wire-timing.js';
+import type { CadenceSectionResult } from './cadence.js';
 import { measureContender, type FlushSectionResult } from './flush.js';
 
 /** The flush interval the capacity figures assume (coder's, and the tracker loop's default). */
@@ -58,11 +65,22 @@ export interface CapacitySectionResult {
   holds: LockHoldCell[];
   rowsFit: LockTimeoutPoint | undefined;
   idsFit: LockTimeoutPoint | undefined;
+  /**
+   * From section 7 (production cadence), when it ran: replicas per PostgreSQL core, per 1,000
+   * PostgreSQL connections and per PgBouncer core, direct and behind PgBouncer, warm and
+   * per-flush, with and without TLS; per-flush holds assume the library's default idle timeout.
+   */
+  cadence?: {
+    perFlushIdleTimeoutMs: number;
+    rows: CapacityRow[];
+    fleets: Array<{ row: CapacityRow; needs: FleetNeeds[] }>;
+  };
 }
 
 export async function runCapacitySection(
   ctx: BenchContext,
   flush: FlushSectionResult | undefined,
+  cadence?: CadenceSectionResult,
 ): Promise<CapacitySectionResult> {
   const { settings, out } = ctx;
   let serverCpuUsPerFlush: number | undefined;
@@ -91,8 +109,39 @@ export async function runCapacitySection(
   const replicasAtMeasuredThroughput =
     flushesPerSecond !== undefined ? flushesPerSecond * CAPACITY_FLUSH_INTERVAL_SECONDS : undefined;
   out.line(
-    `  PostgreSQL CPU per default flush ${fmt(serverCpuUsPerFlush)} µs → ${fmt(replicasPerCore)} replicas per core at a ${CAPACITY_FLUSH_INTERVAL_SECONDS} s flush`,
+    `  PostgreSQL CPU per default flush in a tight loop ${fmt(serverCpuUsPerFlush)} µs → ${fmt(replicasPerCore)} replicas per core at a ${CAPACITY_FLUSH_INTERVAL_SECONDS} s flush (an upper bound: warm connections, commits grouped)`,
   );
+  let cadenceCapacity: CapacitySectionResult['cadence'];
+  if (cadence) {
+    const rows = capacityRows(cadence.cells, {
+      intervalSeconds: CAPACITY_FLUSH_INTERVAL_SECONDS,
+      perFlushIdleTimeoutSeconds: DEFAULT_POOL_IDLE_TIMEOUT_MS / 1000,
+    });
+    cadenceCapacity = {
+      perFlushIdleTimeoutMs: DEFAULT_POOL_IDLE_TIMEOUT_MS,
+      rows,
+      fleets: fleetTable(rows, CAPACITY_FLUSH_INTERVAL_SECONDS),
+    };
+    out.table(
+      `6. Capacity at a ${CAPACITY_FLUSH_INTERVAL_SECONDS} s flush, from section 7`,
+      [
+        'transport',
+        'TLS',
+        'pool',
+        'replicas / PostgreSQL core',
+        'replicas / 1,000 PostgreSQL connections',
+        'replicas / PgBouncer core',
+      ],
+      rows.map((r) => [
+        r.transport,
+        r.tls ? 'require' : 'off',
+        r.pool,
+        fmt(r.replicasPerServerCore),
+        fmt(r.replicasPerThousandServerConnections),
+        fmt(r.replicasPerPoolerCore),
+      ]),
+    );
+  }
 
   const prisma = createPrismaClient({ databaseUrl: ctx.db.databaseUrl, maxConnections: 2 });
   const store = new BoundaryUsageStore(prisma);
@@ -182,6 +231,7 @@ export async function runCapacitySection(
     holds,
     rowsFit,
     idsFit,
+    ...(cadenceCapacity ? { cadence: cadenceCapacity } : {}),
   };
 }
 
