@@ -509,6 +509,9 @@ function capacitySection(r: BenchResults): string[] {
       `and ${fmtMs(c.idsFit?.fixedMs)} ms + ${fmt(c.idsFit?.perUnitUs, 2)} µs per distinct id; the hold reaches ` +
       `${fmt(c.lockTimeoutMs)} ms at about ${reach(rowsAt, 'replica rows')} or ${reach(idsAt, 'distinct ids')} in one period.`,
     '',
+    ...(c.holdFailures && c.holdFailures.length > 0
+      ? [`Not measured in this run: ${c.holdFailures.join('; ')}.`, '']
+      : []),
     'Past that point, flushes that arrive during a cutover fail with `LOCK_TIMEOUT` (55P03) instead of waiting. ' +
       'Nothing is lost (the tracker keeps the batch and resends it with the same sequence), but the flush error ' +
       'rate and its metrics rise once per period. What to do there:',

@@ -416,7 +416,7 @@ async function measureCell(
           // the pool a real replica's would, a minute later).
           const due = Math.max(
             start.at + k * run.intervalMs + offsets[i],
-            run.spec.pool === 'per-flush' ? lastEnd + 2 * run.idleTimeoutMs + 50 : 0,
+            run.spec.pool === 'per-flush' ? lastEnd + 3 * run.idleTimeoutMs + 100 : 0,
           );
           const wait = due - performance.now();
           ctx.signal.throwIfAborted();
