@@ -107,11 +107,102 @@ describe('createPrismaClient options', () => {
   });
 });
 
+describe('idle connections: per-flush by default, warm on request', () => {
+  test.each([
+    ['idleTimeoutMs', 0],
+    ['idleTimeoutMs', -5],
+    ['idleTimeoutMs', Number.NaN],
+    ['maxLifetimeMs', 0],
+    ['maxLifetimeMs', Number.POSITIVE_INFINITY],
+  ])('rejects %s %p', (name, value) => {
+    expect(() =>
+      createPrismaClient({ databaseUrl: 'postgresql://localhost/x', [name]: value }),
+    ).toThrow(RangeError);
+    expect(() =>
+      createPrismaClient({ databaseUrl: 'postgresql://localhost/x', [name]: value }),
+    ).toThrow(`${name} must be a positive number of milliseconds, got ${String(value)}`);
+  });
+
+  async function backends(applicationName: string): Promise<number> {
+    const [{ n }] = await query<{ n: number }>(
+      database.databaseUrl,
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = $1`,
+      [applicationName],
+    );
+    return n;
+  }
+
+  function urlNamed(applicationName: string): string {
+    const url = new URL(database.databaseUrl);
+    url.searchParams.set('application_name', applicationName);
+    return url.toString();
+  }
+
+  test('by default an idle connection closes within about a second: the next call connects anew', async () => {
+    const prisma = track(
+      createPrismaClient({ databaseUrl: urlNamed('idle_default'), maxConnections: 1 }),
+    );
+    const [first] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    const returned = performance.now();
+    expect(await backends('idle_default')).toBe(1);
+    // Closed by the pool (not by the server, nor by an error): the backend goes away.
+    await waitUntil(
+      async () => (await backends('idle_default')) === 0,
+      'the idle connection to close',
+      5_000,
+    );
+    expect(performance.now() - returned).toBeGreaterThanOrEqual(900);
+    const [next] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    expect(next!.pid).not.toBe(first!.pid);
+  });
+
+  test('idleTimeoutMs longer than the interval keeps the connection warm', async () => {
+    const prisma = track(
+      createPrismaClient({
+        databaseUrl: urlNamed('idle_warm'),
+        maxConnections: 1,
+        idleTimeoutMs: 60_000,
+      }),
+    );
+    const [first] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(await backends('idle_warm')).toBe(1);
+    const [next] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    expect(next!.pid).toBe(first!.pid);
+  });
+
+  test('maxLifetimeMs retires a connection after its lifetime, however it is used', async () => {
+    const prisma = track(
+      createPrismaClient({
+        databaseUrl: urlNamed('lifetime'),
+        maxConnections: 1,
+        idleTimeoutMs: 60_000,
+        maxLifetimeMs: 1_000,
+      }),
+    );
+    const [first] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    await waitUntil(
+      async () => (await backends('lifetime')) === 0,
+      'the connection to retire',
+      5_000,
+    );
+    const [next] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    expect(next!.pid).not.toBe(first!.pid);
+  });
+});
+
 test('an idle pooled connection killed by the server is logged and replaced, not fatal', async () => {
   const logger = recordingLogger();
   // One connection, so the next query cannot dodge the dead one by taking another.
   const prisma = track(
-    createPrismaClient({ databaseUrl: database.databaseUrl, maxConnections: 1, logger }),
+    // Kept idle for a minute: the default (1 s) might close it before the server kills it.
+    createPrismaClient({
+      databaseUrl: database.databaseUrl,
+      maxConnections: 1,
+      logger,
+      idleTimeoutMs: 60_000,
+    }),
   );
   const [{ pid }] = await prisma.$queryRaw<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
 

@@ -29,7 +29,7 @@ export { findFreePort } from './lib/free-port.js';
 export { startCommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export type { CommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export { PGBOUNCER_INSTALL_HINT, startPgBouncer } from './lib/pgbouncer.js';
-export type { PgBouncer } from './lib/pgbouncer.js';
+export type { PgBouncer, StartPgBouncerOptions } from './lib/pgbouncer.js';
 export { gate, waitUntil } from './lib/wait.js';
 export { startFreezingProxy } from './lib/freezing-proxy.js';
 export type { FreezingProxy } from './lib/freezing-proxy.js';

@@ -17,6 +17,7 @@ import { findPgbench, pgbenchInfo } from './lib/pgbench.js';
 import { evaluateGoals } from './report/goals.js';
 import type { BenchResults } from './report/results.js';
 import { writeReport } from './report/write.js';
+import { runCadenceSection } from './sections/cadence.js';
 import { runCapacitySection } from './sections/capacity.js';
 import { runContentionSection } from './sections/contention.js';
 import { runCutoverSection } from './sections/cutover.js';
@@ -81,7 +82,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
 
 type SectionResults = Pick<
   BenchResults,
-  'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'capacity' | 'profile'
+  'flush' | 'cutover' | 'contention' | 'tracker' | 'uniques' | 'cadence' | 'capacity' | 'profile'
 >;
 
 async function runBench(
@@ -169,7 +170,12 @@ async function runBench(
     );
     await run('tracker', 'tracker', '4. Tracker.track()', () => runTrackerSection(ctx));
     await run('uniques', 'uniques', '5. Exact uniques', () => runUniquesSection(ctx));
-    await run('capacity', 'capacity', '6. Capacity', () => runCapacitySection(ctx, sections.flush));
+    await run('cadence', 'cadence', '7. The flush at production cadence', () =>
+      runCadenceSection(ctx),
+    );
+    await run('capacity', 'capacity', '6. Capacity', () =>
+      runCapacitySection(ctx, sections.flush, sections.cadence),
+    );
     await run('profile', 'profile', 'Where the time goes (CPU profile of a vs l)', () =>
       runProfileSection(ctx, options.cpuProfileDir),
     );

@@ -17,6 +17,7 @@ describe('parseArgs', () => {
       'contention',
       'tracker',
       'uniques',
+      'cadence',
       'capacity',
       'profile',
     ]);

@@ -22,6 +22,7 @@ import type { BenchResults } from '../src/report/results';
 import { recordedCall, substitute } from '../src/lib/replay';
 import { pgbenchValue } from '../src/lib/pgbench';
 import { fitHold } from '../src/sections/capacity';
+import { capacityRows, fleetTable } from '../src/lib/cadence-model';
 import type { FlushCell, FlushRatios } from '../src/sections/flush';
 
 const cell = (
@@ -333,6 +334,7 @@ describe('README', () => {
       durable: true,
       settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on' },
       serverCpuMeasured: true,
+      tls: true,
     },
     pgbench: null,
     settings: settingsFor(true),
@@ -375,11 +377,103 @@ describe('README', () => {
     );
     expect(text).toContain('## What changed since the previous published run, and why');
     expect(text).toContain("coder's protocol as the baseline");
-    expect(text).toContain('Replicas per PostgreSQL core at a 60 s flush: 100,000.');
+    expect(text).toContain(
+      '**Replicas per PostgreSQL core at a 60 s flush: 100,000** (section 7 did not run',
+    );
     expect(text).toContain('**2,660,000 distinct ids**');
     expect(text).toContain('(not found for replica rows: the hold did not grow');
     expect(text).toContain(NOTES_TEMPLATE);
     expect(text).not.toContain('This server is not durable');
+  });
+
+  it('shows the production-cadence section and derives the capacity table from it', () => {
+    const cell = (
+      transport: 'direct' | 'pgbouncer',
+      pool: 'warm' | 'per-flush',
+      serverUsPerFlush: number,
+      poolerUsPerFlush?: number,
+    ) => ({
+      transport,
+      tls: true,
+      pool,
+      replicas: 32,
+      idleTimeoutMs: pool === 'warm' ? 60_000 : 83,
+      rounds: [],
+      p50Ms: pool === 'warm' ? 2 : 20,
+      p99Ms: 30,
+      socketsPerFlush: pool === 'warm' ? 0 : 1,
+      nodeUsPerFlush: 500,
+      serverUsPerFlush,
+      poolerUsPerFlush,
+      errors: 0,
+    });
+    const cells = [
+      cell('direct', 'warm', 200),
+      cell('direct', 'per-flush', 6_000),
+      cell('pgbouncer', 'warm', 300, 100),
+      cell('pgbouncer', 'per-flush', 300, 2_000),
+    ];
+    const base = results();
+    const rows = capacityRows(cells, { intervalSeconds: 60, perFlushIdleTimeoutSeconds: 1 });
+    const text = renderReadme(
+      results({
+        cadence: {
+          realIntervalSeconds: 60,
+          intervalMs: 500,
+          intervals: 6,
+          replicas: 32,
+          rounds: 1,
+          warmIdleTimeoutMs: 60_000,
+          perFlushIdleTimeoutMs: 83,
+          cells,
+          warm: [
+            {
+              transport: 'direct',
+              tls: true,
+              backendContextBytes: 1_700 * 1024,
+              backendPrivateBytes: 2_200 * 1024,
+              freshBackendContextBytes: 1_600 * 1024,
+              freshBackendPrivateBytes: 1_800 * 1024,
+            },
+            {
+              transport: 'pgbouncer',
+              tls: true,
+              poolerBytesPerClient: 10 * 1024,
+              poolerClientsMeasured: 200,
+            },
+          ],
+          maxConnections: 400,
+          superuserReservedConnections: 3,
+          authMethod: 'password',
+          pgbouncerClientAuth: 'trust',
+          tlsMeasured: true,
+          pgbouncerMeasured: true,
+          notes: [],
+        },
+        capacity: {
+          ...base.capacity!,
+          cadence: { perFlushIdleTimeoutMs: 1_000, rows, fleets: fleetTable(rows, 60) },
+        },
+      }),
+      'chart.svg',
+      undefined,
+    );
+    expect(text).toContain('## 7. The flush at production cadence');
+    expect(text).toContain(
+      '| direct | require | per-flush | 6,000 | 500 |  | 20.0 | 30.0 | 1.00 | 0 |',
+    );
+    // Per-flush ÷ warm, PostgreSQL CPU: 6,000 ÷ 200.
+    expect(text).toContain('| direct | require | 30.00× | 1.00× |  |');
+    expect(text).toContain('| require | 1,700 | 2,200 | 1,600 | 1,800 |');
+    expect(text).toContain('10.0 kB per idle client with TLS require (200 clients)');
+    // Section 6 from section 7: per core and per 1,000 connections.
+    expect(text).toContain('replicas per 1,000 PostgreSQL connections');
+    expect(text).toContain('| direct | require | warm | 200 | **300,000** | **1,000** |');
+    expect(text).toContain('| direct | require | per-flush | 6,000 | **10,000** | **58,824** |');
+    expect(text).toContain(
+      '| PgBouncer | require | per-flush | 300 | **200,000** | **30,000,000** | 2,000 | 30,000 | 58,824 |',
+    );
+    expect(text).not.toContain('section 7 did not run');
   });
 
   it('warns about a server that is not durable, and shows other servers beside this run', () => {

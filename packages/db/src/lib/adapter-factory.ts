@@ -36,6 +36,10 @@ export interface TransportOptions {
   maxConnections: number;
   connectTimeoutMs: number;
   statementDeadlineMs: number;
+  /** pg-pool's idleTimeoutMillis: an idle connection is closed after this long. */
+  idleTimeoutMs: number;
+  /** pg-pool's maxLifetimeSeconds (rounded up); undefined: no limit. */
+  maxLifetimeMs: number | undefined;
   cancelTimeoutMs: number;
   settings: SessionSettings;
   preparedStatements: 'auto' | boolean;
@@ -177,6 +181,10 @@ export class UsagekitAdapterFactory {
         max: options.maxConnections,
         // Every wait has a deadline: connecting (TCP, TLS, startup) …
         connectionTimeoutMillis: options.connectTimeoutMs,
+        // Warm or per-flush connections (client.ts, DEFAULT_POOL_IDLE_TIMEOUT_MS).
+        idleTimeoutMillis: options.idleTimeoutMs,
+        maxLifetimeSeconds:
+          options.maxLifetimeMs === undefined ? 0 : Math.ceil(options.maxLifetimeMs / 1000),
         // … an idle connection whose peer vanished is noticed by TCP, not at its next query
         // (probes start after 10 s idle instead of the kernel's default two hours) …
         keepAlive: true,

@@ -58,6 +58,20 @@ export interface CreatePrismaClientOptions {
    * it through adapter-pg's `schema` option. Stores built on this client take it from here.
    */
   schema?: string;
+  /**
+   * How long a connection may sit idle in the pool before it is closed. Default 1 s: a replica
+   * that flushes once a minute connects for each flush and holds no connection between flushes,
+   * so a fleet takes a `max_connections` slot only while it flushes (README "Warm or per-flush
+   * connections"; docs/perf "Production cadence"). Set it above the flush interval (e.g.
+   * 120_000 for a 1-minute flush) to keep a warm connection per replica instead.
+   */
+  idleTimeoutMs?: number;
+  /**
+   * A connection is closed after this long, however busy (checked when it is returned to the
+   * pool). Default: no limit. With warm connections, bounds how long a replica stays on one
+   * backend (its memory, a server behind a VIP that moved).
+   */
+  maxLifetimeMs?: number;
 }
 
 export const DEFAULT_TRANSACTION_MAX_WAIT_MS = 5_000;
@@ -66,6 +80,13 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_STATEMENT_DEADLINE_MS = 15_000;
 export const DEFAULT_SESSION_LOCK_TIMEOUT_MS = 2_000;
 export const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000;
+/**
+ * Idle connections close after 1 s: at a 1-minute flush every flush connects afresh, which
+ * costs the server a few ms of CPU per replica per minute instead of a backend per replica for
+ * good (docs/perf "Production cadence"). A burst of work (a retry, a cutover and its purge)
+ * still reuses its connection.
+ */
+export const DEFAULT_POOL_IDLE_TIMEOUT_MS = 1_000;
 /** The CancelRequest sent for an abandoned statement is dropped after this long. */
 const CANCEL_TIMEOUT_MS = 2_000;
 
@@ -113,6 +134,15 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
       DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT_MS,
     ),
   };
+  const idleTimeoutMs = positiveMs(
+    'idleTimeoutMs',
+    options.idleTimeoutMs,
+    DEFAULT_POOL_IDLE_TIMEOUT_MS,
+  );
+  const maxLifetimeMs =
+    options.maxLifetimeMs === undefined
+      ? undefined
+      : positiveMs('maxLifetimeMs', options.maxLifetimeMs, 0);
   const via = options.via ?? 'auto';
   if (via !== 'auto' && via !== 'direct' && via !== 'pooler') {
     throw new InvalidInputError('via', via, "'auto', 'direct' or 'pooler'");
@@ -131,6 +161,8 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
     maxConnections,
     connectTimeoutMs,
     statementDeadlineMs,
+    idleTimeoutMs,
+    maxLifetimeMs,
     cancelTimeoutMs: CANCEL_TIMEOUT_MS,
     settings,
     preparedStatements,

@@ -10,6 +10,8 @@ export interface PgBouncer {
   /** The suite's database URL, pointed at PgBouncer. */
   databaseUrl: string;
   port: number;
+  /** PgBouncer's process id (e.g. to read its CPU and memory from /proc). */
+  pid: number | undefined;
   /** PgBouncer's admin console (`SHOW …`), simple-query protocol only. */
   admin(command: string): Promise<Record<string, unknown>[]>;
   stop(): Promise<void>;
@@ -57,11 +59,24 @@ function iniValue(value: string): string {
  * instructions when pgbouncer is missing: a suite that needs it asks
  * `requireProgram('pgbouncer', PGBOUNCER_INSTALL_HINT)` first and skips without it.
  */
+export interface StartPgBouncerOptions {
+  /** default_pool_size: server connections per database and user; default 3. */
+  serverConnections?: number;
+  /** max_client_conn; default 500. */
+  maxClientConnections?: number;
+  /**
+   * Offer TLS to clients (`client_tls_sslmode = allow`: a client that asks gets TLS, others
+   * connect in plain text). The files must be readable by the user PgBouncer runs as.
+   */
+  clientTls?: { certFile: string; keyFile: string };
+}
+
 export async function startPgBouncer(
   databaseUrl: string,
-  options: { serverConnections?: number } = {},
+  options: StartPgBouncerOptions = {},
 ): Promise<PgBouncer> {
   const serverConnections = options.serverConnections ?? 3;
+  const maxClientConnections = options.maxClientConnections ?? 500;
   const binary = findPgBouncer();
   const runAs = unprivilegedUser();
   const target = new URL(databaseUrl);
@@ -94,7 +109,14 @@ export async function startPgBouncer(
       `default_pool_size = ${serverConnections}`,
       'reserve_pool_size = 0',
       'min_pool_size = 0',
-      'max_client_conn = 500',
+      `max_client_conn = ${maxClientConnections}`,
+      ...(options.clientTls
+        ? [
+            'client_tls_sslmode = allow',
+            `client_tls_cert_file = ${iniValue(options.clientTls.certFile)}`,
+            `client_tls_key_file = ${iniValue(options.clientTls.keyFile)}`,
+          ]
+        : []),
       // Sent by some drivers at startup; PgBouncer would otherwise refuse the connection.
       'ignore_startup_parameters = extra_float_digits',
       'log_connections = 0',
@@ -177,5 +199,5 @@ export async function startPgBouncer(
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-  return { databaseUrl: proxied.toString(), port, admin: adminQuery, stop };
+  return { databaseUrl: proxied.toString(), port, pid: child.pid, admin: adminQuery, stop };
 }

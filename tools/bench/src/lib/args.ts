@@ -9,6 +9,7 @@ export const SECTION_NAMES = [
   'contention',
   'tracker',
   'uniques',
+  'cadence',
   'capacity',
   'profile',
 ] as const;

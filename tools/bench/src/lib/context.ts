@@ -31,6 +31,13 @@ export interface BenchSettings {
   capacityRounds: number;
   /** Rounds for the sizes that take seconds to fill (1 M ids). */
   capacityLargeRounds: number;
+  /** Production cadence: replicas, the compressed flush interval, intervals per cell, rounds. */
+  cadenceReplicas: number;
+  cadenceIntervalMs: number;
+  cadenceIntervals: number;
+  cadenceRounds: number;
+  /** How long the idle CPU of server, Node and PgBouncer is measured before each round. */
+  cadenceIdleWindowMs: number;
 }
 
 export function settingsFor(quick: boolean): BenchSettings {
@@ -58,6 +65,11 @@ export function settingsFor(quick: boolean): BenchSettings {
     capacityRowsWithIds: 16,
     capacityRounds: quick ? 3 : 5,
     capacityLargeRounds: quick ? 1 : 3,
+    cadenceReplicas: 32,
+    cadenceIntervalMs: 500,
+    cadenceIntervals: quick ? 6 : 12,
+    cadenceRounds: quick ? 1 : 3,
+    cadenceIdleWindowMs: quick ? 1_000 : 2_000,
   };
 }
 

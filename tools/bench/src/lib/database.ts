@@ -16,6 +16,7 @@ import {
 } from '@usagekit/testing';
 import { Client } from 'pg';
 import { postmasterPidFromDataDirectory } from './cpu.js';
+import { createServerCertificate, type ServerCertificate } from './tls.js';
 
 export interface ServerInfo {
   /** `SELECT version()`. */
@@ -37,6 +38,8 @@ export interface ServerInfo {
   settings: Record<string, string>;
   /** The postmaster's pid when the server runs on this machine and we may read its files. */
   postmasterPid: number | undefined;
+  /** The server accepts TLS connections (`ssl = on`). */
+  tls: boolean;
 }
 
 export interface BenchDatabase {
@@ -44,6 +47,11 @@ export interface BenchDatabase {
   /** A fresh, migrated database for this run. */
   databaseUrl: string;
   info: ServerInfo;
+  /**
+   * The certificate the embedded server serves (PgBouncer can serve it too); undefined for a
+   * --database-url server (which has TLS or not: info.tls) or when openssl is missing.
+   */
+  certificate: ServerCertificate | undefined;
   /** Empties the tables a section writes (TRUNCATE, so no dead rows carry over). */
   reset(): Promise<void>;
   /** Runs one statement on the bench database with a dedicated admin connection. */
@@ -77,6 +85,8 @@ const REPORTED_SETTINGS = [
   'wal_level',
   'wal_sync_method',
   'max_locks_per_transaction',
+  'ssl',
+  'superuser_reserved_connections',
 ];
 
 export async function openBenchDatabase(options: {
@@ -90,11 +100,26 @@ export async function openBenchDatabase(options: {
     : options.fastServer
       ? 'embedded-fast'
       : 'embedded-durable';
-  const server =
-    kind === 'database-url'
-      ? await startPostgresServer({ databaseUrl: options.databaseUrl })
-      : await startEmbeddedPostgres({ settings: EMBEDDED_SETTINGS[kind] });
-  const cleanups: Array<() => Promise<unknown>> = [() => server.stop()];
+  // TLS on the embedded server (section 7 measures connections with and without it); a
+  // client that does not ask for TLS is unaffected.
+  const certificate = kind === 'database-url' ? undefined : createServerCertificate();
+  const tlsSettings = certificate
+    ? ['ssl=on', `ssl_cert_file=${certificate.certFile}`, `ssl_key_file=${certificate.keyFile}`]
+    : [];
+  let server: PostgresServer;
+  try {
+    server =
+      kind === 'database-url'
+        ? await startPostgresServer({ databaseUrl: options.databaseUrl })
+        : await startEmbeddedPostgres({ settings: [...EMBEDDED_SETTINGS[kind], ...tlsSettings] });
+  } catch (error) {
+    certificate?.remove();
+    throw error;
+  }
+  const cleanups: Array<() => Promise<unknown>> = [
+    async () => certificate?.remove(),
+    () => server.stop(),
+  ];
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
@@ -120,6 +145,7 @@ export async function openBenchDatabase(options: {
       serverUrl: server.url,
       databaseUrl,
       info,
+      certificate,
       reset: async () => {
         const tables = schemaTables().text;
         await admin.query(
@@ -181,6 +207,7 @@ async function readServerInfo(server: PostgresServer, kind: ServerKind): Promise
       durable: isDurable(settings),
       settings,
       postmasterPid: postmasterPidFromDataDirectory(dataDirectory),
+      tls: settings['ssl'] === 'on',
     };
   });
 }

@@ -5,6 +5,7 @@
  */
 import { describeServer } from '../lib/database.js';
 import { fmt, fmtMs, fmtRatio, markdownTable } from '../lib/output.js';
+import { ratio } from '../lib/stats.js';
 import { RATIO_COLUMNS } from '../sections/flush.js';
 import type { BenchResults } from './results.js';
 
@@ -328,6 +329,7 @@ export function renderReadme(
   }
 
   if (r.capacity) push(...capacitySection(r));
+  if (r.cadence) push(...cadenceSection(r));
 
   push('## Where the time goes', '');
   if (r.profile && r.profile.contenders.length > 0) {
@@ -449,6 +451,10 @@ function whatChanged(r: BenchResults): string[] {
       't flushes through a real `BoundaryUsageTracker`.',
     '- **A capacity section** (section 6): replicas per PostgreSQL core at a 1-minute flush, and how long the cutover ' +
       "holds its exclusive lock as replicas and distinct ids grow, up to where it would pass the writers' lock_timeout.",
+    '- **The flush at production cadence** (section 7, issue 19): each replica flushes once a minute (compressed), ' +
+      'so each flush finds its pool as a real replica would: warm, or closed by the idle timeout and connecting ' +
+      'again; direct and through PgBouncer, with TLS and without. Section 6 now derives replicas per PostgreSQL ' +
+      'core and per 1,000 connections from it, instead of from the tight loop.',
     '',
   ];
 }
@@ -465,17 +471,24 @@ function capacitySection(r: BenchResults): string[] {
   if (!c) return [];
   const rowsAt = c.rowsFit?.sizeAtLockTimeout;
   const idsAt = c.idsFit?.sizeAtLockTimeout;
+  const tightLoop =
+    `In a tight loop on warm connections (section 1, contender a, ${c.replicas} replicas, ${c.flushSource}) the ` +
+    `default flush costs PostgreSQL ${fmt(c.serverCpuUsPerFlush)} µs of CPU, which would be ` +
+    `${fmt(c.replicasPerCore)} replicas per core; at full load this run's server completed ` +
+    `${fmt(c.flushesPerSecond)} flushes/s while sharing its ${r.machine.cores} cores with the bench. That is an ` +
+    'upper bound no fleet reaches: concurrent flushes share their WAL flushes (group commit) and find warm ' +
+    'caches, and none pays for a connection.';
   const lines = [
     '## 6. Capacity',
     '',
-    `**Replicas per PostgreSQL core at a ${c.flushIntervalSeconds} s flush: ${fmt(c.replicasPerCore)}.** ` +
-      `One core has ${c.flushIntervalSeconds} s of CPU per minute; the default flush costs PostgreSQL ` +
-      `${fmt(c.serverCpuUsPerFlush)} µs of CPU (contender a, ${c.replicas} replicas, ${c.flushSource}; all of the ` +
-      "server's processes, WAL writer and checkpointer included). At full load this run's server completed " +
-      `${fmt(c.flushesPerSecond)} flushes/s while sharing its ${r.machine.cores} cores with the bench, i.e. ` +
-      `${fmt(c.replicasAtMeasuredThroughput)} replicas flushing once a minute; a durable server also waits for ` +
-      'its disk, which group commit shares between concurrent flushes.',
-    '',
+    ...(c.cadence
+      ? cadenceCapacity(r, c.cadence, c.flushIntervalSeconds, tightLoop)
+      : [
+          `**Replicas per PostgreSQL core at a ${c.flushIntervalSeconds} s flush: ${fmt(c.replicasPerCore)}** ` +
+            '(section 7 did not run: no production-cadence figures). ' +
+            tightLoop,
+          '',
+        ]),
     `**How long the cutover holds its exclusive lock.** Through the store's \`getAndResetSummary\`, timed on the ` +
       'wire from the return of the lock statement to the return of COMMIT; every flush that arrives meanwhile waits. ' +
       `Tables filled with one INSERT … SELECT and vacuumed; median of ${r.settings.capacityRounds} rounds ` +
@@ -496,6 +509,9 @@ function capacitySection(r: BenchResults): string[] {
       `and ${fmtMs(c.idsFit?.fixedMs)} ms + ${fmt(c.idsFit?.perUnitUs, 2)} µs per distinct id; the hold reaches ` +
       `${fmt(c.lockTimeoutMs)} ms at about ${reach(rowsAt, 'replica rows')} or ${reach(idsAt, 'distinct ids')} in one period.`,
     '',
+    ...(c.holdFailures && c.holdFailures.length > 0
+      ? [`Not measured in this run: ${c.holdFailures.join('; ')}.`, '']
+      : []),
     'Past that point, flushes that arrive during a cutover fail with `LOCK_TIMEOUT` (55P03) instead of waiting. ' +
       'Nothing is lost (the tracker keeps the batch and resends it with the same sequence), but the flush error ' +
       'rate and its metrics rise once per period. What to do there:',
@@ -508,6 +524,208 @@ function capacitySection(r: BenchResults): string[] {
     '',
   ];
   return lines;
+}
+
+type CadenceCapacity = NonNullable<NonNullable<BenchResults['capacity']>['cadence']>;
+
+const transportLabel = (transport: string) => (transport === 'direct' ? 'direct' : 'PgBouncer');
+const tlsLabel = (tls: boolean) => (tls ? 'require' : 'off');
+
+function cadenceCapacity(
+  r: BenchResults,
+  cadence: CadenceCapacity,
+  intervalSeconds: number,
+  tightLoop: string,
+): string[] {
+  const idleS = cadence.perFlushIdleTimeoutMs / 1000;
+  const sizes = cadence.fleets[0]?.needs.map((n) => n.replicas) ?? [];
+  const connections = (n: number) => (n < 10 ? fmt(n, 1) : fmt(n));
+  const cores = (n: number | undefined) => (n === undefined ? '–' : n < 10 ? fmt(n, 2) : fmt(n, 1));
+  return [
+    `At a ${intervalSeconds} s flush, from section 7 (each flush finds its pool as a real replica's would). ` +
+      'A core has 60 s of CPU per minute; a connection held s seconds of every minute serves 60 ÷ s replicas. ' +
+      `Warm: one connection per replica for good. Per-flush: the connection lives for the flush (connect included, ` +
+      `p50 of section 7) plus the pool's idle timeout (${fmt(idleS, 0)} s, the default of \`createPrismaClient\`). ` +
+      'Behind PgBouncer (transaction pooling) a flush holds a PostgreSQL connection only for its transaction ' +
+      "(the warm flush's latency through PgBouncer, an upper bound), and a PgBouncer client connection as above.",
+    '',
+    markdownTable(
+      [
+        'transport',
+        'TLS',
+        'pool',
+        'PostgreSQL µs/flush',
+        'replicas per PostgreSQL core',
+        'replicas per 1,000 PostgreSQL connections',
+        'PgBouncer µs/flush',
+        'replicas per PgBouncer core',
+        'replicas per 1,000 PgBouncer clients',
+      ],
+      cadence.rows.map((row) => [
+        transportLabel(row.transport),
+        tlsLabel(row.tls),
+        row.pool,
+        fmt(row.serverUsPerFlush),
+        `**${fmt(row.replicasPerServerCore)}**`,
+        `**${fmt(row.replicasPerThousandServerConnections)}**`,
+        row.transport === 'pgbouncer' ? fmt(row.poolerUsPerFlush) : '',
+        row.transport === 'pgbouncer' ? fmt(row.replicasPerPoolerCore) : '',
+        row.transport === 'pgbouncer' ? fmt(row.replicasPerThousandPoolerClients) : '',
+      ]),
+    ),
+    '',
+    `What fleets need at a ${intervalSeconds} s flush (PostgreSQL cores of CPU, PostgreSQL connections held on ` +
+      'average, and behind PgBouncer its cores and client connections; PgBouncer is single-threaded, so more ' +
+      'than one core means more PgBouncer processes):',
+    '',
+    markdownTable(
+      [
+        'transport',
+        'TLS',
+        'pool',
+        ...sizes.flatMap((n) => [`${fmt(n)}: PG cores`, `${fmt(n)}: PG conns`]),
+        ...sizes.map((n) => `${fmt(n)}: PgBouncer cores / clients`),
+      ],
+      cadence.fleets.map(({ row, needs }) => [
+        transportLabel(row.transport),
+        tlsLabel(row.tls),
+        row.pool,
+        ...needs.flatMap((n) => [cores(n.serverCores), connections(n.serverConnections)]),
+        ...needs.map((n) =>
+          row.transport === 'pgbouncer'
+            ? `${cores(n.poolerCores)} / ${n.poolerClients === undefined ? '–' : connections(n.poolerClients)}`
+            : '',
+        ),
+      ]),
+    ),
+    '',
+    `PostgreSQL's \`max_connections\` on this server: ${fmt(r.cadence?.maxConnections)} ` +
+      `(${fmt(r.cadence?.superuserReservedConnections)} reserved for superusers; PostgreSQL's default is 100), ` +
+      "shared with the product's own pools. " +
+      tightLoop,
+    '',
+  ];
+}
+
+function cadenceSection(r: BenchResults): string[] {
+  const c = r.cadence;
+  if (!c) return [];
+  const kb = (bytes: number | undefined, digits = 0) =>
+    bytes === undefined ? '–' : fmt(bytes / 1024, digits);
+  const warmDirect = c.warm.filter((w) => w.transport === 'direct');
+  const warmPooler = c.warm.filter((w) => w.transport === 'pgbouncer');
+  const ratioLines = (['direct', 'pgbouncer'] as const).flatMap((transport) =>
+    [false, true].flatMap((tls) => {
+      const warm = c.cells.find(
+        (x) => x.transport === transport && x.tls === tls && x.pool === 'warm',
+      );
+      const perFlush = c.cells.find(
+        (x) => x.transport === transport && x.tls === tls && x.pool === 'per-flush',
+      );
+      if (!warm || !perFlush) return [];
+      return [
+        [
+          transportLabel(transport),
+          tlsLabel(tls),
+          fmtRatio(ratio(perFlush.serverUsPerFlush, warm.serverUsPerFlush)),
+          fmtRatio(ratio(perFlush.nodeUsPerFlush, warm.nodeUsPerFlush)),
+          transport === 'pgbouncer'
+            ? fmtRatio(ratio(perFlush.poolerUsPerFlush, warm.poolerUsPerFlush))
+            : '',
+        ],
+      ];
+    }),
+  );
+  return [
+    '## 7. The flush at production cadence',
+    '',
+    `Every replica flushes once a minute, compressed here: ${c.replicas} replicas each flush once every ` +
+      `${fmt(c.intervalMs)} ms, spread evenly over the interval, for ${c.intervals} intervals; ${c.rounds} ` +
+      'round(s), the cells in a rotating order, medians over rounds. Each flush finds its pool as a real ' +
+      `replica's would a minute later. **warm**: the pool keeps its connection past the interval ` +
+      `(\`idleTimeoutMs\` ${fmt(c.warmIdleTimeoutMs)} ms). **per-flush**: the pool closed it ` +
+      `(\`idleTimeoutMs\` ${fmt(c.perFlushIdleTimeoutMs)} ms, the 10 s : 60 s of pg-pool's default compressed; a ` +
+      'replica never flushes again before its pool has closed the connection), so the flush connects: TCP, TLS ' +
+      'when required, startup with the session settings, authentication, then prepares its statement again; ' +
+      "the backend's exit is counted too. The default flush (contender a's parameters) through " +
+      `\`createPrismaClient\` and \`BoundaryUsageStore\`, on direct connections and through PgBouncer ` +
+      '(transaction pooling: PgBouncer keeps its own server connections), with `sslmode=require` (TLS 1.3, ' +
+      'a self-signed RSA 2048 certificate on the embedded server and PgBouncer) and without. ' +
+      `Authentication: PostgreSQL \`${c.authMethod ?? '?'}\`` +
+      (c.pgbouncerClientAuth ? `, PgBouncer clients \`${c.pgbouncerClientAuth}\`` : '') +
+      '. CPU per flush is net of what each process spent with the fleet open and idle just before ' +
+      '(PostgreSQL: all its processes, /proc schedstat; PgBouncer: its process; Node: the bench, all threads). ' +
+      '"connects/flush" counts the TCP connections the fleet opened: 1 per-flush, 0 warm, as intended.',
+    '',
+    markdownTable(
+      [
+        'transport',
+        'TLS',
+        'pool',
+        'PostgreSQL µs/flush',
+        'Node µs/flush',
+        'PgBouncer µs/flush',
+        'p50 ms',
+        'p99 ms',
+        'connects/flush',
+        'errors',
+      ],
+      c.cells.map((cell) => [
+        transportLabel(cell.transport),
+        tlsLabel(cell.tls),
+        cell.pool,
+        fmt(cell.serverUsPerFlush),
+        fmt(cell.nodeUsPerFlush),
+        cell.transport === 'pgbouncer' ? fmt(cell.poolerUsPerFlush) : '',
+        fmtMs(cell.p50Ms),
+        fmtMs(cell.p99Ms),
+        cell.socketsPerFlush.toFixed(2),
+        String(cell.errors),
+      ]),
+    ),
+    '',
+    'Per-flush ÷ warm, CPU per flush, same run:',
+    '',
+    markdownTable(['transport', 'TLS', 'PostgreSQL', 'Node', 'PgBouncer'], ratioLines),
+    '',
+    '**What a warm connection costs instead.** A direct one is a PostgreSQL backend for good and one ' +
+      '`max_connections` slot. Its memory after one default flush (its statement prepared, catalog caches ' +
+      "filled), from PostgreSQL's memory contexts and the kernel's private pages of the backend process " +
+      '(shared_buffers pages it touched are shared, not counted), beside a backend that only connected:',
+    '',
+    markdownTable(
+      [
+        'TLS',
+        'memory contexts kB',
+        'private memory kB',
+        'fresh backend: contexts kB',
+        'fresh backend: private kB',
+      ],
+      warmDirect.map((w) => [
+        tlsLabel(w.tls),
+        kb(w.backendContextBytes),
+        kb(w.backendPrivateBytes),
+        kb(w.freshBackendContextBytes),
+        kb(w.freshBackendPrivateBytes),
+      ]),
+    ),
+    '',
+    ...(warmPooler.length > 0
+      ? [
+          'Behind PgBouncer a warm replica holds a PgBouncer client connection, not a backend (PgBouncer ' +
+            `keeps its few server connections either way): PgBouncer's private memory grew by ` +
+            warmPooler
+              .map(
+                (w) =>
+                  `${kb(w.poolerBytesPerClient, 1)} kB per idle client with TLS ${tlsLabel(w.tls)} (${fmt(w.poolerClientsMeasured)} clients)`,
+              )
+              .join(', ') +
+            '; each also takes a file descriptor and a `max_client_conn` slot.',
+          '',
+        ]
+      : []),
+    ...(c.notes.length > 0 ? [...c.notes.map((n) => `- ${n}`), ''] : []),
+  ];
 }
 
 /** This run's goals beside those of the runs kept in subdirectories, one column per server. */

@@ -3,6 +3,7 @@ import type { BenchSettings } from '../lib/context.js';
 import type { ServerInfo } from '../lib/database.js';
 import type { PgbenchInfo } from '../lib/pgbench.js';
 import type { BaselinesReport } from '../lib/baselines.js';
+import type { CadenceSectionResult } from '../sections/cadence.js';
 import type { CapacitySectionResult } from '../sections/capacity.js';
 import type { ContentionSectionResult } from '../sections/contention.js';
 import type { CutoverSectionResult } from '../sections/cutover.js';
@@ -55,6 +56,7 @@ export interface BenchResults {
   contention?: ContentionSectionResult;
   tracker?: TrackerSectionResult;
   uniques?: UniquesSectionResult;
+  cadence?: CadenceSectionResult;
   capacity?: CapacitySectionResult;
   profile?: ProfileSectionResult;
   /** Sections that failed, with the error; the run goes on without them. */

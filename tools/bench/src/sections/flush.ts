@@ -8,7 +8,7 @@ import {
   BoundaryUsageTracker,
   type StoreOptions,
 } from '@usagekit/boundary-usage';
-import { createPrismaClient } from '@usagekit/db';
+import { createPrismaClient, type CreatePrismaClientOptions } from '@usagekit/db';
 import { randomUUID } from 'node:crypto';
 import { coderFlush, type CoderLock } from '../lib/coder.js';
 import { rotate, type BenchContext } from '../lib/context.js';
@@ -162,7 +162,7 @@ export function openStoreFleet(
   databaseUrl: string,
   ids: readonly string[],
   options: StoreOptions,
-  clientOptions: { preparedStatements?: boolean } = {},
+  clientOptions: Omit<CreatePrismaClientOptions, 'databaseUrl' | 'maxConnections'> = {},
 ): Fleet {
   const clients = ids.map(() =>
     createPrismaClient({ databaseUrl, maxConnections: REPLICA_POOL_SIZE, ...clientOptions }),
