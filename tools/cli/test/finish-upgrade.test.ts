@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { DEFAULT_SCHEMA, defaultMigrationsDir, LockIds, readMigrations } from '@usagekit/db';
 import {
+  applyLegacyLayout,
   applyLegacyLayoutBesideHost,
   dropDatabase,
   LEGACY_HOST_MIGRATION,
@@ -34,12 +35,14 @@ const serverUrl = process.env[SERVER_URL_ENV]!;
 const databaseName = uniqueDatabaseName('cli_legacy');
 const role = uniqueDatabaseName('cli_legacy_role');
 const password = `pw-${randomBytes(12).toString('hex')}`;
-const databaseUrl = (() => {
-  const url = new URL(withDatabase(serverUrl, databaseName));
+const aloneName = uniqueDatabaseName('cli_legacy_alone');
+function roleUrl(name: string): string {
+  const url = new URL(withDatabase(serverUrl, name));
   url.username = role;
   url.password = password;
   return url.toString();
-})();
+}
+const databaseUrl = roleUrl(databaseName);
 const migrationNames = readMigrations(defaultMigrationsDir()).map((m) => m.name);
 
 const outputs: string[] = [];
@@ -57,8 +60,8 @@ async function cli(...args: string[]): Promise<CliRun> {
   return run;
 }
 
-async function connect(): Promise<Client> {
-  const client = new Client({ connectionString: databaseUrl });
+async function connect(url = databaseUrl): Promise<Client> {
+  const client = new Client({ connectionString: url });
   client.on('error', () => undefined);
   await client.connect();
   clients.push(client);
@@ -86,6 +89,7 @@ beforeAll(async () => {
   await withAdminClient(serverUrl, async (admin) => {
     await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`);
     await admin.query(`CREATE DATABASE ${databaseName} OWNER ${role}`);
+    await admin.query(`CREATE DATABASE ${aloneName} OWNER ${role}`);
   });
   client = await connect();
   await applyLegacyLayoutBesideHost(client, readMigrations(defaultMigrationsDir()));
@@ -94,6 +98,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of clients) await c.end().catch(() => undefined);
   await dropDatabase(serverUrl, databaseName);
+  await dropDatabase(serverUrl, aloneName);
   await withAdminClient(serverUrl, (admin) => admin.query(`DROP ROLE IF EXISTS ${role}`));
 });
 
@@ -183,6 +188,24 @@ test('a second migrate --finish-upgrade drops nothing: exit 0, in text and JSON'
   });
   expect(await publicRelations(client)).toEqual(['_prisma_migrations:r', `${LEGACY_HOST_TABLE}:r`]);
   expect(await historyNames(client, 'public')).toEqual([LEGACY_HOST_MIGRATION]);
+});
+
+test('in text, migrate --finish-upgrade says what it dropped; a public._prisma_migrations that held only usagekit’s rows goes too', async () => {
+  const alone = await connect(roleUrl(aloneName));
+  await applyLegacyLayout(alone, readMigrations(defaultMigrationsDir()));
+  expect((await cli('migrate', '--database-url', roleUrl(aloneName))).code).toBe(0);
+
+  const run = await cli('migrate', '--finish-upgrade', '--database-url', roleUrl(aloneName));
+  expect(run.stderr).toBe('');
+  expect(run.code).toBe(0);
+  expect(run.stdout).toContain(`${role}:***@`);
+  expect(run.stdout).toContain(`dropped ${TABLES.length} compatibility view(s) from public`);
+  for (const table of TABLES) expect(run.stdout).toContain(`public.${table}\n`);
+  expect(run.stdout).toContain(
+    `removed ${migrationNames.length} usagekit row(s) from public._prisma_migrations`,
+  );
+  expect(run.stdout).toContain('dropped public._prisma_migrations');
+  expect(await publicRelations(alone)).toEqual([]);
 });
 
 test('--finish-upgrade is migrate’s alone, and applies no migrations: exit 1', async () => {
