@@ -26,8 +26,11 @@ import {
   type PrismaClient,
 } from '@usagekit/db';
 import {
+  applyLegacyLayout,
+  applyLegacyLayoutBesideHost,
   createTestDatabase,
   dropDatabase,
+  LEGACY_HOST_MIGRATION,
   quoteIdentifier,
   uniqueDatabaseName,
   withAdminClient,
@@ -53,7 +56,7 @@ const TABLES = [
   'telemetry_locks',
   'telemetry_reports',
 ] as const;
-const HOST_MIGRATION = '20250101000000_host_items';
+const HOST_MIGRATION = LEGACY_HOST_MIGRATION;
 const HOUR_MS = 3_600_000;
 
 let server: TestDatabase;
@@ -89,7 +92,7 @@ function prismaFor(databaseUrl: string): PrismaClient {
 /**
  * A database as the previous version left it: a host application's migration and table in
  * public, then usagekit's migrations applied the way that version's migrate() applied them
- * (search_path public, history in public._prisma_migrations, same checksums).
+ * (@usagekit/testing's applyLegacyLayoutBesideHost).
  */
 async function legacyDatabase(): Promise<string> {
   const name = uniqueDatabaseName('usagekit_upgrade');
@@ -99,46 +102,13 @@ async function legacyDatabase(): Promise<string> {
   databases.push(name);
   const databaseUrl = withDatabase(server.serverUrl, name);
   const client = await connect(databaseUrl);
-  await client.query(`CREATE TABLE public.host_items (id int PRIMARY KEY, name text NOT NULL)`);
-  await client.query(`INSERT INTO public.host_items VALUES (1, 'kept')`);
-  await legacyMigrate(client);
-  await client.query(
-    `INSERT INTO public."_prisma_migrations" (id, checksum, migration_name, finished_at, applied_steps_count)
-     VALUES ($1, 'host-checksum', $2, now(), 1)`,
-    [randomUUID(), HOST_MIGRATION],
-  );
+  await applyLegacyLayoutBesideHost(client, readMigrations(defaultMigrationsDir()));
   return databaseUrl;
 }
 
 /** The previous version's migrate(), reduced to what it wrote: unqualified, into public. */
-async function legacyMigrate(client: Client): Promise<string[]> {
-  await client.query(`CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
-    "id" VARCHAR(36) PRIMARY KEY NOT NULL, "checksum" VARCHAR(64) NOT NULL,
-    "finished_at" TIMESTAMPTZ, "migration_name" VARCHAR(255) NOT NULL, "logs" TEXT,
-    "rolled_back_at" TIMESTAMPTZ, "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
-    "applied_steps_count" INTEGER NOT NULL DEFAULT 0)`);
-  const { rows } = await client.query<{ migration_name: string }>(
-    `SELECT migration_name FROM "_prisma_migrations" WHERE rolled_back_at IS NULL`,
-  );
-  const done = new Set(rows.map((row) => row.migration_name));
-  const applied: string[] = [];
-  for (const migration of readMigrations(defaultMigrationsDir())) {
-    if (done.has(migration.name)) continue;
-    const id = randomUUID();
-    await client.query(
-      `INSERT INTO "_prisma_migrations" (id, checksum, migration_name) VALUES ($1, $2, $3)`,
-      [id, migration.checksum, migration.name],
-    );
-    await client.query('BEGIN');
-    await client.query(migration.sql);
-    await client.query(
-      `UPDATE "_prisma_migrations" SET finished_at = now(), applied_steps_count = 1 WHERE id = $1`,
-      [id],
-    );
-    await client.query('COMMIT');
-    applied.push(migration.name);
-  }
-  return applied;
+function legacyMigrate(client: Client): Promise<string[]> {
+  return applyLegacyLayout(client, readMigrations(defaultMigrationsDir()));
 }
 
 interface OldFlush {

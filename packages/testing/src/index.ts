@@ -25,6 +25,13 @@ export { createTestDatabase, SERVER_URL_ENV, TEMPLATE_ENV } from './lib/test-dat
 export type { TestDatabase } from './lib/test-database.js';
 export { dropDatabase, withAdminClient, quoteIdentifier, serverMajorVersion } from './lib/admin.js';
 export { withDatabase, uniqueDatabaseName } from './lib/database-url.js';
+export {
+  applyLegacyLayout,
+  applyLegacyLayoutBesideHost,
+  LEGACY_HOST_MIGRATION,
+  LEGACY_HOST_TABLE,
+} from './lib/legacy-layout.js';
+export type { LegacyMigration } from './lib/legacy-layout.js';
 export { findFreePort } from './lib/free-port.js';
 export { startCommitCuttingProxy } from './lib/commit-cutting-proxy.js';
 export type { CommitCuttingProxy } from './lib/commit-cutting-proxy.js';

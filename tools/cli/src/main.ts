@@ -3,6 +3,7 @@ import {
   Deadline,
   disconnectWithin,
   DeadlineExceededError,
+  finishSchemaUpgrade,
   migrate,
   MigrationChecksumMismatchError,
   MigrationFailedError,
@@ -21,7 +22,7 @@ import {
   type RetryResult,
   type RetryTarget,
 } from './lib/outbox.js';
-import { renderOutbox, renderRetry, renderStatus } from './lib/render.js';
+import { renderFinished, renderOutbox, renderRetry, renderStatus } from './lib/render.js';
 import { collectStatus } from './lib/status.js';
 import { usagekitTables } from './lib/tables.js';
 
@@ -80,6 +81,18 @@ async function run(command: Exclude<Command, { name: 'help' }>, io: CliIo, deadl
   const output = (json: unknown, text: string) =>
     io.stdout(options.json ? `${JSON.stringify(json, null, 2)}\n` : text);
   const database = redactDatabaseUrl(options.databaseUrl);
+  if (command.name === 'migrate' && command.options.finishUpgrade) {
+    const finished = await finishSchemaUpgrade({
+      databaseUrl: options.databaseUrl,
+      connectTimeoutMs: options.connectTimeoutMs,
+      schema: options.schema,
+    });
+    output(
+      { database, schema: options.schema, finished },
+      renderFinished(database, options.schema, finished),
+    );
+    return ExitCode.ok;
+  }
   if (command.name === 'migrate') {
     const { applied, upgraded } = await migrate({
       databaseUrl: options.databaseUrl,
@@ -90,7 +103,7 @@ async function run(command: Exclude<Command, { name: 'help' }>, io: CliIo, deadl
     const moved = upgraded
       ? `moved ${upgraded.tables.length} table(s) from public into schema ${options.schema}` +
         (upgraded.legacyViews
-          ? ' (views left in public for replicas still on the old version: finishSchemaUpgrade() once all run this one)\n'
+          ? ' (views left in public for replicas still on the old version: run `usagekit migrate --finish-upgrade` once all run this one)\n'
           : '\n')
       : '';
     output(

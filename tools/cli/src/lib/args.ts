@@ -10,7 +10,7 @@ export class UsageError extends Error {
 
 export type Command =
   | { name: 'help' }
-  | { name: 'migrate'; options: CommonOptions }
+  | { name: 'migrate'; options: CommonOptions & { finishUpgrade: boolean } }
   | { name: 'status'; options: CommonOptions }
   | { name: 'outbox-list'; options: CommonOptions & { limit: number; state: OutboxState } }
   | {
@@ -37,7 +37,12 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const HELP_TEXT = `usagekit: operate usagekit on the database your fleet shares
 
 Usage:
-  usagekit migrate              apply usagekit's pending migrations (idempotent)
+  usagekit migrate              apply usagekit's pending migrations (idempotent); moves a
+                                database of the layout before the schema (tables in public)
+                                into it, leaving views in public for replicas still old
+  usagekit migrate --finish-upgrade
+                                once every replica runs this version: drop those views and
+                                usagekit's rows in public._prisma_migrations (idempotent)
   usagekit status               migrations, replicas, the advisory lock, periods, the outbox
   usagekit outbox list          pending reports, oldest first (--delivered: the latest
                                 deliveries; --rejected: dead letters the receiver refused)
@@ -52,6 +57,8 @@ Options:
   --schema NAME            usagekit's PostgreSQL schema (default ${DEFAULT_SCHEMA}); the same name
                            the fleet gives createPrismaClient
   --migrations-dir DIR     migrations to apply or compare (default: usagekit's prisma/migrations)
+  --finish-upgrade         migrate: finish the upgrade from the layout before the schema
+                           instead of applying migrations
   --limit N                outbox list: at most N reports (default 20)
   -h, --help               this text
 
@@ -60,6 +67,7 @@ Exit codes:
   1  usage error (bad flags, no database URL, a malformed report id)
   2  database unreachable, login refused, or the deadline passed
   3  migrations not current (pending, failed or changed), or migrate failed
+     (--finish-upgrade included: e.g. the migration lock was not granted in time)
   4  telemetry needs attention (status: a pending report failed delivery;
      outbox retry: an id that is not a pending report)
   5  any other failure (the message says what)
@@ -87,6 +95,7 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv): Command {
         rejected: { type: 'boolean', default: false },
         'all-pending': { type: 'boolean', default: false },
         'all-rejected': { type: 'boolean', default: false },
+        'finish-upgrade': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -122,8 +131,17 @@ export function parseCommand(argv: string[], env: NodeJS.ProcessEnv): Command {
     migrationsDir: values['migrations-dir'],
     schema: schemaName(values.schema),
   };
+  if (values['finish-upgrade'] && name !== 'migrate') {
+    throw new UsageError('--finish-upgrade belongs to migrate (usagekit migrate --finish-upgrade)');
+  }
   switch (name) {
     case 'migrate':
+      if (values['finish-upgrade'] && values['migrations-dir'] !== undefined) {
+        throw new UsageError(
+          'migrate --finish-upgrade applies no migrations: drop --migrations-dir',
+        );
+      }
+      return { name, options: { ...common, finishUpgrade: values['finish-upgrade'] } };
     case 'status':
       return { name, options: common };
     case 'outbox-list':

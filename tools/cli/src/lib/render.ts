@@ -1,3 +1,4 @@
+import type { FinishSchemaUpgradeResult } from '@usagekit/db';
 import type { OutboxReportRow, OutboxState, RetryResult } from './outbox.js';
 import type { LockSession, StatusReport } from './status.js';
 
@@ -99,6 +100,26 @@ function describeSession(session: LockSession): string {
 /** A final collection claims the period in progress: its end is still ahead. */
 function periodAge(ageMs: number): string {
   return ageMs < 0 ? `in progress, ends in ${age(-ageMs)}` : `ended ${age(ageMs)} ago`;
+}
+
+/** `migrate --finish-upgrade` for a person: what was dropped, or that nothing was left. */
+export function renderFinished(
+  database: string,
+  schema: string,
+  finished: FinishSchemaUpgradeResult,
+): string {
+  const { views, historyRows, droppedHistoryTable } = finished;
+  if (views.length === 0 && historyRows === 0 && !droppedHistoryTable) {
+    return `${database} (schema ${schema}): upgrade already finished, nothing left in public to drop\n`;
+  }
+  const lines = [`${database} (schema ${schema}): upgrade finished`];
+  lines.push(`  dropped ${views.length} compatibility view(s) from public`);
+  for (const view of views) lines.push(`    public.${view}`);
+  lines.push(`  removed ${historyRows} usagekit row(s) from public._prisma_migrations`);
+  if (droppedHistoryTable) {
+    lines.push('  dropped public._prisma_migrations (nothing else was recorded in it)');
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 /** 950 → "950ms", 61_000 → "1m1s", 7_300_000 → "2h1m". */
