@@ -119,7 +119,7 @@ export function alertRules(timing: AlertTiming): AlertRule[] {
       summary: 'No usagekit telemetry report written for 1.5 periods',
       description:
         `No reporter of job {{ $labels.job }} cut over a period in the last ${reportWindow} (1.5 periods): ` +
-        'collections fail, hang, or no reporter runs. Flushed rows wait in boundary_usage_stats and ' +
+        'collections fail, hang, or no reporter runs. Flushed rows wait in usagekit.boundary_usage_stats and ' +
         'rows older than the staleness bound will be reported apart as stale.',
       anchor: 'usagekitnoreportwritten',
     },
