@@ -130,16 +130,20 @@ $$;
 -- else (a DBA); a GRANT there by a user who may not grant only WARNs, so it is attempted only
 -- when allowed: PUBLIC has CONNECT by default, which is enough unless a DBA revoked it.
 DO $$
+DECLARE
+  -- By name, not current_schema(): that is NULL for a user without USAGE on it, and this block
+  -- must say so clearly rather than fail to format a NULL identifier.
+  usagekit_schema text := coalesce(nullif(current_setting('usagekit.schema', true), ''), 'usagekit');
 BEGIN
   EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM usagekit_writer, usagekit_reporter',
-                 current_schema());
-  IF NOT has_schema_privilege(current_schema(), 'USAGE WITH GRANT OPTION') THEN
-    RAISE EXCEPTION 'usagekit roles: % may not grant USAGE on schema %', current_user, current_schema()
+                 usagekit_schema);
+  IF NOT has_schema_privilege(usagekit_schema, 'USAGE WITH GRANT OPTION') THEN
+    RAISE EXCEPTION 'usagekit roles: % may not grant USAGE on schema %', current_user, usagekit_schema
       USING ERRCODE = 'insufficient_privilege',
             HINT = 'Run it as the user that ran migrate() (it created and owns the schema), or have the schema''s owner grant USAGE.';
   END IF;
   EXECUTE format('GRANT USAGE ON SCHEMA %I TO usagekit_writer, usagekit_reporter',
-                 current_schema());
+                 usagekit_schema);
   IF has_database_privilege(current_database(), 'CONNECT WITH GRANT OPTION') THEN
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO usagekit_writer, usagekit_reporter',
                    current_database());

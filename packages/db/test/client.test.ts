@@ -117,10 +117,10 @@ describe('idle connections: per-flush by default, warm on request', () => {
   ])('rejects %s %p', (name, value) => {
     expect(() =>
       createPrismaClient({ databaseUrl: 'postgresql://localhost/x', [name]: value }),
-    ).toThrow(RangeError);
+    ).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', field: name }));
     expect(() =>
       createPrismaClient({ databaseUrl: 'postgresql://localhost/x', [name]: value }),
-    ).toThrow(`${name} must be a positive number of milliseconds, got ${String(value)}`);
+    ).toThrow(`Invalid ${name}: expected a positive number of milliseconds, got ${String(value)}`);
   });
 
   async function backends(applicationName: string): Promise<number> {

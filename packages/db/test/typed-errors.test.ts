@@ -18,8 +18,10 @@ import {
   createPrismaClient,
   DatabaseError,
   disconnectWithin,
+  finishSchemaUpgrade,
   InvalidInputError,
   migrate,
+  schemaTables,
   type CreatePrismaClientOptions,
 } from '../src/index.js';
 
@@ -114,6 +116,53 @@ describe('migrate() rejects with typed errors', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('finishSchemaUpgrade() rejects with typed errors, as migrate() does', () => {
+  test('options or databaseUrl missing: INVALID_INPUT, never a synchronous throw', async () => {
+    await expect(asyncOnly(() => finishSchemaUpgrade(undefined as never))).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      field: 'options',
+    });
+    await expect(
+      asyncOnly(() => finishSchemaUpgrade({ databaseUrl: undefined as unknown as string })),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'databaseUrl' });
+  });
+
+  test('nothing listening: ConnectionLostError; a missing database: its SQLSTATE', async () => {
+    const port = await findFreePort();
+    const refused = await asyncOnly(() =>
+      finishSchemaUpgrade({ databaseUrl: `postgresql://postgres@127.0.0.1:${port}/postgres` }),
+    ).catch((caught: unknown) => caught);
+    expect(refused).toBeInstanceOf(ConnectionLostError);
+    const missing = await asyncOnly(() =>
+      finishSchemaUpgrade({
+        databaseUrl: withDatabase(database.databaseUrl, 'usagekit_no_such_database'),
+      }),
+    ).catch((caught: unknown) => caught);
+    expect(missing).toBeInstanceOf(DatabaseError);
+    expect(missing).toMatchObject({ sqlState: '3D000' });
+  });
+});
+
+describe('a bad schema name is INVALID_INPUT (field schema) wherever it is given', () => {
+  const url = 'postgresql://localhost/x';
+  test.each(['public', 'Usagekit', 'pg_usage', 'a-b'])('%s', async (schema) => {
+    const expected = { code: 'INVALID_INPUT', field: 'schema', value: schema };
+    expect(() => createPrismaClient({ databaseUrl: url, schema })).toThrow(
+      expect.objectContaining(expected),
+    );
+    expect(() => schemaTables(schema)).toThrow(expect.objectContaining(expected));
+    await expect(asyncOnly(() => migrate({ databaseUrl: url, schema }))).rejects.toMatchObject(
+      expected,
+    );
+    await expect(
+      asyncOnly(() => finishSchemaUpgrade({ databaseUrl: url, schema })),
+    ).rejects.toMatchObject(expected);
+    await expect(asyncOnly(() => applyRoles({ databaseUrl: url, schema }))).rejects.toMatchObject(
+      expected,
+    );
   });
 });
 

@@ -144,15 +144,7 @@ export class BoundaryUsageStore {
       schema: usagekitSchemaOf(prisma),
       ...definedOnly(options),
     };
-    try {
-      merged.schema = validateSchemaName(merged.schema, 'BoundaryUsageStore');
-    } catch {
-      throw new InvalidInputError(
-        'schema',
-        merged.schema,
-        'a lower-case schema name other than public (default usagekit)',
-      );
-    }
+    merged.schema = validateSchemaName(merged.schema);
     this.#tables = schemaTables(merged.schema);
     if (merged.lockMode !== 'shared' && merged.lockMode !== 'exclusive') {
       throw new InvalidInputError('lockMode', merged.lockMode, "'shared' or 'exclusive'");

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Deadline, noopLogger, toDatabaseError, type Logger } from '@usagekit/db';
+import { DatabaseError, Deadline, noopLogger, toDatabaseError, type Logger } from '@usagekit/db';
 import type { BoundaryUsageStore, UpsertStatsResult } from './store.js';
 import { InvalidInputError, assertPositiveMs, canonicalUuid, INT8_MAX } from './validation.js';
 
@@ -399,7 +399,12 @@ export class BoundaryUsageTracker {
       } catch (error) {
         // The batch stays `unconfirmed` and is resent first, with the same sequence.
         const typed = error instanceof InvalidInputError ? error : toDatabaseError(error);
-        if (!NOT_COMMITTED.has(typed.code)) batch.mayHaveLanded = true;
+        // Never applied: refused before anything ran (a server that cannot take writes, a
+        // connection that never opened: DatabaseError.certainlyNotCommitted) or rolled back.
+        const notCommitted =
+          NOT_COMMITTED.has(typed.code) ||
+          (typed instanceof DatabaseError && typed.certainlyNotCommitted);
+        if (!notCommitted) batch.mayHaveLanded = true;
         throw typed;
       }
       const stored = outcome.storedSequence ?? 0n;

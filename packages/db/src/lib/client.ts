@@ -147,7 +147,7 @@ export function createPrismaClient(options: CreatePrismaClientOptions): PrismaCl
   if (via !== 'auto' && via !== 'direct' && via !== 'pooler') {
     throw new InvalidInputError('via', via, "'auto', 'direct' or 'pooler'");
   }
-  const schema = validateSchemaName(options.schema, 'createPrismaClient');
+  const schema = validateSchemaName(options.schema);
   const preparedStatements = options.preparedStatements ?? 'auto';
   if (preparedStatements !== 'auto' && typeof preparedStatements !== 'boolean') {
     throw new InvalidInputError('preparedStatements', preparedStatements, "'auto', true or false");

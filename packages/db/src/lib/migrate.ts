@@ -172,6 +172,19 @@ export function readMigrations(migrationsDir: string): MigrationFile[] {
  * connection, so concurrent migrate() calls, and `prisma migrate deploy`, run one at a time.
  */
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  return withTypedErrors(options, () => migrateChecked(options));
+}
+
+/**
+ * The contract of migrate() and finishSchemaUpgrade(): bad options reject with
+ * InvalidInputError before anything connects, and every failure is typed: ours pass through,
+ * anything from pg becomes a DatabaseError (ConnectionLostError for an unreachable server,
+ * PermissionDeniedError, …) with the pg error as its cause.
+ */
+async function withTypedErrors<T>(
+  options: Partial<MigrateOptions> | undefined,
+  run: () => Promise<T>,
+): Promise<T> {
   if (typeof options !== 'object' || options === null) {
     throw new InvalidInputError('options', options, 'an options object with a databaseUrl');
   }
@@ -181,11 +194,8 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     throw new InvalidInputError('databaseUrl', options.databaseUrl, 'a non-empty postgres:// URL');
   }
   try {
-    return await migrateChecked(options);
+    return await run();
   } catch (error) {
-    // Every failure is typed: ours pass through, anything from pg becomes a DatabaseError
-    // (ConnectionLostError for an unreachable server, PermissionDeniedError, …) with the pg
-    // error as its cause.
     if (
       error instanceof MigrationChecksumMismatchError ||
       error instanceof MigrationFailedError ||
@@ -216,15 +226,7 @@ async function migrateChecked(options: MigrateOptions): Promise<MigrateResult> {
     );
   }
   const policy = lockPolicy(options);
-  let schema: string;
-  try {
-    schema = validateSchemaName(options.schema, 'migrate');
-  } catch (error) {
-    throw Object.assign(
-      new InvalidInputError('schema', options.schema, 'a lower-case schema name other than public'),
-      { cause: error },
-    );
-  }
+  const schema = validateSchemaName(options.schema);
   const legacyViews = options.legacyViews ?? true;
   return withMigrationSession(options, logger, policy, async (client) => {
     const history = await prepareSchema(client, schema);
@@ -272,9 +274,15 @@ export type FinishSchemaUpgradeResult = LegacyRemoval;
 export async function finishSchemaUpgrade(
   options: FinishSchemaUpgradeOptions,
 ): Promise<FinishSchemaUpgradeResult> {
+  return withTypedErrors(options, () => finishSchemaUpgradeChecked(options));
+}
+
+async function finishSchemaUpgradeChecked(
+  options: FinishSchemaUpgradeOptions,
+): Promise<FinishSchemaUpgradeResult> {
   const logger = options.logger ?? noopLogger;
   const policy = lockPolicy(options);
-  const schema = validateSchemaName(options.schema, 'finishSchemaUpgrade');
+  const schema = validateSchemaName(options.schema);
   return withMigrationSession(options, logger, policy, async (client) => {
     let result: LegacyRemoval | undefined;
     await withLockRetries(

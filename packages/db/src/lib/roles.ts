@@ -56,7 +56,7 @@ export async function applyRoles(options: ApplyRolesOptions): Promise<void> {
     throw new InvalidInputError('databaseUrl', options?.databaseUrl, 'a non-empty postgres:// URL');
   }
   const logger = options.logger ?? noopLogger;
-  const schema = validateSchemaName(options.schema, 'applyRoles');
+  const schema = validateSchemaName(options.schema);
   const scriptPath = options.scriptPath ?? defaultRolesScriptPath();
   let script: string;
   try {

@@ -1,4 +1,5 @@
 import { Prisma } from '../generated/prisma/client.js';
+import { InvalidInputError } from './invalid-input.js';
 
 /**
  * The PostgreSQL schema that holds every usagekit table and usagekit's own
@@ -28,17 +29,25 @@ export type UsagekitTable = (typeof USAGEKIT_TABLES)[number];
  */
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
-/** Returns `value` if it is a schema name usagekit accepts; throws a TypeError saying why not. */
-export function validateSchemaName(value: unknown, where: string): string {
+/**
+ * Returns `value` if it is a schema name usagekit accepts; throws InvalidInputError (code
+ * INVALID_INPUT, `field` as given) saying why not, so every public call that takes a schema
+ * rejects bad input the same way.
+ */
+export function validateSchemaName(value: unknown, field = 'schema'): string {
   if (value === undefined) return DEFAULT_SCHEMA;
   if (typeof value !== 'string' || !SCHEMA_NAME.test(value)) {
-    throw new TypeError(
-      `${where}: schema must be a lower-case identifier (letters, digits, _; at most 63 characters), got ${JSON.stringify(value)}`,
+    throw new InvalidInputError(
+      field,
+      value,
+      'a lower-case identifier (letters, digits, _; at most 63 characters)',
     );
   }
   if (value === 'public' || value === 'information_schema' || value.startsWith('pg_')) {
-    throw new TypeError(
-      `${where}: schema ${JSON.stringify(value)} is not allowed: usagekit keeps its tables in a schema of its own (default "${DEFAULT_SCHEMA}")`,
+    throw new InvalidInputError(
+      field,
+      value,
+      `a schema of usagekit's own (default "${DEFAULT_SCHEMA}"), not public or a system schema`,
     );
   }
   return value;
@@ -70,7 +79,7 @@ const tablesBySchema = new Map<string, SchemaTables>();
 export function schemaTables(schema: string = DEFAULT_SCHEMA): SchemaTables {
   let tables = tablesBySchema.get(schema);
   if (tables === undefined) {
-    const name = validateSchemaName(schema, 'schemaTables');
+    const name = validateSchemaName(schema);
     const quotedSchema = quoteIdentifier(name);
     const text = {} as Record<UsagekitTable, string>;
     const sql = {} as Record<UsagekitTable, Prisma.Sql>;
