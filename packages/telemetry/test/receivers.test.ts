@@ -310,6 +310,63 @@ test('credentials in the receiver URL are sent as Basic auth and appear in no er
   expect(String((refused as Error).message)).not.toContain(encodeURIComponent(password));
 });
 
+test('a bare Bearer token or a token-as-username URL echoed by the receiver appears in no error, log line or last_error', async () => {
+  const bearer = `tok${uuid().replace(/-/g, '')}`;
+  const userToken = `ghp${uuid().replace(/-/g, '')}`;
+  const server = await receiver((request, response) => {
+    // A careless receiver that names the credential it refuses, without the scheme.
+    const authorization = request.headers.authorization ?? '';
+    const credential = authorization.startsWith('Basic ')
+      ? Buffer.from(authorization.slice(6), 'base64').toString('utf8')
+      : authorization.replace(/^Bearer /, '');
+    response.writeHead(401);
+    response.end(`invalid token ${credential}`);
+  });
+  const lines: string[] = [];
+  const logger: Logger = {
+    debug: (message, fields) => lines.push(`${message} ${JSON.stringify(fields ?? {})}`),
+    info: (message, fields) => lines.push(`${message} ${JSON.stringify(fields ?? {})}`),
+    warn: (message, fields) => lines.push(`${message} ${JSON.stringify(fields ?? {})}`),
+    error: (message, fields) => lines.push(`${message} ${JSON.stringify(fields ?? {})}`),
+  };
+  const errors: unknown[] = [];
+  const userUrl = new URL(server.url);
+  userUrl.username = userToken;
+  const sinks = [
+    new HttpSink({ url: server.url, headers: { Authorization: `Bearer ${bearer}` } }),
+    new HttpSink({ url: userUrl }),
+  ];
+  for (const sink of sinks) {
+    await clearTables(prisma);
+    await oneReport();
+    const telemetry = reporter(prisma, new FakeClock(ALIGNED), sink, {
+      logger,
+      observer: { onDelivery: (attempt) => errors.push(attempt.error) },
+    });
+    expect(await telemetry.deliverPending()).toEqual({ delivered: 0, failed: 1 });
+    const [row] = await outbox(prisma);
+    lines.push(row!.last_error ?? '');
+    try {
+      await sink.send({ reportId: uuid(), eventType: 'probe', attempt: 1, payload: {} });
+    } catch (error) {
+      errors.push(error);
+    }
+  }
+  // The receiver did echo both credentials: the test would catch a leak.
+  expect(server.requests).toHaveLength(4);
+  expect(errors).toHaveLength(4);
+  expect(errors.every((error) => error instanceof SinkError)).toBe(true);
+  const everything = [
+    ...lines,
+    ...errors.map((error) =>
+      error instanceof Error ? `${error.message} ${String(error.cause)}` : String(error),
+    ),
+  ].join('\n');
+  expect(everything).toContain('invalid token ***');
+  expect(everything).not.toContain(bearer);
+  expect(everything).not.toContain(userToken);
+});
+
 describe('permanent refusals', () => {
   test('a 422 moves the report to rejected after rejectAfterRefusals attempts with backoff; kept, counted, and sent again by an operator', async () => {
     let refuse = true;

@@ -85,9 +85,9 @@ export class HttpSink implements Sink {
     }
     this.timeoutMs = timeoutMs;
     const headers = { ...(options.headers ?? {}) };
-    const secrets = Object.values(headers).filter(
-      (value) => typeof value === 'string' && value.length >= MIN_SECRET_LENGTH,
-    );
+    const secrets = Object.values(headers)
+      .flatMap((value) => (typeof value === 'string' ? [value, credentialOf(value)] : []))
+      .filter((value) => value.length >= MIN_SECRET_LENGTH);
     if (url.username !== '' || url.password !== '') {
       // fetch refuses a URL with credentials (and would put them in its error message): send
       // them the way a browser does, as Basic authentication.
@@ -103,7 +103,10 @@ export class HttpSink implements Sink {
       const token = Buffer.from(`${username}:${password}`, 'utf8').toString('base64');
       headers.authorization = `Basic ${token}`;
       secrets.push(token, `${username}:${password}`, `${url.username}:${url.password}`);
-      for (const part of [password, url.password]) if (part.length > 0) secrets.push(part);
+      // A token passed as the username alone (`https://TOKEN@host`) is the whole secret.
+      for (const part of [password, url.password, username, url.username]) {
+        if (part.length > 0) secrets.push(part);
+      }
       url.username = '';
       url.password = '';
     }
@@ -240,6 +243,15 @@ function redactedUrl(url: URL): string {
 /** For text that is not a URL at all: whatever sits between "//" and "@" goes. */
 function redactUserinfo(text: string): string {
   return text.replace(/\/\/[^/?#]*@/g, '//***@');
+}
+
+/**
+ * The credential in a header value without its auth scheme (`Bearer abc` -> `abc`): a receiver
+ * that echoes the token it refused echoes it bare, not with the scheme in front.
+ */
+function credentialOf(value: string): string {
+  const match = /^\s*[A-Za-z][\w.+-]*\s+(\S.*?)\s*$/.exec(value);
+  return match ? match[1]! : value;
 }
 
 function decodeUserinfo(part: string): string {
