@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { WASM_SCHEMA_ENGINE_BINARY, runPrisma } from '../src/index.js';
@@ -128,6 +129,33 @@ test('cli can-connect-to-database: P1003 for a missing database as an ERROR line
   expect(ok.exitCode).toBe(0);
 });
 
+test('cli can-connect-to-database against a server that accepts TCP and never answers: gives up after ?connect_timeout= seconds, not minutes', async () => {
+  const held: Socket[] = [];
+  const silent = createServer((socket) => {
+    held.push(socket); // accept the connection, never send a byte
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const { port } = silent.address() as { port: number };
+  try {
+    const url = `postgresql://postgres@127.0.0.1:${port}/postgres?schema=usagekit&connect_timeout=2`;
+    const started = performance.now();
+    const result = await runEngineOnce(
+      ['--datasource', JSON.stringify({ url }), 'cli', 'can-connect-to-database'],
+      30_000,
+    );
+    const elapsedMs = performance.now() - started;
+    expect(result.exitCode).toBe(1);
+    expect(held.length).toBeGreaterThan(0);
+    // The deadline is the URL's 2 s (not pg's "forever", not the 5 s default).
+    expect(elapsedMs).toBeGreaterThanOrEqual(1_900);
+    expect(elapsedMs).toBeLessThan(4_900);
+  } finally {
+    for (const socket of held) socket.destroy();
+    await new Promise((resolve) => silent.close(resolve));
+  }
+});
+
 interface RpcAnswer {
   result?: unknown;
   error?: unknown;
@@ -170,7 +198,10 @@ function spawnEngine(args: string[]) {
   };
 }
 
-function runEngineOnce(args: string[]): Promise<{ exitCode: number | null; stderr: string }> {
+function runEngineOnce(
+  args: string[],
+  deadlineMs?: number,
+): Promise<{ exitCode: number | null; stderr: string }> {
   const child = spawn(process.execPath, [WASM_SCHEMA_ENGINE_BINARY, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -180,6 +211,7 @@ function runEngineOnce(args: string[]): Promise<{ exitCode: number | null; stder
   return withDeadline(
     new Promise((resolve) => child.on('close', (exitCode) => resolve({ exitCode, stderr }))),
     `schema-engine ${args.join(' ')}`,
+    deadlineMs,
   );
 }
 

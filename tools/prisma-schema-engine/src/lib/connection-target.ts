@@ -13,6 +13,8 @@ export interface ConnectionTarget {
 }
 
 const DEFAULT_SCHEMA = 'public';
+/** Seconds to wait for a connection when the URL sets no `?connect_timeout=` (the native engine's 5 s). */
+const DEFAULT_CONNECT_TIMEOUT_SECONDS = 5;
 
 /**
  * Reads a `postgresql://` URL the way Prisma's native schema engine does: `?schema=` names the
@@ -39,6 +41,8 @@ export function parseConnectionTarget(url: string): ConnectionTarget {
   const searchPathOption = `-c search_path=${quoteIdentifier(schema).replace(/ /g, '\\ ')}`;
   const userOptions = parsed.searchParams.get('options');
   parsed.searchParams.delete('options');
+  const connectTimeoutSeconds = readConnectTimeout(parsed.searchParams.get('connect_timeout'));
+  parsed.searchParams.delete('connect_timeout');
   return {
     url,
     schema,
@@ -46,8 +50,27 @@ export function parseConnectionTarget(url: string): ConnectionTarget {
     poolConfig: {
       connectionString: parsed.toString(),
       options: userOptions ? `${userOptions} ${searchPathOption}` : searchPathOption,
+      // node-postgres waits forever by default (0): a server that accepts TCP and never
+      // answers would hang a deploy for the OS's TCP timeout or longer.
+      connectionTimeoutMillis: connectTimeoutSeconds * 1000,
     },
   };
+}
+
+/**
+ * `?connect_timeout=` in seconds, as libpq and Prisma's native engine read it; absent means
+ * the native engine's default. 0 means no deadline in libpq; we keep a deadline anyway (the
+ * default), since a tool that can hang is worse than one that gives up.
+ */
+function readConnectTimeout(value: string | null): number {
+  if (value === null || value === '') return DEFAULT_CONNECT_TIMEOUT_SECONDS;
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    throw new Error(
+      `The datasource URL's connect_timeout must be a number of seconds; got ${JSON.stringify(value)}`,
+    );
+  }
+  return seconds > 0 ? seconds : DEFAULT_CONNECT_TIMEOUT_SECONDS;
 }
 
 /** The same target in another database on the same server (the shadow database). */

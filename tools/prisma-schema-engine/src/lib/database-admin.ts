@@ -31,9 +31,13 @@ export async function createDatabase(target: ConnectionTarget): Promise<string> 
   }
   if (lastError) throw toConnectionError(lastError, target);
   if (target.schema !== 'public') {
-    await withClient(target, (client) =>
-      client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(target.schema)}`),
-    );
+    try {
+      await withClient(target, (client) =>
+        client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(target.schema)}`),
+      );
+    } catch (error) {
+      throw toConnectionError(error, target);
+    }
   }
   return target.database;
 }
