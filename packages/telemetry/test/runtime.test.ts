@@ -254,6 +254,40 @@ describe('startUsageRuntime', () => {
     );
   });
 
+  it('stop() counts a rejected report (dead letter) as rejected, not as undelivered', async () => {
+    const { databaseUrl } = db.database();
+    const client = new Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      await client.query('DELETE FROM usagekit.telemetry_reports');
+      // One dead letter and one report waiting out its backoff (not due during this stop).
+      await client.query(
+        `INSERT INTO usagekit.telemetry_reports
+           (report_id, event_type, period_starting_at, period_duration_ms, payload,
+            attempts, next_attempt_at, rejected_at, rejections)
+         VALUES ($1, 'boundary_usage_summary', '2026-01-01T00:00:00Z', 1800000, '{}', 3,
+                 now() + interval '1 hour', now(), 3),
+                ($2, 'boundary_usage_summary', '2026-01-01T00:30:00Z', 1800000, '{}', 1,
+                 now() + interval '1 hour', NULL, 0)`,
+        [uuid(), uuid()],
+      );
+    } finally {
+      await client.end();
+    }
+    const runtime = startUsageRuntime({
+      databaseUrl,
+      replicaId: uuid(),
+      deploymentId: uuid(),
+      sink: 'http://127.0.0.1:9/never',
+      flushIntervalMs: 60_000,
+      snapshotFrequencyMs: HOUR_MS,
+    });
+    const report = await runtime.stop({ budgetMs: 5_000 });
+    expect(stepOf(report, 'account').outcome).toBe('done');
+    expect(report.undeliveredReports).toBe(1);
+    expect(report.rejectedReports).toBe(1);
+  });
+
   it('rejects bad options with INVALID_INPUT: synchronously at start, as a rejection from stop()', async () => {
     const base = {
       databaseUrl: db.database().databaseUrl,

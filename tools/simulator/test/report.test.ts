@@ -118,7 +118,7 @@ function observations(overrides: Partial<RunObservations> = {}): RunObservations
     },
     backendsTerminated: 0,
     errors: {},
-    leftover: { statsRows: 0, undeliveredReports: 0 },
+    leftover: { statsRows: 0, undeliveredReports: 0, rejectedReports: 0 },
     failures: [],
     ...overrides,
   };
@@ -271,7 +271,7 @@ describe('buildReport', () => {
 
   it('fails on anything left in the database or a failure during the run', () => {
     expect(
-      buildReport(observations({ leftover: { statsRows: 1, undeliveredReports: 0 } })).balanced,
+      buildReport(observations({ leftover: { statsRows: 1, undeliveredReports: 0, rejectedReports: 0 } })).balanced,
     ).toBe(false);
     expect(
       buildReport(observations({ failures: ['the final collection failed: boom'] })).balanced,

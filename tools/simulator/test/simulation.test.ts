@@ -52,7 +52,7 @@ describe('runSimulation', () => {
       expect(row.uniqueWorkspacesReplicaSum).toBeGreaterThanOrEqual(row.uniqueWorkspaces);
       expect(row.uniqueUsersReplicaSum).toBeGreaterThanOrEqual(row.uniqueUsers);
     }
-    expect(report.leftover).toEqual({ statsRows: 0, undeliveredReports: 0 });
+    expect(report.leftover).toEqual({ statsRows: 0, undeliveredReports: 0, rejectedReports: 0 });
     expect(report.latency.flush.count).toBeGreaterThan(0);
     expect(report.latency.cutover.count).toBeGreaterThanOrEqual(withData.length);
     expect(report.collector.malformed).toBe(0);
@@ -100,7 +100,7 @@ describe('runSimulation', () => {
     expect(reported).toEqual(flushed);
     expect(flushed.total + lostWithKilledReplica.total).toBe(generated.total);
     expect(report.chaos!.backendsTerminated).toBeGreaterThan(0);
-    expect(report.leftover).toEqual({ statsRows: 0, undeliveredReports: 0 });
+    expect(report.leftover).toEqual({ statsRows: 0, undeliveredReports: 0, rejectedReports: 0 });
     // The partition happened, froze open replica connections, healed, and every replica that
     // was not killed flushed again after it.
     const partition = report.chaos!.partition;

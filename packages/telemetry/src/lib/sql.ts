@@ -375,8 +375,10 @@ export interface ShutdownAccountRow {
   /** This replica id's flushed usage still in boundary_usage_stats (not yet cut over). */
   allowed_requests: bigint;
   denied_requests: bigint;
-  /** Reports of the whole deployment not yet delivered. */
+  /** Reports of the whole deployment waiting for delivery (not delivered, not rejected). */
   undelivered_reports: number;
+  /** Dead letters: refused permanently, kept until an operator sends them again. */
+  rejected_reports: number;
 }
 
 /**
@@ -391,5 +393,8 @@ export function shutdownAccount(tables: SchemaTables, replicaId: string): Prisma
         WHERE replica_id = ${replicaId}::uuid) AS allowed_requests,
       (SELECT coalesce(sum(denied_requests), 0)::bigint FROM ${tables.sql.boundary_usage_stats}
         WHERE replica_id = ${replicaId}::uuid) AS denied_requests,
-      (SELECT count(*)::int FROM ${tables.sql.telemetry_reports} WHERE delivered_at IS NULL) AS undelivered_reports`;
+      (SELECT count(*)::int FROM ${tables.sql.telemetry_reports}
+        WHERE delivered_at IS NULL AND rejected_at IS NULL) AS undelivered_reports,
+      (SELECT count(*)::int FROM ${tables.sql.telemetry_reports}
+        WHERE delivered_at IS NULL AND rejected_at IS NOT NULL) AS rejected_reports`;
 }

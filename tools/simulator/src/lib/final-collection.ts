@@ -64,12 +64,25 @@ export async function collectLastPeriod(
   return { reportId: snapshot.reportId, durationMs };
 }
 
+/**
+ * What the run left behind. Rejected reports (dead letters) are counted apart: no reporter
+ * sends them again, so waiting for them would only spin until the give-up.
+ */
 export async function countLeftovers(
   prisma: PrismaClient,
-): Promise<{ statsRows: number; undeliveredReports: number }> {
+): Promise<{ statsRows: number; undeliveredReports: number; rejectedReports: number }> {
   const tables = schemaTables(usagekitSchemaOf(prisma)).sql;
-  const rows = await prisma.$queryRaw<{ stats_rows: number; undelivered: number }[]>`
+  const rows = await prisma.$queryRaw<
+    { stats_rows: number; undelivered: number; rejected: number }[]
+  >`
     SELECT (SELECT count(*) FROM ${tables.boundary_usage_stats})::int AS stats_rows,
-           (SELECT count(*) FROM ${tables.telemetry_reports} WHERE delivered_at IS NULL)::int AS undelivered`;
-  return { statsRows: rows[0]?.stats_rows ?? -1, undeliveredReports: rows[0]?.undelivered ?? -1 };
+           (SELECT count(*) FROM ${tables.telemetry_reports}
+             WHERE delivered_at IS NULL AND rejected_at IS NULL)::int AS undelivered,
+           (SELECT count(*) FROM ${tables.telemetry_reports}
+             WHERE delivered_at IS NULL AND rejected_at IS NOT NULL)::int AS rejected`;
+  return {
+    statsRows: rows[0]?.stats_rows ?? -1,
+    undeliveredReports: rows[0]?.undelivered ?? -1,
+    rejectedReports: rows[0]?.rejected ?? -1,
+  };
 }

@@ -37,10 +37,17 @@ export interface StopReport {
    */
   awaitingCollection: { allowedRequests: bigint; deniedRequests: bigint } | null;
   /**
-   * Reports of the whole deployment still in the outbox, undelivered: safe, **delivered later
-   * by any replica's reporter**. `null`: the database did not answer the read.
+   * Reports of the whole deployment still in the outbox waiting for delivery (pending, not
+   * rejected): safe, **delivered later by any replica's reporter**. `null`: the database did
+   * not answer the read.
    */
   undeliveredReports: number | null;
+  /**
+   * Reports of the whole deployment the receiver refused permanently (dead letters): kept in
+   * the outbox, **never sent again by a reporter**; an operator sends them again
+   * (`usagekit outbox retry`) once the receiver is fixed. `null`: the database did not answer.
+   */
+  rejectedReports: number | null;
   /**
    * 'not-requested'; 'reported' (the period in progress was cut over into the outbox:
    * `finalReportId`, delivered if `undeliveredReports` is 0); 'already-claimed' (another final

@@ -338,6 +338,7 @@ async function stopInOrder(input: StopInput): Promise<StopReport> {
       ? { allowedRequests: account.allowed_requests, deniedRequests: account.denied_requests }
       : null,
     undeliveredReports: account ? account.undelivered_reports : null,
+    rejectedReports: account ? account.rejected_reports : null,
     finalCollection,
     ...(finalReportId ? { finalReportId } : {}),
     disconnect,

@@ -68,7 +68,7 @@ export interface RunObservations {
   /** Errors of the simulator's own work (final collection, chaos queries…), by class. */
   errors: Record<string, number>;
   /** Left in the database after the final collection and delivery (both must be 0). */
-  leftover: { statsRows: number; undeliveredReports: number } | undefined;
+  leftover: { statsRows: number; undeliveredReports: number; rejectedReports: number } | undefined;
   /** Problems that make the run fail whatever the numbers say. */
   failures: string[];
   /** Epoch ms when the traffic phase began (times in the report are relative to it). */
@@ -188,7 +188,7 @@ export interface SimulationReport {
    * over replicas that stopped normally (see README, "Why the store counts flushes").
    */
   flushResultShortfall: Counts;
-  leftover: { statsRows: number; undeliveredReports: number } | null;
+  leftover: { statsRows: number; undeliveredReports: number; rejectedReports: number } | null;
   checks: Check[];
 }
 
@@ -317,8 +317,11 @@ export function buildReport(run: RunObservations): SimulationReport {
   if (run.leftover) {
     checks.push({
       name: 'nothing left behind',
-      ok: run.leftover.statsRows === 0 && run.leftover.undeliveredReports === 0,
-      detail: `${run.leftover.statsRows} boundary_usage_stats row(s), ${run.leftover.undeliveredReports} undelivered report(s) after the final collection`,
+      ok:
+        run.leftover.statsRows === 0 &&
+        run.leftover.undeliveredReports === 0 &&
+        run.leftover.rejectedReports === 0,
+      detail: `${run.leftover.statsRows} boundary_usage_stats row(s), ${run.leftover.undeliveredReports} undelivered and ${run.leftover.rejectedReports} rejected report(s) after the final collection`,
     });
   }
   if (problems.length > 0) {
