@@ -77,6 +77,7 @@ test('a silent network: collect, deliver and purge settle at their deadlines, co
     collectTimeoutMs: 1_500,
     deliveryTimeoutMs: 500,
     deliveryPassTimeoutMs: 1_500,
+    standbyFlushTimeoutMs: 500, // the pass must outlast the standby wait plus one send
     purgeTimeoutMs: 1_500,
     stopTimeoutMs: 2_000,
     reportRetentionMs: TEST_RETENTION_MS,

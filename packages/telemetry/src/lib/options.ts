@@ -107,8 +107,11 @@ export interface TelemetryReporterOptions {
   /**
    * Upper bound on one sink.send: the send's signal is aborted then (HttpSink cancels the
    * request), and a sink given as a URL string uses it as its HttpSink timeoutMs. A row is
-   * leased for this plus max(this, 5 s), and a send is always aborted 1 s before its lease
-   * ends, so two sends of one report are never in flight at once. Default 10 s.
+   * leased for standbyFlushTimeoutMs + this + max(this, 5 s) (the wait for the standbys comes
+   * first, inside the lease), and a send is always aborted 1 s before its lease ends, so two
+   * sends of one report are never in flight at once, except right after a manual
+   * `usagekit outbox retry`, which may start a second send while a leased one is still open
+   * (the receiver drops it by its Idempotency-Key). Default 10 s.
    */
   deliveryTimeoutMs?: number;
   /** Reports sent at most per deliverPending() pass. Default 20. */
@@ -384,11 +387,13 @@ export function resolveReporterOptions(options: TelemetryReporterOptions): Resol
         standbyFlushTimeoutMs + deliveryTimeoutMs + 10_000,
       ),
   );
-  if (deliveryPassTimeoutMs <= deliveryTimeoutMs) {
+  // One send first waits up to standbyFlushTimeoutMs for the standbys, then up to
+  // deliveryTimeoutMs for the receiver: a shorter pass could never finish a send.
+  if (deliveryPassTimeoutMs <= standbyFlushTimeoutMs + deliveryTimeoutMs) {
     throw new InvalidInputError(
       'deliveryPassTimeoutMs',
       deliveryPassTimeoutMs,
-      `more than deliveryTimeoutMs (${deliveryTimeoutMs}), so a pass can finish one send`,
+      `more than standbyFlushTimeoutMs + deliveryTimeoutMs (${standbyFlushTimeoutMs} + ${deliveryTimeoutMs}), so a pass can finish one send`,
     );
   }
 

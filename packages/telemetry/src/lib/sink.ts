@@ -15,7 +15,9 @@ export interface SinkSendOptions {
    * Aborted when the reporter abandons the send: its deliveryTimeoutMs ran out, the delivery
    * pass hit its deadline, or stop() gave up. A sink must stop sending when it fires (HttpSink
    * cancels the request and closes its connection): the row's lease ends soon after, and
-   * another reporter may then send the same report.
+   * another reporter may then send the same report. A manual `usagekit outbox retry` makes a
+   * leased row due at once, so a second send of a report may start while this one is open:
+   * deduplicate by `reportId`.
    */
   signal: AbortSignal;
 }

@@ -21,8 +21,8 @@ export interface FinalCollectionInput {
  * claims the bucket ending at the next edge: no replica can have claimed it). Then it delivers
  * every pending report, the replicas' included (a report a killed replica wrote but never
  * sent, or one whose POST failed). Leases and retry backoffs run on the database's clock, so it
- * delivers until the outbox is empty, waiting out a lease a killed replica left (2 × its
- * deliveryTimeoutMs), for at most 30 s.
+ * delivers until the outbox is empty, waiting out a lease a killed replica left
+ * (standbyFlushTimeoutMs + deliveryTimeoutMs + max(deliveryTimeoutMs, 5 s)), for at most 30 s.
  */
 export async function collectLastPeriod(
   input: FinalCollectionInput,
