@@ -68,8 +68,9 @@ Exit codes:
   2  database unreachable, login refused, or the deadline passed
   3  migrations not current (pending, failed or changed), or migrate failed
      (--finish-upgrade included: e.g. the migration lock was not granted in time)
-  4  telemetry needs attention (status: a pending report failed delivery;
-     outbox retry: an id that is not a pending report)
+  4  telemetry needs attention (status: a pending report whose last delivery failed,
+     or a rejected one (dead letter); outbox retry: an id that is neither pending nor
+     rejected)
   5  any other failure (the message says what)
 `;
 

@@ -11,7 +11,11 @@ export const ExitCode = {
   unreachable: 2,
   /** Migrations are not current: pending, failed or changed (`status`), or `migrate` failed. */
   migrations: 3,
-  /** Telemetry needs attention: a pending report failed delivery (`status`), or `outbox retry` named a report that is not pending. */
+  /**
+   * Telemetry needs attention: `status` found a pending report whose last delivery failed, or
+   * a rejected one (dead letter); `outbox retry` named an id that is neither pending nor
+   * rejected.
+   */
   telemetry: 4,
   /** Anything else went wrong (a bug, a permission error); the message says what. */
   failure: 5,

@@ -1,8 +1,9 @@
-import { DEFAULT_SCHEMA, quoteIdentifier } from '@usagekit/db';
+import { DEFAULT_SCHEMA, quoteIdentifier, schemaTables } from '@usagekit/db';
 
 /**
  * The usagekit objects the CLI reads, qualified by usagekit's schema (default `usagekit`, the
- * one migrate() creates), never found through search_path.
+ * one migrate() creates), never found through search_path. The table names come from
+ * @usagekit/db's schemaTables, the same the runtime uses, so the two cannot drift apart.
  */
 export interface UsagekitTables {
   schema: string;
@@ -14,14 +15,15 @@ export interface UsagekitTables {
 }
 
 export function usagekitTables(schema: string = DEFAULT_SCHEMA): UsagekitTables {
-  const qualify = (table: string) => `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`;
+  const tables = schemaTables(schema);
   return {
-    schema,
-    migrations: qualify('_prisma_migrations'),
-    stats: qualify('boundary_usage_stats'),
-    flushSequences: qualify('boundary_usage_flush_sequences'),
-    telemetryLocks: qualify('telemetry_locks'),
-    telemetryReports: qualify('telemetry_reports'),
+    schema: tables.schema,
+    // Prisma's history table is not one of usagekit's own tables (schemaTables lists those).
+    migrations: `${tables.quotedSchema}.${quoteIdentifier('_prisma_migrations')}`,
+    stats: tables.text.boundary_usage_stats,
+    flushSequences: tables.text.boundary_usage_flush_sequences,
+    telemetryLocks: tables.text.telemetry_locks,
+    telemetryReports: tables.text.telemetry_reports,
   };
 }
 
