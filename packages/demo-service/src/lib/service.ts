@@ -10,6 +10,8 @@ import { handle } from './routes.js';
 const MAX_DRAIN_MS = 5_000;
 /** Kept back for closing the service's own client after usagekit's stop. */
 const HOST_DISCONNECT_MS = 1_000;
+/** When the port cannot be had: usagekit's stop (nothing was tracked) and the host client's. */
+const FAILED_START_STOP_MS = 2_000;
 
 export interface DemoService {
   readonly port: number;
@@ -78,13 +80,23 @@ export async function startDemoService(
       });
   });
   server.keepAliveTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (error) {
+    // EADDRINUSE and the like: nothing was served, but the runtime (flush loop, reporter, its
+    // client) and the host client are running; stop them so a caller that handles the error
+    // is not left with their timers and connections.
+    logger.error('listen failed', { error: (error as Error).message, port: config.port });
+    await runtime.stop({ budgetMs: FAILED_START_STOP_MS }).catch(() => undefined);
+    await disconnectHostClient(host, HOST_DISCONNECT_MS);
+    throw error;
+  }
   const port = (server.address() as AddressInfo).port;
 
   let shuttingDown: Promise<ShutdownReport> | undefined;
