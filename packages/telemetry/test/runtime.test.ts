@@ -259,7 +259,9 @@ describe('startUsageRuntime', () => {
     const client = new Client({ connectionString: databaseUrl });
     await client.connect();
     try {
+      // Earlier tests' usage would be collected into a report of its own at this start.
       await client.query('DELETE FROM usagekit.telemetry_reports');
+      await client.query('DELETE FROM usagekit.boundary_usage_stats');
       // One dead letter and one report waiting out its backoff (not due during this stop).
       await client.query(
         `INSERT INTO usagekit.telemetry_reports
@@ -284,6 +286,16 @@ describe('startUsageRuntime', () => {
     });
     const report = await runtime.stop({ budgetMs: 5_000 });
     expect(stepOf(report, 'account').outcome).toBe('done');
+    const after = new Client({ connectionString: databaseUrl });
+    await after.connect();
+    const { rows } = await after
+      .query<{ pending: number; rejected: number }>(
+        `SELECT count(*) FILTER (WHERE rejected_at IS NULL)::int AS pending,
+                count(*) FILTER (WHERE rejected_at IS NOT NULL)::int AS rejected
+           FROM usagekit.telemetry_reports WHERE delivered_at IS NULL`,
+      )
+      .finally(() => after.end());
+    expect(rows[0]).toEqual({ pending: 1, rejected: 1 });
     expect(report.undeliveredReports).toBe(1);
     expect(report.rejectedReports).toBe(1);
   });
