@@ -317,7 +317,7 @@ test('a bare Bearer token or a token-as-username URL echoed by the receiver appe
     // A careless receiver that names the credential it refuses, without the scheme.
     const authorization = request.headers.authorization ?? '';
     const credential = authorization.startsWith('Basic ')
-      ? Buffer.from(authorization.slice(6), 'base64').toString('utf8')
+      ? Buffer.from(authorization.slice(6), 'base64').toString('utf8').split(':')[0]
       : authorization.replace(/^Bearer /, '');
     response.writeHead(401);
     response.end(`invalid token ${credential}`);
