@@ -54,3 +54,26 @@ test('claims the period in progress, beside the one that just ended; what comes 
   const next = await subject.collectSnapshot();
   expect(next.boundaryUsageSummary?.allowedRequests).toBe(3n);
 });
+
+test("a caller's signal: an aborted one starts nothing (the rows stay); a bad one is INVALID_INPUT", async () => {
+  const prisma = db.client();
+  const store = new BoundaryUsageStore(prisma);
+  const clock = new FakeClock('2026-05-04T14:12:00Z');
+  const subject = reporter(prisma, clock, new CollectingSink());
+  const replica = uuid();
+  await store.upsertStats(flush(replica, { allowedRequests: 3 }));
+
+  const outOfTime = new AbortController();
+  outOfTime.abort(new Error('the shutdown budget ran out'));
+  await expect(subject.collectCurrentPeriod({ signal: outOfTime.signal })).rejects.toThrow(
+    'the shutdown budget ran out',
+  );
+  await expect(
+    subject.collectCurrentPeriod({ signal: 'soon' as unknown as AbortSignal }),
+  ).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'signal' });
+
+  // Nothing was claimed or cut over: a collection with a live signal still reports the rows.
+  const final = await subject.collectCurrentPeriod({ signal: new AbortController().signal });
+  expect(final.periodEndingAt).toEqual(new Date('2026-05-04T14:30:00Z'));
+  expect(final.boundaryUsageSummary?.allowedRequests).toBe(3n);
+});

@@ -1,5 +1,5 @@
 import { LockIds } from '@usagekit/db';
-import { startFreezingProxy } from '@usagekit/testing';
+import { startFreezingProxy, startTcpForwarder } from '@usagekit/testing';
 import { Client } from 'pg';
 import { startUsageRuntime, StopBudget, type StopReport, type UsageRuntime } from '../src/index.js';
 import { startReceiver, useDatabase, uuid, waitUntil, type Receiver } from './helpers.js';
@@ -189,11 +189,17 @@ describe('startUsageRuntime', () => {
     proxy.thaw();
   });
 
-  it('lock held by another session: stop() returns within its budget; flushed usage is reported as waiting in the table', async () => {
+  it('lock held by another session: stop() returns within its budget; flushed usage is reported as waiting in the table; nothing touches the database afterwards', async () => {
     const receiver = await startReceiver();
     db.defer(() => receiver.close());
+    // Counts every connection the runtime opens.
+    const forwarder = await startTcpForwarder(db.database().databaseUrl);
+    db.defer(() => forwarder.close());
+    const viaForwarder = new URL(db.database().databaseUrl);
+    viaForwarder.hostname = '127.0.0.1';
+    viaForwarder.port = String(forwarder.port);
     const runtime = startUsageRuntime({
-      databaseUrl: db.database().databaseUrl,
+      databaseUrl: viaForwarder.toString(),
       replicaId: uuid(),
       deploymentId: uuid(),
       sink: receiver.url,
@@ -201,6 +207,9 @@ describe('startUsageRuntime', () => {
       snapshotFrequencyMs: HOUR_MS,
     });
     db.defer(() => runtime.stop({ budgetMs: 1_000 }));
+    // The reporter's first round (at start) collects the period that has ended; let it pass,
+    // or it may cut over this test's flush before the lock is taken.
+    await runtime.reporter.collectSnapshot();
     const tracked = { allowed: 0, denied: 0 };
     trackSome(runtime, tracked, 20);
     await runtime.flushNow();
@@ -225,7 +234,14 @@ describe('startUsageRuntime', () => {
     const startedAt = performance.now();
     const report = await runtime.stop({ budgetMs, finalCollection: true });
     const elapsedMs = performance.now() - startedAt;
+    const acceptedAtStop = forwarder.acceptedConnections();
     await holder.query('ROLLBACK');
+    // With the lock free, work the steps gave up on (a flush retry, the collection, the
+    // delivery queued behind it) would run now, on a client stop() already closed: Prisma
+    // would open it again. None may start after stop() has returned.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(forwarder.acceptedConnections()).toBe(acceptedAtStop);
+    expect([...forwarder.openConnections().values()].reduce((a, b) => a + b, 0)).toBe(0);
 
     expect(elapsedMs).toBeLessThanOrEqual(budgetMs + SLACK_MS);
     expect(elapsedMs).toBeGreaterThanOrEqual(budgetMs * 0.4);

@@ -1,8 +1,8 @@
-import { assertPositiveMs } from '@usagekit/boundary-usage';
+import { assertPositiveMs, InvalidInputError } from '@usagekit/boundary-usage';
 import { retryDelayMs } from './backoff.js';
 import { readClock } from './clock.js';
 import { collectSnapshot } from './collect.js';
-import { withDeadline } from './deadline.js';
+import { throwIfExpired, withDeadline } from './deadline.js';
 import { deliverDue, nextPendingAttemptDelayMs, type DeliveryResult } from './deliver.js';
 import { describeError } from './errors.js';
 import {
@@ -103,14 +103,27 @@ export class TelemetryReporter {
    * period waits for the next period's report (nothing lost, nothing counted twice). A snapshot
    * without `boundaryUsageSummary` means another final collection already claimed it: the rows
    * wait in the table. Same errors and deadline as collectSnapshot().
+   *
+   * `signal`: the caller's own limit (a shutdown budget). Once it is aborted no attempt starts,
+   * even one still queued behind the reporter's other work, and the call rejects with its
+   * reason; an attempt in flight is settled by the database, all or nothing.
    */
-  collectCurrentPeriod(): Promise<Snapshot> {
+  collectCurrentPeriod(options: { signal?: AbortSignal } = {}): Promise<Snapshot> {
+    const callerSignal = options?.signal;
+    if (callerSignal !== undefined && !(callerSignal instanceof AbortSignal)) {
+      return Promise.reject(new InvalidInputError('signal', callerSignal, 'an AbortSignal'));
+    }
     return this.serialized(() =>
-      this.observed('collect', () =>
-        withDeadline('telemetry collection', this.settings.collectTimeoutMs, (signal) =>
-          collectSnapshot(this.settings, signal, 'current'),
-        ),
-      ),
+      this.observed('collect', () => {
+        throwIfExpired(callerSignal);
+        return withDeadline('telemetry collection', this.settings.collectTimeoutMs, (signal) =>
+          collectSnapshot(
+            this.settings,
+            callerSignal ? AbortSignal.any([signal, callerSignal]) : signal,
+            'current',
+          ),
+        );
+      }),
     );
   }
 
@@ -123,10 +136,10 @@ export class TelemetryReporter {
     );
   }
 
-  private deliverBounded(): Promise<DeliveryResult> {
+  private deliverBounded(giveUp?: AbortSignal): Promise<DeliveryResult> {
     const abandon = this.abandonSends.signal;
     return withDeadline('telemetry delivery pass', this.settings.deliveryPassTimeoutMs, (signal) =>
-      deliverDue(this.settings, AbortSignal.any([signal, abandon])),
+      deliverDue(this.settings, AbortSignal.any([signal, abandon, ...(giveUp ? [giveUp] : [])])),
     );
   }
 
@@ -177,7 +190,15 @@ export class TelemetryReporter {
     clearTimeout(this.tickTimer);
     clearTimeout(this.deliveryTimer);
     const { logger } = this.settings;
-    const lastDelivery = this.deliverPending().then(
+    // Queued behind work in flight (a collection waiting for the lock), the last delivery may
+    // not have started when stop() gives up: then it must not start at all, or it would run
+    // after stop() returned, on a client the caller may have closed (Prisma would open it again).
+    const giveUp = new AbortController();
+    const lastDelivery = this.serialized(() =>
+      giveUp.signal.aborted
+        ? Promise.resolve<DeliveryResult>({ delivered: 0, failed: 0 })
+        : this.observed('deliver', () => this.deliverBounded(giveUp.signal)),
+    ).then(
       (result) => {
         if (result.delivered + result.failed > 0)
           logger.info('telemetry: last delivery before stop', { ...result });
@@ -194,6 +215,7 @@ export class TelemetryReporter {
     if (outcome === 'timeout') {
       // Cancel the send still in flight (its report's lease outlives it; the next reporter
       // sends it again, same key). Explicit calls after stop() get a fresh controller.
+      giveUp.abort(new Error('stop() gave up waiting for in-flight work'));
       this.abandonSends.abort(new Error('stop() gave up waiting for the send'));
       this.abandonSends = new AbortController();
       logger.error(
@@ -246,8 +268,10 @@ export class TelemetryReporter {
         () => this.collectBounded(),
       );
       this.collectFailures = collected === undefined ? this.collectFailures + 1 : 0;
+      // stop() may have come (and given up) during the collection: it delivers itself.
+      if (this.state !== 'running') return;
       await this.attempt('deliver', 'telemetry: delivery failed', () => this.deliverBounded());
-      if (newBucket) {
+      if (newBucket && this.state === 'running') {
         const purged = await this.attempt('purge', 'telemetry: retention failed', () =>
           this.purgeBounded(),
         );

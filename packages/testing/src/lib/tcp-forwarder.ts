@@ -22,6 +22,8 @@ export interface TcpForwarder {
   resume(): void;
   /** Connections open through the forwarder, per target (`host:port`). */
   openConnections(): Map<string, number>;
+  /** Connections accepted since the forwarder started, closed ones included. */
+  acceptedConnections(): number;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,7 @@ interface Pair {
 export async function startTcpForwarder(url: string): Promise<TcpForwarder> {
   let target = hostAndPort(url);
   let paused = false;
+  let accepted = 0;
   const pairs = new Set<Pair>();
   const destroy = (pair: Pair) => {
     pairs.delete(pair);
@@ -46,6 +49,7 @@ export async function startTcpForwarder(url: string): Promise<TcpForwarder> {
   };
 
   const server: Server = createServer((client) => {
+    accepted++;
     const [host, port] = splitTarget(target);
     const upstream = connect(port, host);
     const pair: Pair = { client, upstream, target };
@@ -99,6 +103,7 @@ export async function startTcpForwarder(url: string): Promise<TcpForwarder> {
       for (const pair of pairs) counts.set(pair.target, (counts.get(pair.target) ?? 0) + 1);
       return counts;
     },
+    acceptedConnections: () => accepted,
     close: async () => {
       for (const pair of [...pairs]) destroy(pair);
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -294,8 +294,8 @@ async function stopInOrder(input: StopInput): Promise<StopReport> {
   });
 
   if (input.finalCollection) {
-    const step = await runStep(steps, budget, 'final-collection', async () => {
-      const snapshot = await reporter.collectCurrentPeriod();
+    const step = await runStep(steps, budget, 'final-collection', async (_allowanceMs, signal) => {
+      const snapshot = await reporter.collectCurrentPeriod({ signal });
       finalReportId = snapshot.reportId;
       finalCollection = snapshot.boundaryUsageSummary ? 'reported' : 'already-claimed';
     });
@@ -364,7 +364,7 @@ async function runStep(
   steps: StopStep[],
   budget: StopBudget,
   name: StopStepName,
-  work: (allowanceMs: number) => Promise<unknown>,
+  work: (allowanceMs: number, signal: AbortSignal) => Promise<unknown>,
   options: { ownTimer?: boolean } = {},
 ): Promise<StopStep> {
   const allowanceMs = budget.allowanceMs(name);
@@ -376,8 +376,11 @@ async function runStep(
   }
   const startedAt = performance.now();
   let timer: NodeJS.Timeout | undefined;
+  // Aborted when the step runs out of time: work that honours it starts nothing new after
+  // stop() has moved on (and returned, and closed the client).
+  const outOfTime = new AbortController();
   const running = Promise.resolve()
-    .then(() => work(allowanceMs))
+    .then(() => work(allowanceMs, outOfTime.signal))
     .then(
       () => 'done' as const,
       (error: unknown) => error,
@@ -391,6 +394,9 @@ async function runStep(
         }),
       ]);
   clearTimeout(timer);
+  if (outcome === 'timed-out') {
+    outOfTime.abort(new Error(`stop(): the ${name} step ran out of its ${allowanceMs} ms`));
+  }
   step.elapsedMs = Math.round(performance.now() - startedAt);
   if (outcome === 'done' || outcome === 'timed-out') {
     step.outcome = outcome;
