@@ -36,7 +36,7 @@ export type {
 } from './lib/migrate.js';
 export { MigrationLayoutError, LEGACY_SCHEMA } from './lib/legacy-layout.js';
 export { disconnectWithin } from './lib/disconnect.js';
-export type { DisconnectOutcome } from './lib/disconnect.js';
+export type { DisconnectOptions, DisconnectOutcome } from './lib/disconnect.js';
 export { InvalidInputError } from './lib/invalid-input.js';
 export { defaultMigrationsDir } from './lib/migrations-dir.js';
 export { Deadline } from './lib/deadline.js';
@@ -61,6 +61,7 @@ export {
   PermissionDeniedError,
   PreparedStatementMismatchError,
   ServerNotWritableError,
+  ClientClosedError,
   toDatabaseError,
   sqlStateOf,
 } from './lib/errors.js';

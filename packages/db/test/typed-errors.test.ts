@@ -14,6 +14,7 @@ import {
 } from '@usagekit/testing';
 import {
   applyRoles,
+  ClientClosedError,
   ConnectionLostError,
   createPrismaClient,
   DatabaseError,
@@ -22,6 +23,7 @@ import {
   InvalidInputError,
   migrate,
   schemaTables,
+  toDatabaseError,
   type CreatePrismaClientOptions,
 } from '../src/index.js';
 
@@ -192,8 +194,38 @@ describe('disconnectWithin', () => {
       code: 'INVALID_INPUT',
       field: 'timeoutMs',
     });
+    await expect(
+      asyncOnly(() => disconnectWithin(prisma, 1_000, { reconnect: 'no' as never })),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'reconnect' });
     await expect(disconnectWithin(prisma, 2_000)).resolves.toMatchObject({
       outcome: 'disconnected',
     });
+  });
+
+  test("by default the client reconnects on its next query (Prisma's behaviour); reconnect: false closes it for good with CLIENT_CLOSED", async () => {
+    const prisma = createPrismaClient({ databaseUrl: database.databaseUrl });
+    await prisma.$queryRaw`SELECT 1`;
+    await disconnectWithin(prisma, 2_000);
+    await expect(prisma.$queryRaw`SELECT 2 AS two`).resolves.toEqual([{ two: 2 }]);
+
+    await expect(disconnectWithin(prisma, 2_000, { reconnect: false })).resolves.toMatchObject({
+      outcome: 'disconnected',
+    });
+    const [query, batch, interactive] = await Promise.all(
+      [
+        prisma.$queryRaw`SELECT 3`,
+        prisma.$transaction([prisma.$queryRaw`SELECT 4`]),
+        prisma.$transaction((tx) => tx.$queryRaw`SELECT 5`),
+      ].map((call) => Promise.resolve(call).then(() => undefined, toDatabaseError)),
+    );
+    for (const error of [query, batch, interactive]) {
+      expect(error).toBeInstanceOf(ClientClosedError);
+      expect(error).toMatchObject({
+        code: 'CLIENT_CLOSED',
+        retryable: false,
+        certainlyNotCommitted: true,
+      });
+      expect((error as Error).message).toContain('create a new client');
+    }
   });
 });

@@ -5,6 +5,7 @@ import {
   discardReasonOf,
   PreparedStatementSwitch,
 } from './deadline-client.js';
+import { ClientClosedError, clientClosedMessage } from './errors.js';
 import type { Logger } from './logger.js';
 import {
   combineOptions,
@@ -71,8 +72,10 @@ export class UsagekitAdapterFactory {
    * beyond the cap is sent unnamed, parsed per call, as a plain client would.
    */
   readonly #namedTexts = new Set<string>();
-  /** Every pool this factory built, for destroyConnections() (disconnectWithin). */
+  /** The pools of this client not yet ended, for destroyConnections() (disconnectWithin). */
   readonly #pools = new Set<WritablePool>();
+  /** Set by closeForGood(): connect() refuses from then on. */
+  #closed = false;
 
   /** The schema of usagekit's tables (createPrismaClient's `schema`). */
   get schema(): string {
@@ -131,13 +134,30 @@ export class UsagekitAdapterFactory {
   }
 
   async connect(): ReturnType<PrismaPg['connect']> {
+    this.#refuseIfClosed();
     const probed = this.#probed ?? (await this.probe());
+    this.#refuseIfClosed();
     return this.#adapterFor(probed).connect();
   }
 
   async connectToShadowDb(): ReturnType<PrismaPg['connectToShadowDb']> {
+    this.#refuseIfClosed();
     const probed = this.#probed ?? (await this.probe());
+    this.#refuseIfClosed();
     return this.#adapterFor(probed).connectToShadowDb();
+  }
+
+  /**
+   * From now on connect() refuses with ClientClosedError. Prisma reopens a disconnected client
+   * on its next query; a shutdown that must leave nothing open behind it (disconnectWithin with
+   * `reconnect: false`) closes the door first, so a late call cannot.
+   */
+  closeForGood(): void {
+    this.#closed = true;
+  }
+
+  #refuseIfClosed(): void {
+    if (this.#closed) throw new ClientClosedError(clientClosedMessage(this.#options.where));
   }
 
   /**
@@ -213,6 +233,9 @@ export class UsagekitAdapterFactory {
       },
     );
     this.#pools.add(pool);
+    // Prisma builds a new pool at every reconnect (after `$disconnect()`): forget a pool once
+    // it has ended (not when end() starts: destroyConnections() is for pools still ending).
+    pool.onEnded(() => this.#pools.delete(pool));
     pool.on('error', (error) => {
       logger.warn('usagekit: idle database connection failed; the pool replaces it', {
         database: where,

@@ -16,6 +16,17 @@ export interface DisconnectOutcome {
   elapsedMs: number;
 }
 
+export interface DisconnectOptions {
+  /**
+   * false: the client is closed for good, a createPrismaClient client refuses every later
+   * query with ClientClosedError (CLIENT_CLOSED) instead of reconnecting, as Prisma otherwise
+   * does on the next query. For a shutdown after which nothing may open a connection (late
+   * retries, work queued behind a stuck call). Default true: Prisma's own behaviour. A client
+   * of your own cannot be closed this way.
+   */
+  reconnect?: boolean;
+}
+
 /** Of the time given, what is kept for `$disconnect()` to finish after forcing: at most this. */
 const AFTER_FORCE_MS = 500;
 
@@ -32,6 +43,7 @@ const AFTER_FORCE_MS = 500;
 export async function disconnectWithin(
   prisma: PrismaClient,
   timeoutMs: number,
+  options: DisconnectOptions = {},
 ): Promise<DisconnectOutcome> {
   if (typeof (prisma as Partial<PrismaClient> | undefined)?.$disconnect !== 'function') {
     throw new InvalidInputError('prisma', prisma, 'a PrismaClient');
@@ -39,12 +51,18 @@ export async function disconnectWithin(
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
     throw new InvalidInputError('timeoutMs', timeoutMs, 'a positive number of milliseconds');
   }
+  const reconnect = options?.reconnect ?? true;
+  if (typeof reconnect !== 'boolean') {
+    throw new InvalidInputError('reconnect', reconnect, 'a boolean');
+  }
   const startedAt = performance.now();
+  const factory = adapterFactoryOf(prisma);
+  // Before $disconnect(): a call that is only waiting for its turn must not reopen it.
+  if (!reconnect) factory?.closeForGood();
   const disconnected = prisma.$disconnect().then(
     () => true as const,
     () => true as const,
   );
-  const factory = adapterFactoryOf(prisma);
   const forceAfterMs = factory
     ? Math.max(0, timeoutMs - Math.min(AFTER_FORCE_MS, timeoutMs / 2))
     : timeoutMs;

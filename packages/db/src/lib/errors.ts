@@ -18,6 +18,7 @@ export type DatabaseErrorCode =
   | 'PERMISSION_DENIED'
   | 'PREPARED_STATEMENT_MISMATCH'
   | 'SERVER_NOT_WRITABLE'
+  | 'CLIENT_CLOSED'
   | 'DATABASE_ERROR';
 
 export class DatabaseError extends Error {
@@ -176,6 +177,30 @@ export class ServerNotWritableError extends DatabaseError {
     super(message, { ...options, certainlyNotCommitted: true });
   }
 }
+
+/**
+ * A createPrismaClient client that was closed for good (`disconnectWithin(prisma, ms,
+ * { reconnect: false })`, as startUsageRuntime's stop() does) was asked to connect again.
+ * Prisma reopens a disconnected client on its next query; after a shutdown that would be a
+ * connection nobody closes, so this client refuses instead. Nothing was sent
+ * (`certainlyNotCommitted`); not retryable: create a new client.
+ */
+export class ClientClosedError extends DatabaseError {
+  override readonly name = 'ClientClosedError';
+  override readonly code = 'CLIENT_CLOSED';
+
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { ...options, certainlyNotCommitted: true });
+  }
+}
+
+/** The message a closed client refuses with; `where` is the database, redacted. */
+export function clientClosedMessage(where: string): string {
+  return `${CLIENT_CLOSED_MESSAGE} (${where}); nothing was sent. It was closed by disconnectWithin(…, { reconnect: false }) (a usage runtime's stop()); create a new client with createPrismaClient() to use the database again.`;
+}
+
+/** How a closed client says so; toDatabaseError reads it back through Prisma's wrapping. */
+export const CLIENT_CLOSED_MESSAGE = 'usagekit: this client is closed for good';
 
 /** How a connection refused at connect says so; toDatabaseError reads it back through Prisma. */
 export const SERVER_NOT_WRITABLE_AT_CONNECT = 'refused at connect: the server cannot take writes';
@@ -353,6 +378,8 @@ export function toDatabaseError(error: unknown): DatabaseError {
   if (abandoned) return abandoned;
   const refused = refusedAtConnectIn(error);
   if (refused) return refused;
+  const closed = clientClosedIn(error);
+  if (closed) return closed;
   const sqlState = sqlStateOf(error);
   const detail = describe(error);
   const options = { sqlState, cause: error };
@@ -431,6 +458,17 @@ function deadlineExceededIn(error: unknown): DeadlineExceededError | undefined {
  * it sits. Like DeadlineExceededError, Prisma may keep only the message, which carries the
  * marker.
  */
+function clientClosedIn(error: unknown): ClientClosedError | undefined {
+  for (const level of causeChain(error)) {
+    if (level instanceof ClientClosedError) return level;
+    const message = stringOrUndefined(level.message);
+    if (level.code === 'CLIENT_CLOSED' || message?.includes(CLIENT_CLOSED_MESSAGE)) {
+      return new ClientClosedError(message ?? CLIENT_CLOSED_MESSAGE, { cause: error });
+    }
+  }
+  return undefined;
+}
+
 function refusedAtConnectIn(error: unknown): ServerNotWritableError | undefined {
   for (const level of causeChain(error)) {
     if (level instanceof ServerNotWritableError) return level;

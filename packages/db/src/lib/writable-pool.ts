@@ -59,6 +59,29 @@ export class WritablePool extends Pool {
     this.#settings = settings;
   }
 
+  readonly #endedListeners: Array<() => void> = [];
+
+  /** Called once end() has finished (every connection closed). */
+  onEnded(listener: () => void): void {
+    this.#endedListeners.push(listener);
+  }
+
+  override end(): Promise<void>;
+  override end(callback: () => void): void;
+  override end(callback?: () => void): Promise<void> | void {
+    const ended = (): void => {
+      for (const listener of this.#endedListeners.splice(0)) listener();
+    };
+    if (callback) {
+      super.end(() => {
+        ended();
+        callback();
+      });
+      return;
+    }
+    return super.end().finally(ended);
+  }
+
   override connect(): Promise<PoolClient>;
   override connect(callback: ConnectCallback): void;
   override connect(callback?: ConnectCallback): Promise<PoolClient> | void {

@@ -318,14 +318,16 @@ async function stopInOrder(input: StopInput): Promise<StopReport> {
     budget,
     'disconnect',
     async (allowanceMs) => {
-      const closed = await disconnectWithin(prisma, allowanceMs);
+      // Closed for good: work a timed-out step left behind fails with CLIENT_CLOSED instead of
+      // reopening the client after stop() has returned.
+      const closed = await disconnectWithin(prisma, allowanceMs, { reconnect: false });
       disconnect = closed.outcome;
     },
     { ownTimer: true },
   );
   if (disconnectStep.outcome === 'skipped') {
     // No time left: start it anyway so the connections close, without waiting for it.
-    void disconnectWithin(prisma, 1_000).catch(() => undefined);
+    void disconnectWithin(prisma, 1_000, { reconnect: false }).catch(() => undefined);
   }
 
   const left = tracker.pending();
