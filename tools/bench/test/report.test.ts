@@ -112,40 +112,6 @@ describe('goals', () => {
     expect(goals.slice(0, 3).map((g) => g.status)).toEqual(['MISS', 'MISS', 'MISS']);
   });
 
-  it('measures the throughput goal with PostgreSQL on a core of its own when the bench could pin it, naming the shared-core ratio beside it', () => {
-    const separateCores = (defaultOverCoderShared: number) => ({
-      status: 'measured' as const,
-      layout: 'PostgreSQL on CPU 0, the bench (every replica) on CPU 1',
-      replicas: 16,
-      cells: [],
-      defaultOverCoderShared,
-      defaultServerCpuOverCoderShared: 0.8,
-    });
-    const shared = ratios({ defaultOverCoderShared: 0.97 });
-    const [passing] = evaluateGoals({
-      flush: { ...flush(shared), separateCores: separateCores(1.12) },
-    });
-    expect(passing).toMatchObject({ status: 'PASS', actualText: '1.12×' });
-    expect(passing.description).toContain('PostgreSQL on a core of its own');
-    expect(passing.description).toContain('sharing both cores with the bench: 0.97×');
-    const [missing] = evaluateGoals({
-      flush: {
-        ...flush(ratios({ defaultOverCoderShared: 1.3 })),
-        separateCores: separateCores(0.95),
-      },
-    });
-    expect(missing).toMatchObject({ status: 'MISS', actualText: '0.95×' });
-    // Not pinned (another machine's server, no taskset): the shared cores' ratio, said so.
-    const [fallback] = evaluateGoals({
-      flush: {
-        ...flush(shared),
-        separateCores: { status: 'not measured' as const, reason: 'needs 2 CPUs' },
-      },
-    });
-    expect(fallback).toMatchObject({ status: 'MISS', actualText: '0.97×' });
-    expect(fallback.description).toContain('PostgreSQL sharing the cores with the bench');
-  });
-
   it('says NOT MEASURED when PostgreSQL CPU could not be read (NaN ratio)', () => {
     const goals = evaluateGoals({
       flush: flush(ratios({ defaultServerCpuOverCoderShared: Number.NaN })),

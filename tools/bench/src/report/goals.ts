@@ -14,21 +14,14 @@ type Inputs = Pick<BenchResults, 'flush' | 'cutover' | 'tracker'>;
  */
 export function evaluateGoals(results: Inputs): Goal[] {
   const at16 = results.flush?.ratios.find((r) => r.replicas === GOAL_REPLICAS);
-  // Where PostgreSQL runs in production: on CPUs of its own. Measured when the bench can pin
-  // the server and itself to a core each (lib/affinity.ts); otherwise the shared cores' ratio.
-  const separate = results.flush?.separateCores;
-  const onSeparateCores = separate?.status === 'measured' ? separate : undefined;
   const cutover100k = results.cutover?.cells.find((c) => c.rows === 100_000);
   const tracker = results.tracker?.status === 'measured' ? results.tracker : undefined;
   return [
     atLeast(
       'flush-default-vs-coder-shared',
-      `flush throughput, the default (a) ÷ coder's protocol, shared lock, prepared (l), ${GOAL_REPLICAS} replicas` +
-        (onSeparateCores
-          ? `, PostgreSQL on a core of its own (sharing both cores with the bench: ${fmtRatio(at16?.defaultOverCoderShared ?? Number.NaN)})`
-          : ', PostgreSQL sharing the cores with the bench'),
+      `flush throughput, the default (a) ÷ coder's protocol, shared lock, prepared (l), ${GOAL_REPLICAS} replicas`,
       1.0,
-      onSeparateCores ? onSeparateCores.defaultOverCoderShared : at16?.defaultOverCoderShared,
+      at16?.defaultOverCoderShared,
       fmtRatio,
       '≥ 1.0',
     ),

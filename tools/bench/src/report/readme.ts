@@ -195,7 +195,6 @@ export function renderReadme(
           ? ' pgbench was not found on this machine: contender e was skipped.'
           : ''),
       '',
-      ...separateCoresLines(f),
     );
   }
 
@@ -411,51 +410,6 @@ export function renderReadme(
     '',
   );
   return lines.join('\n');
-}
-
-/** The goal's cell with PostgreSQL on a core of its own (sections/flush.ts measureOnSeparateCores). */
-function separateCoresLines(f: NonNullable<BenchResults['flush']>): string[] {
-  const separate = f.separateCores;
-  if (!separate) return [];
-  const heading = '**PostgreSQL on a core of its own (the throughput goal).**';
-  if (separate.status !== 'measured') {
-    return [
-      `${heading} Not measured in this run (${separate.reason}): the throughput goal uses the shared cores' ratio above.`,
-      '',
-    ];
-  }
-  const shared = f.ratios.find((r) => r.replicas === separate.replicas);
-  return [
-    `${heading} In production the database has CPUs of its own and the replicas run elsewhere; on this ` +
-      'machine both share 2 cores, so a client stack that spends Node CPU to save the server round trips pays ' +
-      `twice. So the goal's cell is measured again with ${separate.layout} (\`taskset\`; new backends inherit ` +
-      `the postmaster's CPU), ${separate.replicas} replicas, the same rounds and timing:`,
-    '',
-    markdownTable(
-      [
-        'contender',
-        'flushes/s',
-        'p50 ms',
-        'p99 ms',
-        'Node µs/flush',
-        'PostgreSQL µs/flush',
-        'errors',
-      ],
-      separate.cells.map((c) => [
-        c.contender,
-        fmt(c.flushesPerSecond),
-        fmtMs(c.p50Ms),
-        fmtMs(c.p99Ms),
-        fmt(c.clientCpuUsPerFlush),
-        fmt(c.serverCpuUsPerFlush),
-        String(c.errors),
-      ]),
-    ),
-    '',
-    `a ÷ l: ${fmtRatio(separate.defaultOverCoderShared)} in throughput, ${fmtRatio(separate.defaultServerCpuOverCoderShared)} in PostgreSQL CPU per flush ` +
-      `(sharing both cores: ${fmtRatio(shared?.defaultOverCoderShared)} and ${fmtRatio(shared?.defaultServerCpuOverCoderShared)}).`,
-    '',
-  ];
 }
 
 /** The notes block of a fresh README: what a person fills in after a full run. */

@@ -10,7 +10,6 @@ import {
 } from '@usagekit/boundary-usage';
 import { createPrismaClient, type CreatePrismaClientOptions } from '@usagekit/db';
 import { randomUUID } from 'node:crypto';
-import { splitCores } from '../lib/affinity.js';
 import { coderFlush, type CoderLock } from '../lib/coder.js';
 import { rotate, type BenchContext } from '../lib/context.js';
 import {
@@ -145,34 +144,10 @@ export interface FlushRatios {
   trackerOverDefault: number;
 }
 
-/**
- * The goal's cell again with PostgreSQL on a core of its own and the bench on the other
- * (lib/affinity.ts): a and l at {@link SEPARATE_CORES_REPLICAS} replicas, same rounds and
- * timing as the grid.
- */
-export type SeparateCoresResult =
-  | {
-      status: 'measured';
-      layout: string;
-      replicas: number;
-      cells: FlushCell[];
-      /** a ÷ l throughput. */
-      defaultOverCoderShared: number;
-      /** a ÷ l PostgreSQL CPU per flush (lower is better). */
-      defaultServerCpuOverCoderShared: number;
-    }
-  | { status: 'not measured'; reason: string };
-
-/** The goals' concurrency (report/goals.ts GOAL_REPLICAS). */
-export const SEPARATE_CORES_REPLICAS = 16;
-const SEPARATE_CORES_CONTENDERS: readonly FlushContenderId[] = ['a', 'l'];
-
 export interface FlushSectionResult {
   contenders: readonly FlushContender[];
   pgbench: 'measured' | 'not found';
   cells: FlushCell[];
-  /** Absent in results written before it existed. */
-  separateCores?: SeparateCoresResult;
   ratios: FlushRatios[];
 }
 
@@ -396,72 +371,7 @@ export async function runFlushSection(ctx: BenchContext): Promise<FlushSectionRe
   }
   const ratios = settings.concurrencies.map((replicas) => flushRatios(cells, replicas));
   printFlushTables(ctx, contenders, cells, ratios);
-  const separateCores = await measureOnSeparateCores(ctx);
-  return {
-    contenders,
-    pgbench: ctx.pgbench ? 'measured' : 'not found',
-    cells,
-    ratios,
-    separateCores,
-  };
-}
-
-/** a and l at the goals' concurrency with PostgreSQL and the bench pinned to a core each. */
-async function measureOnSeparateCores(ctx: BenchContext): Promise<SeparateCoresResult> {
-  const { settings, out } = ctx;
-  const attempt = splitCores(ctx.db.info.postmasterPid);
-  if (attempt.status === 'unavailable') {
-    out.line(`  separate cores: not measured (${attempt.reason})`);
-    return { status: 'not measured', reason: attempt.reason };
-  }
-  const replicas = SEPARATE_CORES_REPLICAS;
-  const rounds = new Map<FlushContenderId, FlushRound[]>(
-    SEPARATE_CORES_CONTENDERS.map((id) => [id, []]),
-  );
-  try {
-    for (let round = 0; round < settings.flushRounds; round++) {
-      for (const id of rotate(SEPARATE_CORES_CONTENDERS, round)) {
-        const result = await measureContender(ctx, id, replicas, {
-          warmupMs: settings.flushWarmupMs,
-          seconds: settings.flushSeconds,
-        });
-        rounds.get(id)?.push({
-          flushesPerSecond: result.flushesPerSecond,
-          p50Ms: result.latency.p50Ms,
-          p99Ms: result.latency.p99Ms,
-          flushes: result.flushes,
-          errors: result.errors,
-          clientCpuUsPerFlush: result.cpu.clientUsPerOp,
-          serverCpuUsPerFlush: result.cpu.serverUsPerOp,
-        });
-      }
-    }
-  } finally {
-    attempt.split.restore();
-  }
-  const cells = SEPARATE_CORES_CONTENDERS.map((id) =>
-    summarizeCell(id, replicas, rounds.get(id) ?? []),
-  );
-  const [a, l] = cells;
-  const result: SeparateCoresResult = {
-    status: 'measured',
-    layout: attempt.split.layout,
-    replicas,
-    cells,
-    defaultOverCoderShared: ratio(a.flushesPerSecond, l.flushesPerSecond),
-    defaultServerCpuOverCoderShared: ratio(a.serverCpuUsPerFlush, l.serverCpuUsPerFlush),
-  };
-  out.line(
-    `  separate cores (${result.layout}), ${replicas} replicas: ` +
-      cells
-        .map(
-          (c) =>
-            `${c.contender} ${fmt(c.flushesPerSecond)}/s (Node ${fmt(c.clientCpuUsPerFlush)} µs, PostgreSQL ${fmt(c.serverCpuUsPerFlush)} µs per flush)`,
-        )
-        .join(', ') +
-      `; a ÷ l ${fmtRatio(result.defaultOverCoderShared)}`,
-  );
-  return result;
+  return { contenders, pgbench: ctx.pgbench ? 'measured' : 'not found', cells, ratios };
 }
 
 function summarizeCell(
