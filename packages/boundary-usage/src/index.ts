@@ -17,6 +17,9 @@ export {
   isUuid,
   assertPositiveInteger,
   assertPositiveMs,
+  assertPositiveMsRoundedUp,
 } from './lib/validation.js';
+export { jsonInteger, parseJsonInteger, type JsonInteger } from './lib/json-integer.js';
+export { combineHooks } from './lib/observer-hooks.js';
 export { createFlushMetrics } from './lib/metrics.js';
 export type { FlushMetricsOptions } from './lib/metrics.js';

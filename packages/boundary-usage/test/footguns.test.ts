@@ -95,6 +95,28 @@ describe('observer hooks are isolated', () => {
     expect(await cutOver()).toEqual({ allowed: 5n, denied: 2n, replicas: 1 });
   });
 
+  test('an observer that is a class instance (hooks on its prototype) is called', async () => {
+    class FlushCounter {
+      readonly flushed: bigint[] = [];
+      onFlush(result: { allowedRequests: bigint }): void {
+        this.flushed.push(result.allowedRequests);
+      }
+    }
+    const counter = new FlushCounter();
+    const tracker = new BoundaryUsageTracker();
+    const loop = startFlushLoop({
+      tracker,
+      store: new BoundaryUsageStore(prisma),
+      replicaId: uuid(),
+      intervalMs: 3_600_000,
+      observer: counter,
+    });
+    db.defer(() => loop.stop());
+    tracker.track(uuid(), uuid(), 4, 0);
+    await loop.flushNow();
+    expect(counter.flushed).toEqual([4n]);
+  });
+
   test('a throwing onError does not escape the retry loop: the flush is retried and lands', async () => {
     // A store whose first upsert fails with a retryable LockTimeoutError (what a real lock
     // timeout gives; the loop only reads `retryable`), then works.
@@ -147,13 +169,17 @@ describe('every async call rejects, never throws', () => {
     ).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'store' });
   });
 
-  test('the flush loop stop() with a bad timeout rejects with INVALID_INPUT', async () => {
-    const loop = startFlushLoop({
+  /** A loop that never flushes by itself (an hour between ticks). */
+  const idleLoop = () =>
+    startFlushLoop({
       tracker: new BoundaryUsageTracker(),
       store: new BoundaryUsageStore(prisma),
       replicaId: uuid(),
       intervalMs: 3_600_000,
     });
+
+  test('the flush loop stop() with a bad timeout rejects with INVALID_INPUT', async () => {
+    const loop = idleLoop();
     db.defer(() => loop.stop());
     let thrown: unknown;
     let stopping: Promise<unknown> | undefined;
@@ -165,6 +191,20 @@ describe('every async call rejects, never throws', () => {
     expect(thrown).toBeUndefined();
     await expect(stopping).rejects.toMatchObject({ code: 'INVALID_INPUT', field: 'timeoutMs' });
   });
+
+  test.each([['100'], [Number.NaN], [Number.POSITIVE_INFINITY], [null]])(
+    'the flush loop stop() refuses a timeout of %p (a string is not coerced) and a fraction is rounded up',
+    async (timeoutMs) => {
+      const loop = idleLoop();
+      db.defer(() => loop.stop());
+      await expect(loop.stop({ timeoutMs: timeoutMs as unknown as number })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+        field: 'timeoutMs',
+      });
+      const other = idleLoop();
+      await expect(other.stop({ timeoutMs: 0.4 })).resolves.toBeUndefined();
+    },
+  );
 });
 
 describe('pending() and confirmed() are JSON-safe', () => {

@@ -1,10 +1,12 @@
 import { noopLogger, type DatabaseError, type Logger } from '@usagekit/db';
 import { backoffDelayMs, pause, type BackoffOptions } from './backoff.js';
+import { combineHooks } from './observer-hooks.js';
 import type { BoundaryUsageStore } from './store.js';
 import type { BoundaryUsageTracker, FlushResult } from './tracker.js';
 import {
   assertPositiveInteger,
   assertPositiveMs,
+  assertPositiveMsRoundedUp,
   assertUuid,
   InvalidInputError,
 } from './validation.js';
@@ -150,7 +152,7 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
     let timeoutMs = finalFlushTimeoutMs;
     try {
       if (stopOptions?.timeoutMs !== undefined) {
-        timeoutMs = assertPositiveMs('timeoutMs', Math.ceil(stopOptions.timeoutMs));
+        timeoutMs = assertPositiveMsRoundedUp('timeoutMs', stopOptions.timeoutMs);
       }
     } catch (error) {
       return Promise.reject(error);
@@ -199,32 +201,11 @@ export function startFlushLoop(options: FlushLoopOptions): FlushLoop {
   return { stop, flushNow: () => flushWithRetries(undefined) };
 }
 
-/**
- * The observer with every hook wrapped: a hook that throws is logged and otherwise ignored. A
- * throwing onFlush must not turn a committed flush into a failure (it would be retried and
- * reported as failed although the database has it), and a throwing onError must not escape
- * the retry loop (issue 20).
- */
+/** The observer with every hook isolated (observer-hooks.ts): a hook that throws is logged. */
 function isolatedObserver(observer: FlushLoopObserver, logger: Logger): FlushLoopObserver {
-  const guard =
-    <A extends unknown[]>(
-      name: keyof FlushLoopObserver,
-      hook: ((...args: A) => void) | undefined,
-    ) =>
-    (...args: A): void => {
-      if (!hook) return;
-      try {
-        hook.apply(observer, args);
-      } catch (error) {
-        logger.warn(`boundary usage flush loop: observer.${name} threw; ignored`, {
-          error: error instanceof Error ? error.message : String(error),
-        });
-      }
-    };
-  return {
-    onFlush: guard('onFlush', observer.onFlush),
-    onError: guard('onError', observer.onError),
-    onAbandoned: guard('onAbandoned', observer.onAbandoned),
-    onSequenceRecoveries: guard('onSequenceRecoveries', observer.onSequenceRecoveries),
-  };
+  return combineHooks([observer], (name, error) =>
+    logger.warn(`boundary usage flush loop: observer.${name} threw; ignored`, {
+      error: error instanceof Error ? error.message : String(error),
+    }),
+  );
 }

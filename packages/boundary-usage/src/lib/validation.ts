@@ -68,3 +68,15 @@ export function assertPositiveMs(field: string, value: unknown): number {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return value;
   throw new InvalidInputError(field, value, 'a positive integer number of milliseconds');
 }
+
+/**
+ * assertPositiveMs for a time that may be computed (what a shutdown budget leaves): a
+ * fractional number is rounded up. Anything but a finite number (a string such as '100'
+ * included, which Math.ceil would quietly coerce) is refused first.
+ */
+export function assertPositiveMsRoundedUp(field: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new InvalidInputError(field, value, 'a positive number of milliseconds');
+  }
+  return assertPositiveMs(field, Math.ceil(value));
+}

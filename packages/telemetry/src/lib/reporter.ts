@@ -1,4 +1,4 @@
-import { assertPositiveMs, InvalidInputError } from '@usagekit/boundary-usage';
+import { assertPositiveMsRoundedUp, InvalidInputError } from '@usagekit/boundary-usage';
 import { retryDelayMs } from './backoff.js';
 import { readClock } from './clock.js';
 import { collectSnapshot } from './collect.js';
@@ -176,7 +176,7 @@ export class TelemetryReporter {
     let stopTimeoutMs = this.settings.stopTimeoutMs;
     try {
       if (options?.timeoutMs !== undefined) {
-        stopTimeoutMs = assertPositiveMs('timeoutMs', Math.ceil(options.timeoutMs));
+        stopTimeoutMs = assertPositiveMsRoundedUp('timeoutMs', options.timeoutMs);
       }
     } catch (error) {
       return Promise.reject(error);
