@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { DatabaseError, Deadline, noopLogger, toDatabaseError, type Logger } from '@usagekit/db';
+import { jsonInteger } from './json-integer.js';
 import type { BoundaryUsageStore, UpsertStatsResult } from './store.js';
 import { InvalidInputError, assertPositiveMs, canonicalUuid, INT8_MAX } from './validation.js';
 
@@ -102,9 +103,7 @@ export function withJson<T extends object>(
 }
 
 function jsonSafe(field: unknown): number | string | boolean {
-  if (typeof field !== 'bigint') return field as number | string | boolean;
-  const asNumber = Number(field);
-  return Number.isSafeInteger(asNumber) ? asNumber : field.toString();
+  return typeof field === 'bigint' ? jsonInteger(field) : (field as number | string | boolean);
 }
 
 /** What one flush() did. */

@@ -1,3 +1,4 @@
+import { jsonInteger } from '@usagekit/boundary-usage';
 import type { StopStepName } from './stop-budget.js';
 
 /** One step of stop(), as it went. */
@@ -66,10 +67,8 @@ export interface StopReport {
 export function stopReportJson(report: Omit<StopReport, 'toJSON'>): unknown {
   // A copy without the report's own (non-enumerable) toJSON, which calls this.
   return JSON.parse(
-    JSON.stringify({ ...report }, (_key, value: unknown) => {
-      if (typeof value !== 'bigint') return value;
-      const asNumber = Number(value);
-      return Number.isSafeInteger(asNumber) ? asNumber : value.toString();
-    }),
+    JSON.stringify({ ...report }, (_key, value: unknown) =>
+      typeof value === 'bigint' ? jsonInteger(value) : value,
+    ),
   );
 }
