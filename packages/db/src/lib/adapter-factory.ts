@@ -68,8 +68,9 @@ export class UsagekitAdapterFactory {
    * The SQL texts this client sends by name, at most MAX_NAMED_STATEMENTS of them: each named
    * text is prepared once on every connection and kept there for the connection's life, so a
    * client used for arbitrary queries (a host's own, issue 20) would otherwise grow every
-   * backend without bound. usagekit's own statements come first and are few (about 20); a text
-   * beyond the cap is sent unnamed, parsed per call, as a plain client would.
+   * backend without bound. usagekit's own statements are few (about 20) and named when they
+   * are among the first 64 texts sent; a text beyond the cap is sent unnamed, parsed per call,
+   * as a plain client would.
    */
   readonly #namedTexts = new Set<string>();
   /** The pools of this client not yet ended, for destroyConnections() (disconnectWithin). */

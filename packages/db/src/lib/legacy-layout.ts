@@ -121,9 +121,8 @@ export async function moveLegacyLayout(
   }
 
   const migrations = historyRows.map((row) => row.migration_name).sort();
-  await context.withLockRetries(`move ${tables.length} table(s) to schema ${schema}`, async () => {
-    await client.query('BEGIN');
-    try {
+  await context.withLockRetries(`move ${tables.length} table(s) to schema ${schema}`, () =>
+    inTransactionOrLockNotGranted(client, context.lockNotGranted, async () => {
       await lockForMove(client, legacySchema, tables);
       for (const table of tables) {
         await client.query(
@@ -143,14 +142,8 @@ export async function moveLegacyLayout(
       } else {
         await removeLegacyHistory(client, schema, legacySchema);
       }
-      await client.query('COMMIT');
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      const sqlState = (error as { code?: unknown }).code;
-      if (sqlState === '55P03' || sqlState === '40P01') throw context.lockNotGranted(error);
-      throw error;
-    }
-  });
+    }),
+  );
   context.logger.info('migrate: moved usagekit tables into their own schema', {
     schema,
     from: legacySchema,
@@ -158,6 +151,29 @@ export async function moveLegacyLayout(
     legacyViews: context.legacyViews,
   });
   return { tables, migrations, legacyViews: context.legacyViews };
+}
+
+/**
+ * `work` in one transaction; a lock that did not come within lock_timeout (55P03), or a
+ * deadlock with the fleet's statements (40P01), rolls it back whole and is thrown as
+ * `lockNotGranted(cause)`, which withLockRetries runs again. Any other failure rolls back too.
+ */
+export async function inTransactionOrLockNotGranted<T>(
+  client: Client,
+  lockNotGranted: (cause: unknown) => Error,
+  work: () => Promise<T>,
+): Promise<T> {
+  await client.query('BEGIN');
+  try {
+    const result = await work();
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    const sqlState = (error as { code?: unknown }).code;
+    if (sqlState === '55P03' || sqlState === '40P01') throw lockNotGranted(error);
+    throw error;
+  }
 }
 
 export interface LegacyRemoval {

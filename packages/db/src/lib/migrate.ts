@@ -11,6 +11,7 @@ import {
   LEGACY_SCHEMA,
   MigrationLayoutError,
   moveLegacyLayout,
+  inTransactionOrLockNotGranted,
   removeLegacyLayout,
   type LegacyRemoval,
 } from './legacy-layout.js';
@@ -288,18 +289,11 @@ async function finishSchemaUpgradeChecked(
     await withLockRetries(
       'finish schema upgrade',
       async () => {
-        await client.query('BEGIN');
-        try {
-          result = await removeLegacyLayout(client, schema, LEGACY_SCHEMA);
-          await client.query('COMMIT');
-        } catch (error) {
-          await client.query('ROLLBACK').catch(() => undefined);
-          const sqlState = (error as { code?: unknown }).code;
-          if (sqlState === '55P03' || sqlState === '40P01') {
-            throw new LockNotGrantedError({ cause: error });
-          }
-          throw error;
-        }
+        result = await inTransactionOrLockNotGranted(
+          client,
+          (cause) => new LockNotGrantedError({ cause }),
+          () => removeLegacyLayout(client, schema, LEGACY_SCHEMA),
+        );
       },
       logger,
       policy,
