@@ -129,8 +129,10 @@ export async function startFreezingProxy(databaseUrl: string): Promise<FreezingP
           pair.frozen = false;
           for (const chunk of pair.heldToServer.splice(0)) pair.upstream.write(chunk);
           for (const chunk of pair.heldToClient.splice(0)) pair.client.write(chunk);
+          // A close the partition swallowed is passed on now. The pair stays listed until both
+          // sockets have closed ('close' removes it), so close() still destroys a pair whose
+          // other end never answers the FIN.
           if (pair.closeHeld) {
-            pairs.delete(pair);
             pair.client.end();
             pair.upstream.end();
           }
