@@ -23,7 +23,7 @@ import { recordedCall, substitute } from '../src/lib/replay';
 import { pgbenchValue } from '../src/lib/pgbench';
 import { fitHold } from '../src/sections/capacity';
 import { capacityRows, fleetTable } from '../src/lib/cadence-model';
-import type { FlushCell, FlushRatios } from '../src/sections/flush';
+import { roundByRoundRatios, type FlushCell, type FlushRatios } from '../src/sections/flush';
 
 const cell = (
   contender: FlushCell['contender'],
@@ -59,6 +59,37 @@ describe('flush chart', () => {
     expect(niceCeiling(3_700)).toBe(5_000);
     expect(niceCeiling(1_000)).toBe(1_000);
     expect(niceCeiling(2_100)).toBe(2_500);
+  });
+});
+
+describe('round by round', () => {
+  it('pairs the rounds of two contenders by index, at one concurrency', () => {
+    const withRounds = (
+      contender: FlushCell['contender'],
+      replicas: number,
+      perSecond: number[],
+    ): FlushCell => ({
+      ...cell(contender, replicas, 0),
+      rounds: perSecond.map((flushesPerSecond) => ({
+        flushesPerSecond,
+        p50Ms: 1,
+        p99Ms: 2,
+        flushes: 1,
+        errors: 0,
+        clientCpuUsPerFlush: 1,
+        serverCpuUsPerFlush: 1,
+      })),
+    });
+    const cells = [
+      withRounds('a', 16, [110, 90, 100]),
+      withRounds('l', 16, [100, 100, 0]),
+      withRounds('a', 4, [1]),
+      withRounds('l', 4, [2]),
+    ];
+    // The third round has no finite ratio (l measured 0/s) and is left out.
+    expect(roundByRoundRatios(cells, 'a', 'l', 16)).toEqual([1.1, 0.9]);
+    expect(roundByRoundRatios(cells, 'a', 'l', 4)).toEqual([0.5]);
+    expect(roundByRoundRatios(cells, 'a', 'k', 16)).toEqual([]);
   });
 });
 

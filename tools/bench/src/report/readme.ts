@@ -6,7 +6,8 @@
 import { describeServer } from '../lib/database.js';
 import { fmt, fmtMs, fmtRatio, markdownTable } from '../lib/output.js';
 import { ratio } from '../lib/stats.js';
-import { RATIO_COLUMNS } from '../sections/flush.js';
+import { RATIO_COLUMNS, roundByRoundRatios } from '../sections/flush.js';
+import { GOAL_REPLICAS } from './goals.js';
 import type { BenchResults } from './results.js';
 
 export const NOTES_START =
@@ -186,6 +187,7 @@ export function renderReadme(
         ]),
       ),
       '',
+      ...roundByRoundLine(f),
       "a is the library's default flush as a tracker sends it, through the public API with every default. " +
         "l is coder's protocol written by hand as coder runs it (pgx prepares every statement with arguments), " +
         "with the shared lock: the baseline of the goals; k is the same with coder's exclusive lock, as shipped. " +
@@ -410,6 +412,19 @@ export function renderReadme(
     '',
   );
   return lines.join('\n');
+}
+
+/** The goal's ratio round by round: how much one run's figure moves with the machine. */
+function roundByRoundLine(f: NonNullable<BenchResults['flush']>): string[] {
+  const ratios = roundByRoundRatios(f.cells, 'a', 'l', GOAL_REPLICAS);
+  if (ratios.length < 2) return [];
+  const sorted = [...ratios].sort((x, y) => x - y);
+  return [
+    `a ÷ l round by round at ${GOAL_REPLICAS} replicas (each round measures both back to back, under the same load): ` +
+      `${ratios.map(fmtRatio).join(', ')}; lowest ${fmtRatio(sorted[0])}, highest ${fmtRatio(sorted[sorted.length - 1])}. ` +
+      'The goal takes the ratio of the medians.',
+    '',
+  ];
 }
 
 /** The notes block of a fresh README: what a person fills in after a full run. */

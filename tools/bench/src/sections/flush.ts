@@ -420,6 +420,25 @@ export function flushRatios(cells: readonly FlushCell[], replicas: number): Flus
   };
 }
 
+/**
+ * `top` ÷ `bottom` round by round at `replicas`: each round measures every contender back to
+ * back, so a round's ratio compares the two under the same machine load. Their spread says how
+ * far one run's ratio of medians can be trusted.
+ */
+export function roundByRoundRatios(
+  cells: readonly FlushCell[],
+  top: FlushContenderId,
+  bottom: FlushContenderId,
+  replicas: number,
+): number[] {
+  const rounds = (id: FlushContenderId) =>
+    cells.find((c) => c.contender === id && c.replicas === replicas)?.rounds ?? [];
+  const below = rounds(bottom);
+  return rounds(top)
+    .map((round, i) => ratio(round.flushesPerSecond, below[i]?.flushesPerSecond))
+    .filter((value) => Number.isFinite(value));
+}
+
 /** Ratio columns of the flush tables: key, heading. Shared by the console and the README. */
 export const RATIO_COLUMNS: ReadonlyArray<
   readonly [Exclude<keyof FlushRatios, 'replicas'>, string]
