@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
 import {
   deadlineClientClass,
+  destroyConnection,
   discardReasonOf,
   PreparedStatementSwitch,
 } from './deadline-client.js';
@@ -173,12 +174,7 @@ export class UsagekitAdapterFactory {
     for (const pool of this.#pools) {
       const clients = (pool as unknown as { _clients?: unknown[] })._clients ?? [];
       for (const client of clients) {
-        const internals = client as {
-          _queryable?: boolean;
-          connection?: { stream?: { destroy(): void } };
-        };
-        internals._queryable = false;
-        internals.connection?.stream?.destroy();
+        destroyConnection(client);
         destroyed++;
       }
     }

@@ -211,10 +211,7 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
 
     /** Never reuse this connection: cancel its statement (best effort) and destroy it. */
     #abandon(deadlineMs: number): void {
-      const internals = this as unknown as ClientInternals;
-      // pg-pool checks this flag when the connection is released and drops it.
-      internals._queryable = false;
-      const { processID, secretKey } = internals;
+      const { processID, secretKey } = this as unknown as ClientInternals;
       if (processID !== null && secretKey !== null && this.host) {
         void sendCancelRequest(
           { host: this.host, port: this.port, processID, secretKey },
@@ -235,10 +232,22 @@ export function deadlineClientClass(settings: DeadlineClientSettings): typeof Cl
       // released only when the transaction ends, and a polite close (FIN) never completes
       // across a partition, so the socket, its file descriptor and the pending query would
       // linger (deadline.test.ts counts the process's TCP sockets to prove it).
-      internals.connection.stream.destroy();
+      destroyConnection(this);
     }
   }
   return DeadlineClient as unknown as typeof Client;
+}
+
+/**
+ * Ends a connection for good, busy or not: pg-pool will not hand it out again (`_queryable`,
+ * which it checks on release) and its socket is destroyed now, so every query on it rejects
+ * with "Connection terminated" and no polite close has to cross a dead network. For the
+ * statement deadline and for disconnectWithin's forced close.
+ */
+export function destroyConnection(client: unknown): void {
+  const internals = client as Partial<ClientInternals>;
+  internals._queryable = false;
+  internals.connection?.stream?.destroy();
 }
 
 /**
