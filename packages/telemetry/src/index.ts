@@ -42,8 +42,8 @@ export type {
   SnapshotJson,
   BoundaryUsageSummaryJson,
 } from './lib/snapshot.js';
-export { jsonInteger, parseJsonInteger } from './lib/json.js';
-export type { JsonInteger } from './lib/json.js';
+// Counters in the report's JSON; the rule lives with the tracker, the lowest layer that writes them.
+export { jsonInteger, parseJsonInteger, type JsonInteger } from '@usagekit/boundary-usage';
 export { reportIdFor, uuidV5, REPORT_ID_NAMESPACE } from './lib/report-id.js';
 export { floorToFrequency, periodAt } from './lib/period.js';
 export type { Period } from './lib/period.js';

@@ -1,5 +1,5 @@
 import type { BoundaryUsageSummary } from '@usagekit/boundary-usage';
-import { jsonInteger, type JsonInteger } from './json.js';
+import { jsonInteger, type JsonInteger } from '@usagekit/boundary-usage';
 
 /** The telemetry_locks / telemetry_reports event type of the boundary usage summary (coder's). */
 export const BOUNDARY_USAGE_EVENT_TYPE = 'boundary_usage_summary';

@@ -6,6 +6,7 @@
 import { describeServer } from '../lib/database.js';
 import { fmt, fmtMs, fmtRatio, markdownTable } from '../lib/output.js';
 import { ratio } from '../lib/stats.js';
+import { CADENCE_COLUMNS, cadenceFigures } from '../sections/cadence.js';
 import { RATIO_COLUMNS, roundByRoundRatios } from '../sections/flush.js';
 import { GOAL_REPLICAS } from './goals.js';
 import type { BenchResults } from './results.js';
@@ -673,29 +674,12 @@ function cadenceSection(r: BenchResults): string[] {
       '"connects/flush" counts the TCP connections the fleet opened: 1 per-flush, 0 warm, as intended.',
     '',
     markdownTable(
-      [
-        'transport',
-        'TLS',
-        'pool',
-        'PostgreSQL µs/flush',
-        'Node µs/flush',
-        'PgBouncer µs/flush',
-        'p50 ms',
-        'p99 ms',
-        'connects/flush',
-        'errors',
-      ],
+      [...CADENCE_COLUMNS],
       c.cells.map((cell) => [
         transportLabel(cell.transport),
         tlsLabel(cell.tls),
         cell.pool,
-        fmt(cell.serverUsPerFlush),
-        fmt(cell.nodeUsPerFlush),
-        cell.transport === 'pgbouncer' ? fmt(cell.poolerUsPerFlush) : '',
-        fmtMs(cell.p50Ms),
-        fmtMs(cell.p99Ms),
-        cell.socketsPerFlush.toFixed(2),
-        String(cell.errors),
+        ...cadenceFigures(cell),
       ]),
     ),
     '',

@@ -69,6 +69,33 @@ export interface CadenceRound {
   idleUsPerSecond: IdleRates;
 }
 
+/** Section 7's table columns; the console and the README write the same ones. */
+export const CADENCE_COLUMNS = [
+  'transport',
+  'TLS',
+  'pool',
+  'PostgreSQL µs/flush',
+  'Node µs/flush',
+  'PgBouncer µs/flush',
+  'p50 ms',
+  'p99 ms',
+  'connects/flush',
+  'errors',
+] as const;
+
+/** A cell's figures, the columns after transport, TLS and pool. */
+export function cadenceFigures(cell: CadenceCell): string[] {
+  return [
+    fmt(cell.serverUsPerFlush),
+    fmt(cell.nodeUsPerFlush),
+    cell.transport === 'pgbouncer' ? fmt(cell.poolerUsPerFlush) : '',
+    fmtMs(cell.p50Ms),
+    fmtMs(cell.p99Ms),
+    cell.socketsPerFlush.toFixed(2),
+    String(cell.errors),
+  ];
+}
+
 export interface IdleRates {
   server: number | undefined;
   node: number;
@@ -268,30 +295,8 @@ export async function runCadenceSection(ctx: BenchContext): Promise<CadenceSecti
 
     out.table(
       `7. Production cadence (${replicas} replicas, each flushing once per ${intervalMs} ms standing for ${CADENCE_REAL_INTERVAL_SECONDS} s; ${settings.cadenceIntervals} intervals × ${settings.cadenceRounds} rounds)`,
-      [
-        'transport',
-        'TLS',
-        'pool',
-        'PostgreSQL µs/flush',
-        'Node µs/flush',
-        'PgBouncer µs/flush',
-        'p50 ms',
-        'p99 ms',
-        'connects/flush',
-        'errors',
-      ],
-      cells.map((c) => [
-        c.transport,
-        c.tls ? 'require' : 'off',
-        c.pool,
-        fmt(c.serverUsPerFlush),
-        fmt(c.nodeUsPerFlush),
-        c.transport === 'pgbouncer' ? fmt(c.poolerUsPerFlush) : '',
-        fmtMs(c.p50Ms),
-        fmtMs(c.p99Ms),
-        c.socketsPerFlush.toFixed(2),
-        String(c.errors),
-      ]),
+      [...CADENCE_COLUMNS],
+      cells.map((c) => [c.transport, c.tls ? 'require' : 'off', c.pool, ...cadenceFigures(c)]),
       [
         ...warm.map((w) =>
           w.transport === 'direct'

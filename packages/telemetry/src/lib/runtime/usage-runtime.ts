@@ -2,6 +2,7 @@ import {
   assertPositiveMs,
   BoundaryUsageStore,
   BoundaryUsageTracker,
+  combineHooks,
   createFlushMetrics,
   isUuid,
   startFlushLoop,
@@ -32,7 +33,6 @@ import type { TelemetryObserver, TelemetryReporterOptions } from '../options.js'
 import { TelemetryReporter } from '../reporter.js';
 import type { Sink } from '../sink.js';
 import * as sql from '../sql.js';
-import { combineObservers } from './observers.js';
 import { DEFAULT_STOP_BUDGET_MS, StopBudget, type StopStepName } from './stop-budget.js';
 import { stopReportJson, type StopReport, type StopStep } from './stop-report.js';
 
@@ -181,7 +181,7 @@ export function startUsageRuntime(options: UsageRuntimeOptions): UsageRuntime {
     sink: options.sink,
     snapshotFrequencyMs: options.snapshotFrequencyMs,
     logger,
-    observer: combineObservers<TelemetryObserver>(
+    observer: combineHooks<TelemetryObserver>(
       [
         metrics ? createTelemetryMetrics(metrics.registry, metricOptions) : undefined,
         options.observers?.telemetry,
@@ -196,7 +196,7 @@ export function startUsageRuntime(options: UsageRuntimeOptions): UsageRuntime {
     replicaId,
     intervalMs: options.flushIntervalMs,
     logger,
-    observer: combineObservers<FlushLoopObserver>(
+    observer: combineHooks<FlushLoopObserver>(
       [
         metrics ? createFlushMetrics(metrics.registry, metricOptions) : undefined,
         options.observers?.flush,
